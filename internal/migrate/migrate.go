@@ -1,0 +1,45 @@
+// Package migrate applies hookstream's embedded SQL migrations
+// (schemas/migrations) with goose.
+package migrate
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+
+	"github.com/hookstream/hookstream/schemas"
+)
+
+// Up applies every pending migration to the database at url and returns the
+// versions it applied. It is safe to run concurrently from several processes:
+// goose takes a session lock.
+func Up(ctx context.Context, url string) ([]int64, error) {
+	db, err := sql.Open("pgx", url)
+	if err != nil {
+		return nil, fmt.Errorf("migrate: open database: %w", err)
+	}
+	defer db.Close()
+	locker, err := lock.NewPostgresSessionLocker()
+	if err != nil {
+		return nil, fmt.Errorf("migrate: %w", err)
+	}
+	p, err := goose.NewProvider(goose.DialectPostgres, db, schemas.Migrations(), goose.WithSessionLocker(locker))
+	if err != nil {
+		return nil, fmt.Errorf("migrate: %w", err)
+	}
+	res, err := p.Up(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("migrate: %w", err)
+	}
+	applied := make([]int64, 0, len(res))
+	for _, r := range res {
+		applied = append(applied, r.Source.Version)
+	}
+	return applied, nil
+}
+
+var _ = stdlib.GetDefaultDriver // registers the "pgx" database/sql driver

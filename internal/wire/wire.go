@@ -1,0 +1,55 @@
+// Package wire holds the types that cross process boundaries between
+// hookstream's components: Kafka topic names, record header names and the
+// audit record. ingest, consumer and audit all speak it and never import each
+// other.
+package wire
+
+// Default topic names (DESIGN.md, "Kafka").
+const (
+	DefaultEventsTopic = "hookstream.events"
+	DefaultDLQTopic    = "hookstream.dlq"
+	DefaultAuditTopic  = "hookstream.audit"
+)
+
+// Topics names the three topics hookstream uses. Operators (and tests) may
+// rename them; the zero value means the defaults.
+type Topics struct {
+	Events string
+	DLQ    string
+	Audit  string
+}
+
+// WithDefaults fills empty names with the Default*Topic constants.
+func (t Topics) WithDefaults() Topics {
+	if t.Events == "" {
+		t.Events = DefaultEventsTopic
+	}
+	if t.DLQ == "" {
+		t.DLQ = DefaultDLQTopic
+	}
+	if t.Audit == "" {
+		t.Audit = DefaultAuditTopic
+	}
+	return t
+}
+
+// Record header names on hookstream.events (and hookstream.dlq).
+const (
+	HeaderEventID     = "event-id"
+	HeaderSource      = "source"
+	HeaderCustomerID  = "customer-id"
+	HeaderEventType   = "event-type"
+	HeaderReceivedAt  = "received-at" // RFC 3339 with nanoseconds, UTC
+	HeaderRequestID   = "request-id"
+	HeaderContentType = "content-type"
+	HeaderTraceparent = "traceparent"
+	// HeaderRedrive is set to "true" on an event the receiver produced again
+	// because the provider re-sent an event that had FAILED or gone DEAD.
+	HeaderRedrive = "redrive"
+)
+
+// Record header names on hookstream.audit.
+const (
+	HeaderAuditAction        = "action"
+	HeaderAuditSchemaVersion = "schema-version"
+)

@@ -1,0 +1,40 @@
+# hookstream — run `make help` for the targets.
+GO        ?= go
+PKGS      ?= ./...
+TEST_FLAGS ?= -race -count=1 -timeout 15m
+
+.PHONY: help
+help: ## show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+.PHONY: dev
+dev: ## run everything in one process (embedded broker, private PostgreSQL)
+	$(GO) run ./cmd/hookstream dev
+
+.PHONY: build
+build: ## build bin/hookstream
+	$(GO) build -o bin/hookstream ./cmd/hookstream
+
+.PHONY: test
+test: ## run every test with the race detector (starts PostgreSQL and a broker itself)
+	$(GO) test $(TEST_FLAGS) $(PKGS)
+
+.PHONY: test-race
+test-race: test ## alias of test: the suite always runs with -race
+
+.PHONY: lint
+lint: ## gofmt and go vet
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
+	$(GO) vet $(PKGS)
+
+.PHONY: fuzz
+fuzz: ## run each fuzz target for FUZZTIME (default 30s)
+	@for pkg in ./ingest ./ingest/signature; do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $${FUZZTIME:-30s} $$pkg || exit 1; \
+	  done; \
+	done
+
+.PHONY: bench
+bench: ## Go micro-benchmarks of the hot paths
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)

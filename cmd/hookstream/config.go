@@ -1,0 +1,156 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hookstream/hookstream/internal/kafka"
+)
+
+// settings are the options shared by the roles. Each has a flag and a
+// HOOKSTREAM_* variable; the flag wins.
+type settings struct {
+	kafkaBrokers   string
+	databaseURL    string
+	httpAddr       string
+	adminToken     string
+	sourcesFile    string
+	partitions     int
+	produceTimeout time.Duration
+	logLevel       string
+	logFormat      string
+	instance       string
+	shutdownGrace  time.Duration
+}
+
+// envVar is one setting's environment variable, for -h and error messages.
+type envVar struct{ flag, env string }
+
+type flagSet struct {
+	*flag.FlagSet
+	envs []envVar
+	errs []error
+}
+
+func newFlagSet(name string, stderr io.Writer) *flagSet {
+	fs := &flagSet{FlagSet: flag.NewFlagSet("hookstream "+name, flag.ContinueOnError)}
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func (fs *flagSet) envDefault(env, def string) string {
+	if v, ok := os.LookupEnv(env); ok {
+		return v
+	}
+	return def
+}
+
+func (fs *flagSet) stringVar(p *string, name, env, def, usage string) {
+	fs.StringVar(p, name, fs.envDefault(env, def), usage+" ("+env+")")
+}
+
+func (fs *flagSet) intVar(p *int, name, env string, def int, usage string) {
+	v := def
+	if s, ok := os.LookupEnv(env); ok {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil {
+			fs.errs = append(fs.errs, fmt.Errorf("%s: %q is not an integer", env, s))
+		}
+		v = n
+	}
+	fs.IntVar(p, name, v, usage+" ("+env+")")
+}
+
+func (fs *flagSet) durationVar(p *time.Duration, name, env string, def time.Duration, usage string) {
+	v := def
+	if s, ok := os.LookupEnv(env); ok {
+		d, err := time.ParseDuration(strings.TrimSpace(s))
+		if err != nil {
+			fs.errs = append(fs.errs, fmt.Errorf("%s: %q is not a duration (e.g. 5s)", env, s))
+		}
+		v = d
+	}
+	fs.DurationVar(p, name, v, usage+" ("+env+")")
+}
+
+// parse parses args; bad environment values are reported here too.
+func (fs *flagSet) parse(args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	return errors.Join(fs.errs...)
+}
+
+func (s *settings) registerKafka(fs *flagSet) {
+	fs.stringVar(&s.kafkaBrokers, "kafka-brokers", "HOOKSTREAM_KAFKA_BROKERS", "", "comma-separated Kafka seed brokers")
+	fs.durationVar(&s.produceTimeout, "produce-timeout", "HOOKSTREAM_PRODUCE_TIMEOUT", 5*time.Second, "how long a request waits for the broker's acknowledgement before 503")
+}
+
+func (s *settings) registerDatabase(fs *flagSet) {
+	fs.stringVar(&s.databaseURL, "database-url", "HOOKSTREAM_DATABASE_URL", "", "PostgreSQL URL")
+}
+
+func (s *settings) registerPartitions(fs *flagSet) {
+	fs.intVar(&s.partitions, "partitions", "HOOKSTREAM_PARTITIONS", 12, "partitions of hookstream.events and hookstream.dlq when creating them")
+}
+
+func (s *settings) registerServer(fs *flagSet, defaultAddr string) {
+	fs.stringVar(&s.httpAddr, "http-addr", "HOOKSTREAM_HTTP_ADDR", defaultAddr, "HTTP listen address")
+	fs.stringVar(&s.adminToken, "admin-token", "HOOKSTREAM_ADMIN_TOKEN", "", "bearer token of the admin API (disabled when empty)")
+	fs.stringVar(&s.sourcesFile, "sources", "HOOKSTREAM_SOURCES", "", "YAML sources file")
+	fs.stringVar(&s.instance, "instance", "HOOKSTREAM_INSTANCE", defaultInstance(), "name of this process in audit records")
+	fs.durationVar(&s.shutdownGrace, "shutdown-grace", "HOOKSTREAM_SHUTDOWN_GRACE", 30*time.Second, "how long shutdown waits for in-flight requests")
+}
+
+func (s *settings) registerLog(fs *flagSet, defaultFormat string) {
+	fs.stringVar(&s.logLevel, "log-level", "HOOKSTREAM_LOG_LEVEL", "info", "debug|info|warn|error")
+	fs.stringVar(&s.logFormat, "log-format", "HOOKSTREAM_LOG_FORMAT", defaultFormat, "json|text")
+}
+
+func (s *settings) brokers() []string { return kafka.ParseBrokers(s.kafkaBrokers) }
+
+func (s *settings) validate() error {
+	if s.partitions < 1 || s.partitions > 10000 {
+		return fmt.Errorf("partitions (HOOKSTREAM_PARTITIONS): must be between 1 and 10000, got %d", s.partitions)
+	}
+	if s.produceTimeout <= 0 {
+		return fmt.Errorf("produce-timeout (HOOKSTREAM_PRODUCE_TIMEOUT): must be positive, got %s", s.produceTimeout)
+	}
+	return nil
+}
+
+func (s *settings) logger(w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(s.logLevel)); err != nil {
+		return nil, fmt.Errorf("log-level (HOOKSTREAM_LOG_LEVEL): %q is not one of debug, info, warn, error", s.logLevel)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch s.logFormat {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log-format (HOOKSTREAM_LOG_FORMAT): %q is not json or text", s.logFormat)
+}
+
+func defaultInstance() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		h = "hookstream"
+	}
+	return fmt.Sprintf("%s-%d", h, os.Getpid())
+}

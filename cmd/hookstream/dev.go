@@ -1,0 +1,206 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/hookstream/hookstream/ingest/signature"
+	"github.com/hookstream/hookstream/internal/devstack"
+	"github.com/hookstream/hookstream/internal/migrate"
+	"github.com/hookstream/hookstream/internal/sources"
+	"github.com/hookstream/hookstream/schemas"
+)
+
+func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var s settings
+	var dataDir, kafkaListen string
+	fs := newFlagSet("dev", stderr)
+	s.registerKafka(fs)
+	s.registerDatabase(fs)
+	s.registerServer(fs, "127.0.0.1:8080")
+	s.registerPartitions(fs)
+	s.registerLog(fs, "text")
+	fs.stringVar(&dataDir, "data-dir", "HOOKSTREAM_DATA_DIR", ".hookstream", "where the embedded broker and PostgreSQL keep their data")
+	fs.stringVar(&kafkaListen, "kafka-listen", "HOOKSTREAM_KAFKA_LISTEN", "127.0.0.1:9092", "address of the embedded broker (when HOOKSTREAM_KAFKA_BROKERS is unset)")
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	if err := s.validate(); err != nil {
+		return err
+	}
+	log, err := s.logger(stderr)
+	if err != nil {
+		return err
+	}
+	dataDir, err = filepath.Abs(dataDir)
+	if err != nil {
+		return fmt.Errorf("data-dir: %w", err)
+	}
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		return fmt.Errorf("data-dir: %w", err)
+	}
+
+	// Everything started here is stopped in reverse order on the way out.
+	var cleanups []func()
+	defer func() {
+		for i := len(cleanups) - 1; i >= 0; i-- {
+			cleanups[i]()
+		}
+	}()
+
+	brokers := s.brokers()
+	if len(brokers) == 0 {
+		k, err := devstack.StartKafka(ctx, devstack.KafkaConfig{DataDir: filepath.Join(dataDir, "kafka"), ListenAddr: kafkaListen})
+		if err != nil {
+			return fmt.Errorf("embedded broker: %w", err)
+		}
+		cleanups = append(cleanups, k.Close)
+		brokers = k.Addrs()
+		log.Info("embedded Kafka-protocol broker (kfake) started", "addr", strings.Join(brokers, ","), "data", filepath.Join(dataDir, "kafka"))
+	}
+	dbURL := s.databaseURL
+	if dbURL == "" {
+		pg, err := devstack.StartPostgres(ctx, devstack.PostgresConfig{
+			DataDir: filepath.Join(dataDir, "postgres"),
+			Logf:    func(f string, a ...any) { log.Info(fmt.Sprintf(f, a...)) },
+		})
+		if err != nil {
+			return fmt.Errorf("private PostgreSQL: %w", err)
+		}
+		cleanups = append(cleanups, func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := pg.Stop(sctx); err != nil {
+				log.Error("stopping PostgreSQL", "error", err)
+			}
+		})
+		dbURL = pg.URL()
+		log.Info("private PostgreSQL started", "url", dbURL, "data", filepath.Join(dataDir, "postgres"))
+	}
+	if _, err := migrate.Up(ctx, dbURL); err != nil {
+		return err
+	}
+	if err := ensureTopics(ctx, brokers, int32(s.partitions), -1, io.Discard); err != nil {
+		return err
+	}
+
+	srcs, genericSecret, err := devSources(s.sourcesFile, dataDir)
+	if err != nil {
+		return err
+	}
+	st, err := startReceiver(ctx, receiverOptions{
+		brokers: brokers, databaseURL: dbURL, addr: s.httpAddr, sources: srcs,
+		instance: s.instance, produceTimeout: s.produceTimeout, shutdownGrace: s.shutdownGrace, log: log,
+	})
+	if err != nil {
+		return err
+	}
+	cleanups = append(cleanups, st.stop)
+
+	url := "http://" + displayAddr(st.server.Addr())
+	fmt.Fprintf(stdout, "\nhookstream dev is running at %s\n", url)
+	fmt.Fprintf(stdout, "  Kafka:      %s (topics hookstream.events, hookstream.dlq, hookstream.audit)\n", strings.Join(brokers, ","))
+	fmt.Fprintf(stdout, "  PostgreSQL: %s\n", dbURL)
+	if genericSecret != "" {
+		c, err := exampleCurl(url, genericSecret)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "  Source generic, secret %s\n\nSend a signed event:\n\n%s\n\n", genericSecret, c)
+	}
+	fmt.Fprintln(stdout, "Press Ctrl-C to stop.")
+
+	select {
+	case <-ctx.Done():
+	case <-st.server.Stopped():
+	}
+	log.Info("shutting down")
+	return nil
+}
+
+// devSources loads the sources file, if any, and adds the built-in generic
+// source unless the file defines it. The generic secret is
+// HOOKSTREAM_GENERIC_SECRET or one generated once and kept in the data dir,
+// so that a restart does not invalidate what a user has already signed.
+func devSources(file, dataDir string) ([]sources.Source, string, error) {
+	var srcs []sources.Source
+	if file != "" {
+		var err error
+		if srcs, err = sources.Load(file); err != nil {
+			return nil, "", err
+		}
+	}
+	for _, src := range srcs {
+		if src.Name == sources.GenericName {
+			return srcs, "", nil
+		}
+	}
+	secret, err := genericSecret(dataDir)
+	if err != nil {
+		return nil, "", err
+	}
+	schema, err := fs.ReadFile(schemas.JSON(), "generic.schema.json")
+	if err != nil {
+		return nil, "", err
+	}
+	g := sources.Generic([]string{secret}, schema)
+	return append(srcs, g), secret, nil
+}
+
+func genericSecret(dataDir string) (string, error) {
+	if v := os.Getenv("HOOKSTREAM_GENERIC_SECRET"); v != "" {
+		return v, nil
+	}
+	path := filepath.Join(dataDir, "generic.secret")
+	b, err := os.ReadFile(path)
+	if err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("generic secret: %w", err)
+	}
+	raw := make([]byte, 24)
+	if _, err := rand.Read(raw); err != nil {
+		return "", err
+	}
+	secret := "dev_" + hex.EncodeToString(raw)
+	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("generic secret: %w", err)
+	}
+	return secret, nil
+}
+
+// exampleCurl is a ready-to-paste request to the generic source.
+func exampleCurl(baseURL, secret string) (string, error) {
+	signer, err := signature.NewSigner(signature.Config{Scheme: "hmac-sha256", Secrets: []string{secret}, Header: "X-Signature", Encoding: "hex"})
+	if err != nil {
+		return "", err
+	}
+	id := make([]byte, 6)
+	_, _ = rand.Read(id)
+	body := fmt.Sprintf(`{"event_id":"evt_%s","customer_id":"cus_42","event_type":"invoice.paid","payload":{"amount":1200,"currency":"eur"}}`, hex.EncodeToString(id))
+	h := signer.Sign("", []byte(body), time.Now())
+	return fmt.Sprintf("curl -i -X POST %s/webhooks/generic \\\n  -H 'Content-Type: application/json' \\\n  -H 'X-Signature: %s' \\\n  -d '%s'", baseURL, h.Get("X-Signature"), body), nil
+}
+
+// displayAddr turns a wildcard listen address into one a user can paste.
+func displayAddr(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}

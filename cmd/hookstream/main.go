@@ -1,0 +1,87 @@
+// Command hookstream is the webhook ingestion engine: one binary whose
+// subcommands are its roles (see DESIGN.md, "Command line").
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+func commands() []command {
+	return []command{
+		{"dev", "run everything in one process on an embedded broker and a private PostgreSQL", runDev},
+		{"serve", "run the webhook receiver (stateless; run many)", runServe},
+		{"migrate", "apply the database migrations", runMigrate},
+		{"topics", "create the Kafka topics with their configs", runTopics},
+		{"version", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {
+			fmt.Fprintln(stdout, "hookstream", version)
+			return nil
+		}},
+	}
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(stderr)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	if args[0] == "--version" || args[0] == "-version" {
+		args[0] = "version"
+	}
+	for _, c := range commands() {
+		if c.name != args[0] {
+			continue
+		}
+		err := c.run(ctx, args[1:], stdout, stderr)
+		switch {
+		case err == nil:
+			return 0
+		case errors.Is(err, flag.ErrHelp):
+			return 0
+		case errors.Is(err, errUsage):
+			return 2
+		}
+		fmt.Fprintf(stderr, "hookstream %s: %v\n", c.name, err)
+		return 1
+	}
+	fmt.Fprintf(stderr, "hookstream: unknown command %q\n\n", args[0])
+	usage(stderr)
+	return 2
+}
+
+// errUsage: the flag package already printed what was wrong.
+var errUsage = errors.New("usage")
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "hookstream — reliable webhook ingestion on Kafka and PostgreSQL")
+	fmt.Fprintln(w, "\nUsage: hookstream <command> [flags]\n\nCommands:")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w, "\nRun 'hookstream <command> -h' for the flags of a command.")
+	fmt.Fprintln(w, "Every flag can also be set by its HOOKSTREAM_* environment variable (shown in -h).")
+}

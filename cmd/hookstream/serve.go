@@ -1,0 +1,53 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/hookstream/hookstream/internal/sources"
+)
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var s settings
+	fs := newFlagSet("serve", stderr)
+	s.registerKafka(fs)
+	s.registerDatabase(fs)
+	s.registerServer(fs, ":8080")
+	s.registerLog(fs, "json")
+	s.partitions = 1 // not used by serve
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	if err := s.validate(); err != nil {
+		return err
+	}
+	log, err := s.logger(stderr)
+	if err != nil {
+		return err
+	}
+	if s.sourcesFile == "" {
+		return errors.New("sources (HOOKSTREAM_SOURCES): required: serve has no built-in sources")
+	}
+	srcs, err := sources.Load(s.sourcesFile)
+	if err != nil {
+		return err
+	}
+	st, err := startReceiver(ctx, receiverOptions{
+		brokers: s.brokers(), databaseURL: s.databaseURL, addr: s.httpAddr, sources: srcs,
+		instance: s.instance, produceTimeout: s.produceTimeout, shutdownGrace: s.shutdownGrace, log: log,
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("receiver listening", "addr", st.server.Addr(), "sources", len(srcs))
+	select {
+	case <-ctx.Done():
+	case <-st.server.Stopped():
+	}
+	log.Info("shutting down")
+	st.stop()
+	fmt.Fprintln(stdout, "stopped")
+	return nil
+}

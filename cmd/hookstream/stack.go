@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/hookstream/hookstream/ingest"
+	"github.com/hookstream/hookstream/internal/httpserver"
+	"github.com/hookstream/hookstream/internal/kafka"
+	"github.com/hookstream/hookstream/internal/sources"
+	"github.com/hookstream/hookstream/internal/wire"
+)
+
+// receiverStack is the receiver role wired to its dependencies.
+type receiverStack struct {
+	log      *slog.Logger
+	producer *kgo.Client
+	pool     *pgxpool.Pool
+	dups     *ingest.PostgresDuplicates
+	server   *httpserver.Server
+	grace    time.Duration
+}
+
+type receiverOptions struct {
+	brokers        []string
+	databaseURL    string
+	addr           string
+	sources        []sources.Source
+	topics         wire.Topics
+	instance       string
+	produceTimeout time.Duration
+	shutdownGrace  time.Duration
+	log            *slog.Logger
+}
+
+func startReceiver(ctx context.Context, o receiverOptions) (_ *receiverStack, err error) {
+	if o.databaseURL == "" {
+		return nil, errors.New("database-url (HOOKSTREAM_DATABASE_URL): required")
+	}
+	s := &receiverStack{log: o.log, grace: o.shutdownGrace}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	s.producer, err = kafka.NewProducer(kafka.Config{Brokers: o.brokers, ClientID: "hookstream-ingest", ProduceTimeout: o.produceTimeout})
+	if err != nil {
+		return nil, fmt.Errorf("kafka-brokers (HOOKSTREAM_KAFKA_BROKERS): %w", err)
+	}
+	s.pool, err = newPool(ctx, o.databaseURL)
+	if err != nil {
+		return nil, err
+	}
+	s.dups = ingest.NewPostgresDuplicates(s.pool, ingest.PostgresDuplicatesConfig{})
+	rcv, err := ingest.New(ingest.Config{
+		Sources:        o.sources,
+		Producer:       s.producer,
+		Duplicates:     s.dups,
+		Topics:         o.topics,
+		Instance:       o.instance,
+		ProduceTimeout: o.produceTimeout,
+		Logger:         o.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.server = httpserver.New(httpserver.Config{
+		Addr:   o.addr,
+		Routes: []func(r gin.IRouter){rcv.Register},
+		Ready: []httpserver.Check{
+			{Name: "kafka", Check: func(ctx context.Context) error { return kafka.Ping(ctx, s.producer) }},
+			{Name: "postgres", Check: s.pool.Ping},
+		},
+		Logger: o.log,
+	})
+	if err := s.server.Start(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func newPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("database-url (HOOKSTREAM_DATABASE_URL): %w", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	return pool, nil
+}
+
+// stop drains: the listener closes, in-flight requests finish (each waits
+// for its produce), then the producer flushes and the pools close.
+func (s *receiverStack) stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), s.grace)
+	defer cancel()
+	if s.server != nil {
+		if err := s.server.Stop(ctx); err != nil {
+			s.log.Error("http shutdown", "error", err)
+		}
+	}
+	if s.producer != nil {
+		if err := s.producer.Flush(ctx); err != nil {
+			s.log.Error("producer flush", "error", err)
+		}
+	}
+	s.close()
+}
+
+func (s *receiverStack) close() {
+	if s.dups != nil {
+		s.dups.Close()
+	}
+	if s.producer != nil {
+		s.producer.Close()
+	}
+	if s.pool != nil {
+		s.pool.Close()
+	}
+}

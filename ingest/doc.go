@@ -1,0 +1,15 @@
+// Package ingest is hookstream's HTTP receiver: POST /webhooks/{source}.
+//
+// For each request it finds the source, applies its rate limit, checks the
+// content type and size, verifies the signature, validates the body
+// (well-formed UTF-8 JSON, then the source's JSON Schema), extracts
+// event_id, customer_id and event_type, asks the events table whether the
+// event was seen before (read-only; concurrent look-ups share one query),
+// and produces the raw body to the events topic keyed by customer_id. It
+// answers 202 only after the broker acknowledged the record with acks=all,
+// and 503 with Retry-After when it did not within the produce timeout, so a
+// 2xx always means the event is durable. Every decision is published as an
+// audit record to the audit topic before the reply.
+//
+// ingest does not import consumer or audit; cmd/hookstream wires them.
+package ingest

@@ -1,0 +1,342 @@
+package ingest_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/hookstream/hookstream/ingest"
+	"github.com/hookstream/hookstream/ingest/signature"
+	"github.com/hookstream/hookstream/internal/httpserver"
+	"github.com/hookstream/hookstream/internal/kafka"
+	"github.com/hookstream/hookstream/internal/sources"
+	"github.com/hookstream/hookstream/internal/testenv"
+	"github.com/hookstream/hookstream/internal/wire"
+	"github.com/hookstream/hookstream/schemas"
+)
+
+const (
+	genericSecret = "generic-test-secret"
+	stripeSecret  = "whsec_stripe_test_secret"
+	githubSecret  = "github-test-secret"
+	shopifySecret = "shopify-test-secret"
+	swSecret      = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	hmacB64Secret = "hmac-b64-secret"
+)
+
+// testSourcesYAML exercises every scheme and locator kind.
+const testSourcesYAML = `
+sources:
+  - name: stripe
+    scheme: stripe
+    secrets: ["whsec_old_rotated_out", "` + stripeSecret + `"]
+    customer_id: {pointer: /data/object/customer}
+    event_type: {pointer: /type}
+  - name: github
+    scheme: github
+    secrets: ["` + githubSecret + `"]
+    customer_id: {pointer: /repository/owner/login}
+    event_type: {header: X-GitHub-Event}
+  - name: shopify
+    scheme: shopify
+    secrets: ["` + shopifySecret + `"]
+    customer_id: {header: X-Shopify-Shop-Domain}
+    event_type: {header: X-Shopify-Topic}
+  - name: sw
+    scheme: standard-webhooks
+    secrets: ["` + swSecret + `"]
+    customer_id: {pointer: /customer_id}
+    event_type: {pointer: /type}
+    duplicate_status: 200
+  - name: hmacb64
+    scheme: hmac-sha256
+    secrets: ["` + hmacB64Secret + `"]
+    signature_header: X-Hub-Sig
+    signature_encoding: base64
+    event_id: {header: X-Event-Id}
+    customer_id: {header: X-Customer-Id}
+  - name: open
+    scheme: none
+    event_id: {pointer: /id}
+    customer_id: {pointer: /customer}
+  - name: limited
+    scheme: none
+    event_id: {pointer: /id}
+    customer_id: {pointer: /customer}
+    rate_limit: {per_second: 0.001, burst: 1}
+  - name: tiny
+    scheme: none
+    event_id: {pointer: /id}
+    customer_id: {pointer: /customer}
+    max_body_bytes: 64
+`
+
+type testBundle struct {
+	t        *testing.T
+	url      string
+	topics   wire.Topics
+	brokers  []string
+	adm      *kadm.Client
+	pool     *pgxpool.Pool
+	producer *kgo.Client
+}
+
+type setupOpts struct {
+	brokers        []string // default: testenv.Kafka
+	databaseURL    string   // default: testenv.Postgres
+	produceTimeout time.Duration
+}
+
+func setup(t *testing.T, opts ...func(*setupOpts)) *testBundle {
+	t.Helper()
+	o := setupOpts{produceTimeout: 5 * time.Second}
+	for _, f := range opts {
+		f(&o)
+	}
+	if o.brokers == nil {
+		o.brokers = testenv.Kafka(t)
+	}
+	if o.databaseURL == "" {
+		o.databaseURL = testenv.Postgres(t)
+	}
+	tb := &testBundle{t: t, brokers: o.brokers, topics: testenv.Topics(t, o.brokers)}
+
+	srcs, err := sources.Parse([]byte(testSourcesYAML), ".", func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatalf("sources: %v", err)
+	}
+	schema, err := io.ReadAll(must(schemas.JSON().Open("generic.schema.json")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srcs = append(srcs, sources.Generic([]string{"generic-old-secret", genericSecret}, schema))
+
+	tb.producer, err = kafka.NewProducer(kafka.Config{Brokers: o.brokers, ProduceTimeout: o.produceTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tb.producer.Close)
+	admCl, err := kgo.NewClient(kgo.SeedBrokers(o.brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(admCl.Close)
+	tb.adm = kadm.NewClient(admCl)
+
+	tb.pool, err = pgxpool.New(context.Background(), o.databaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tb.pool.Close)
+	dups := ingest.NewPostgresDuplicates(tb.pool, ingest.PostgresDuplicatesConfig{})
+	t.Cleanup(dups.Close)
+
+	rcv, err := ingest.New(ingest.Config{
+		Sources:               srcs,
+		Producer:              tb.producer,
+		Duplicates:            dups,
+		Topics:                tb.topics,
+		Instance:              "test",
+		ProduceTimeout:        o.produceTimeout,
+		DuplicateCheckTimeout: time.Second,
+		RetryAfter:            3,
+		Logger:                slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httpserver.New(httpserver.Config{Routes: []func(gin.IRouter){rcv.Register}, MaxHeaderBytes: 16 << 10})
+	hs := httptest.NewUnstartedServer(srv.Handler())
+	hs.Config.MaxHeaderBytes = 16 << 10
+	hs.Start()
+	t.Cleanup(hs.Close)
+	tb.url = hs.URL
+	return tb
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+// post sends body to path with headers and returns status, headers and body.
+func (tb *testBundle) post(path string, h http.Header, body []byte) (int, http.Header, []byte) {
+	tb.t.Helper()
+	req, err := http.NewRequest(http.MethodPost, tb.url+path, bytes.NewReader(body))
+	if err != nil {
+		tb.t.Fatal(err)
+	}
+	for k, vs := range h {
+		for _, v := range vs {
+			req.Header.Add(k, v)
+		}
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		tb.t.Fatalf("POST %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	if err != nil {
+		tb.t.Fatal(err)
+	}
+	return resp.StatusCode, resp.Header, out
+}
+
+func jsonHeaders(kv ...string) http.Header {
+	h := http.Header{"Content-Type": {"application/json"}}
+	for i := 0; i+1 < len(kv); i += 2 {
+		h.Set(kv[i], kv[i+1])
+	}
+	return h
+}
+
+// signed returns the headers for a generic-source request.
+func signedGeneric(body []byte) http.Header {
+	h := jsonHeaders()
+	for k, v := range sign(nil, "hmac-sha256", genericSecret, "", body, time.Now(), "X-Signature", "hex") {
+		h[k] = v
+	}
+	return h
+}
+
+func sign(t *testing.T, scheme, secret, msgID string, body []byte, now time.Time, header, encoding string) http.Header {
+	s, err := signature.NewSigner(signature.Config{Scheme: scheme, Secrets: []string{secret}, Header: header, Encoding: encoding})
+	if err != nil {
+		panic(err)
+	}
+	return s.Sign(msgID, body, now)
+}
+
+func genericBody(eventID, customerID string) []byte {
+	return []byte(fmt.Sprintf(`{"event_id":%q,"customer_id":%q,"event_type":"invoice.paid","payload":{"amount":1}}`, eventID, customerID))
+}
+
+// records reads every record of topic up to its current end.
+func (tb *testBundle) records(topic string) []*kgo.Record {
+	tb.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ends, err := tb.adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		tb.t.Fatalf("list end offsets: %v", err)
+	}
+	want := map[int32]int64{}
+	total := int64(0)
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Offset > 0 {
+			want[o.Partition] = o.Offset
+			total += o.Offset
+		}
+	})
+	if total == 0 {
+		return nil
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(tb.brokers...), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		tb.t.Fatal(err)
+	}
+	defer cl.Close()
+	var out []*kgo.Record
+	for int64(len(out)) < total {
+		fs := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			tb.t.Fatalf("reading %s: got %d of %d records: %v", topic, len(out), total, err)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			if r.Offset < want[r.Partition] {
+				out = append(out, r)
+			}
+		})
+	}
+	return out
+}
+
+func (tb *testBundle) events() []*kgo.Record { return tb.records(tb.topics.Events) }
+
+func (tb *testBundle) audits() []wire.AuditRecord {
+	tb.t.Helper()
+	var out []wire.AuditRecord
+	for _, r := range tb.records(tb.topics.Audit) {
+		var a wire.AuditRecord
+		if err := json.Unmarshal(r.Value, &a); err != nil {
+			tb.t.Fatalf("audit record %s: %v", r.Value, err)
+		}
+		if string(r.Key) != a.Key() {
+			tb.t.Errorf("audit record key %q, want %q", r.Key, a.Key())
+		}
+		if got := header(r, wire.HeaderAuditAction); got != string(a.Action) {
+			tb.t.Errorf("audit action header %q, want %q", got, a.Action)
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// auditFor returns the audit records of one request.
+func (tb *testBundle) auditFor(requestID string) []wire.AuditRecord {
+	var out []wire.AuditRecord
+	for _, a := range tb.audits() {
+		if a.RequestID == requestID {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func header(r *kgo.Record, key string) string {
+	for _, h := range r.Headers {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
+
+func (tb *testBundle) setStatus(source, eventID string, status ingest.Status) {
+	tb.t.Helper()
+	_, err := tb.pool.Exec(context.Background(),
+		`INSERT INTO events (source, event_id, customer_id, status) VALUES ($1, $2, 'c', $3)`,
+		source, eventID, string(status))
+	if err != nil {
+		tb.t.Fatal(err)
+	}
+}
+
+func decodeError(t *testing.T, body []byte) ingest.ErrorBody {
+	t.Helper()
+	var eb ingest.ErrorBody
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&eb); err != nil {
+		t.Fatalf("error body %q: %v", body, err)
+	}
+	if eb.Error.Code == "" || eb.Error.Message == "" {
+		t.Fatalf("error body %q lacks code or message", body)
+	}
+	return eb
+}
+
+func contains(list []string, sub string) bool {
+	for _, s := range list {
+		if strings.Contains(s, sub) {
+			return true
+		}
+	}
+	return false
+}

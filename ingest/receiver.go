@@ -1,0 +1,493 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"mime"
+	"net/http"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gin-gonic/gin"
+	"github.com/google/uuid"
+	"github.com/santhosh-tekuri/jsonschema/v6"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/hookstream/hookstream/ingest/signature"
+	"github.com/hookstream/hookstream/internal/sources"
+	"github.com/hookstream/hookstream/internal/wire"
+)
+
+// Producer is the part of *kgo.Client the receiver needs.
+type Producer interface {
+	Produce(ctx context.Context, r *kgo.Record, promise func(*kgo.Record, error))
+}
+
+// Config configures a Receiver.
+type Config struct {
+	// Sources served at POST /webhooks/{name}. Required.
+	Sources []sources.Source
+	// Producer writes to Kafka; it must be idempotent with acks=all
+	// (internal/kafka.ProducerOpts). Required.
+	Producer Producer
+	// Duplicates answers the duplicate check. Nil: every event is new.
+	Duplicates DuplicateChecker
+	// Topics names the events and audit topics. Zero value: the defaults.
+	Topics wire.Topics
+	// Instance names this process in audit records. Default: "ingest".
+	Instance string
+	// ProduceTimeout bounds how long a request waits for the broker to
+	// acknowledge its event before it is answered 503. Default 5s.
+	ProduceTimeout time.Duration
+	// DuplicateCheckTimeout bounds the duplicate check. When it fails or
+	// times out the event is accepted anyway (the consumer's claim still
+	// dedupes it) and the audit record says so. Default 1s.
+	DuplicateCheckTimeout time.Duration
+	// RetryAfter is the Retry-After of a 503, in seconds. Default 5.
+	RetryAfter int
+	// Logger. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// WithDefaults returns c with zero fields set to their defaults.
+func (c Config) WithDefaults() Config {
+	c.Topics = c.Topics.WithDefaults()
+	if c.Instance == "" {
+		c.Instance = "ingest"
+	}
+	if c.ProduceTimeout == 0 {
+		c.ProduceTimeout = 5 * time.Second
+	}
+	if c.DuplicateCheckTimeout == 0 {
+		c.DuplicateCheckTimeout = time.Second
+	}
+	if c.RetryAfter == 0 {
+		c.RetryAfter = 5
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	switch {
+	case len(c.Sources) == 0:
+		return errors.New("ingest: no sources configured")
+	case c.Producer == nil:
+		return errors.New("ingest: Producer is required")
+	case c.ProduceTimeout < 0:
+		return errors.New("ingest: ProduceTimeout must be positive")
+	case c.DuplicateCheckTimeout < 0:
+		return errors.New("ingest: DuplicateCheckTimeout must be positive")
+	}
+	return nil
+}
+
+// Receiver serves POST /webhooks/{source}.
+type Receiver struct {
+	cfg     Config
+	sources map[string]*source
+	log     *slog.Logger
+}
+
+// New compiles the sources (signature schemes, JSON Schemas, rate limits)
+// and returns a Receiver; any bad source is an error naming the field.
+func New(cfg Config) (*Receiver, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	r := &Receiver{cfg: cfg, sources: make(map[string]*source, len(cfg.Sources)), log: cfg.Logger}
+	for _, s := range cfg.Sources {
+		if _, dup := r.sources[s.Name]; dup {
+			return nil, fmt.Errorf("ingest: source %q defined twice", s.Name)
+		}
+		cs, err := compileSource(s)
+		if err != nil {
+			return nil, fmt.Errorf("ingest: %w", err)
+		}
+		r.sources[s.Name] = cs
+	}
+	return r, nil
+}
+
+// Register adds the webhook route to router.
+func (r *Receiver) Register(router gin.IRouter) {
+	router.POST("/webhooks/:source", r.handle)
+}
+
+// request is one webhook request on its way through the receiver.
+type request struct {
+	c          *gin.Context
+	requestID  string
+	receivedAt time.Time
+	src        *source
+	sourceName string
+	body       []byte
+	eventID    string
+	customerID string
+	eventType  string
+}
+
+func (r *Receiver) handle(c *gin.Context) {
+	req := &request{c: c, requestID: RequestID(c), receivedAt: time.Now().UTC(), sourceName: c.Param("source")}
+	if rej, detail := r.check(req); rej != nil {
+		r.rejected(req, rej, detail)
+		return
+	}
+	r.decide(req)
+}
+
+// check runs every validation that can reject a request, cheapest first, so
+// that load shedding and bad input cost as little as possible. It returns
+// the rejection and audit detail for it, or nil.
+func (r *Receiver) check(req *request) (*rejection, map[string]any) {
+	c := req.c
+	src, ok := r.sources[req.sourceName]
+	if !ok {
+		return reject(http.StatusNotFound, CodeUnknownSource, "no source named "+quoteName(req.sourceName)), nil
+	}
+	req.src = src
+	if src.limiter != nil {
+		now := time.Now()
+		res := src.limiter.ReserveN(now, 1)
+		if d := res.DelayFrom(now); !res.OK() || d > 0 {
+			res.CancelAt(now)
+			rej := reject(http.StatusTooManyRequests, CodeRateLimited, "rate limit of source "+src.cfg.Name+" exceeded")
+			rej.retryAfter = max(1, int(math.Ceil(d.Seconds())))
+			return rej, nil
+		}
+	}
+	if msg := checkContentType(c.GetHeader("Content-Type")); msg != "" {
+		return reject(http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, msg), nil
+	}
+	limit := src.cfg.MaxBodyBytes
+	tooLarge := reject(http.StatusRequestEntityTooLarge, CodeBodyTooLarge, fmt.Sprintf("body larger than %d bytes", limit))
+	if c.Request.ContentLength > limit {
+		return tooLarge, nil
+	}
+	body, err := readBody(c.Request, limit)
+	if errors.Is(err, errTooLarge) {
+		return tooLarge, nil
+	}
+	if err != nil {
+		return reject(http.StatusBadRequest, CodeBadRequest, "could not read the request body"), map[string]any{"error": err.Error()}
+	}
+	req.body = body
+	if err := src.verifier.Verify(c.Request.Header, body, time.Now()); err != nil {
+		// The reply says nothing more; the audit record keeps the cause.
+		return reject(http.StatusUnauthorized, CodeSignatureInvalid, "signature verification failed"), map[string]any{"cause": signatureCause(err)}
+	}
+	if !utf8.Valid(body) {
+		return reject(http.StatusBadRequest, CodeInvalidEncoding, "body is not valid UTF-8"), nil
+	}
+	var doc any
+	if src.needsDoc {
+		if doc, err = jsonschema.UnmarshalJSON(bytes.NewReader(body)); err != nil {
+			return reject(http.StatusBadRequest, CodeMalformedJSON, "body is not valid JSON", jsonProblem(err)), nil
+		}
+	} else if !json.Valid(body) {
+		return reject(http.StatusBadRequest, CodeMalformedJSON, "body is not valid JSON"), nil
+	}
+	if src.schema != nil {
+		if err := src.schema.Validate(doc); err != nil {
+			details := schemaDetails(err)
+			return reject(http.StatusBadRequest, CodeSchemaViolation, "body does not match the schema of source "+src.cfg.Name, details...), map[string]any{"details": details}
+		}
+	}
+	var problems []string
+	h := c.Request.Header
+	var p string
+	if req.eventID, p = src.eventID.extract(h, doc); p != "" {
+		problems = append(problems, p)
+	}
+	if req.customerID, p = src.customerID.extract(h, doc); p != "" {
+		problems = append(problems, p)
+	}
+	if !src.eventType.isZero() {
+		if req.eventType, p = src.eventType.extract(h, doc); p != "" {
+			problems = append(problems, p)
+		}
+	}
+	if len(problems) > 0 {
+		code := CodeInvalidID
+		for _, p := range problems {
+			if strings.Contains(p, ": missing") {
+				code = CodeMissingID
+			}
+		}
+		return reject(http.StatusBadRequest, code, "the event's ids could not be read", problems...), map[string]any{"details": problems}
+	}
+	return nil, nil
+}
+
+// decide runs the duplicate check and produces the event.
+func (r *Receiver) decide(req *request) {
+	status, dupErr := r.duplicateStatus(req)
+	detail := map[string]any(nil)
+	if dupErr != nil {
+		// The receiver does not own dedupe: accept, and let the consumer's
+		// claim catch a duplicate. Refusing here would turn a database
+		// outage into lost deliveries for providers that do not retry.
+		r.log.Warn("duplicate check failed; accepting", "request_id", req.requestID, "error", dupErr)
+		detail = map[string]any{"duplicate_check": "unavailable"}
+	}
+	switch status {
+	case StatusProcessed:
+		code := req.src.cfg.DuplicateStatus
+		r.audit(req, wire.ActionDuplicate, "already_processed", code, nil)
+		req.c.JSON(code, gin.H{"event_id": req.eventID, "status": "duplicate"})
+		return
+	case StatusProcessing, StatusParked:
+		// The events table has it, so it is already in Kafka: accepting again
+		// would only add a record for the consumer to skip.
+		r.audit(req, wire.ActionDuplicate, "in_flight", http.StatusAccepted, map[string]any{"state": string(status)})
+		req.c.JSON(http.StatusAccepted, gin.H{"event_id": req.eventID, "status": "accepted"})
+		return
+	}
+	redrive := status == StatusFailed || status == StatusDead
+	rec := r.eventRecord(req, redrive)
+	if err := r.produce(rec); err != nil {
+		r.log.Error("produce failed", "request_id", req.requestID, "event_id", req.eventID, "error", err)
+		rej := unavailable("the event could not be stored; retry later", r.cfg.RetryAfter)
+		r.log.Warn("request not accepted", "request_id", req.requestID, "source", req.sourceName, "event_id", req.eventID, "status", rej.status, "code", rej.code)
+		// The broker just failed us: waiting for the audit record too would
+		// double the time to answer during an outage. It is sent all the
+		// same and lands if the broker is back within the timeout.
+		r.publishAudit(req, r.auditRecord(req, wire.ActionRejected, rej.code, rej.status, map[string]any{"error": err.Error()}, -1, -1), false)
+		rej.write(req.c)
+		return
+	}
+	action, body := wire.ActionAccepted, gin.H{"event_id": req.eventID, "status": "accepted"}
+	if redrive {
+		action = wire.ActionRetryAccepted
+		body["retry"] = true
+		if detail == nil {
+			detail = map[string]any{}
+		}
+		detail["previous_status"] = string(status)
+	}
+	r.auditAt(req, action, "", http.StatusAccepted, detail, rec.Partition, rec.Offset)
+	req.c.JSON(http.StatusAccepted, body)
+}
+
+func (r *Receiver) duplicateStatus(req *request) (Status, error) {
+	if r.cfg.Duplicates == nil {
+		return StatusUnknown, nil
+	}
+	ctx, cancel := context.WithTimeout(req.c.Request.Context(), r.cfg.DuplicateCheckTimeout)
+	defer cancel()
+	return r.cfg.Duplicates.Status(ctx, req.src.cfg.Name, req.eventID)
+}
+
+func (r *Receiver) eventRecord(req *request, redrive bool) *kgo.Record {
+	hs := make([]kgo.RecordHeader, 0, 9)
+	add := func(k, v string) {
+		if v != "" {
+			hs = append(hs, kgo.RecordHeader{Key: k, Value: []byte(v)})
+		}
+	}
+	h := req.c.Request.Header
+	add(wire.HeaderEventID, req.eventID)
+	add(wire.HeaderSource, req.src.cfg.Name)
+	add(wire.HeaderCustomerID, req.customerID)
+	add(wire.HeaderEventType, req.eventType)
+	add(wire.HeaderReceivedAt, req.receivedAt.Format(time.RFC3339Nano))
+	add(wire.HeaderRequestID, req.requestID)
+	add(wire.HeaderContentType, h.Get("Content-Type"))
+	add(wire.HeaderTraceparent, h.Get("Traceparent"))
+	if redrive {
+		add(wire.HeaderRedrive, "true")
+	}
+	return &kgo.Record{
+		Topic:   r.cfg.Topics.Events,
+		Key:     []byte(req.customerID),
+		Value:   req.body,
+		Headers: hs,
+	}
+}
+
+// errProduceTimeout: the broker neither acknowledged nor refused in time.
+var errProduceTimeout = errors.New("ingest: broker did not acknowledge in time")
+
+// produce writes rec and waits for the broker's acknowledgement. The record's
+// context ends at ProduceTimeout, after which the client fails the record if
+// it safely can; if the record is in a request already in flight the client
+// cannot know its fate, so the wait itself is bounded too and the caller
+// answers 503: the provider retries and the consumer's dedupe absorbs the
+// copy if the first one landed after all.
+func (r *Receiver) produce(rec *kgo.Record) error {
+	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.ProduceTimeout)
+	defer cancel()
+	done := make(chan error, 1)
+	r.cfg.Producer.Produce(ctx, rec, func(_ *kgo.Record, err error) { done <- err })
+	t := time.NewTimer(r.cfg.ProduceTimeout + 250*time.Millisecond)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return errProduceTimeout
+	}
+}
+
+func (r *Receiver) rejected(req *request, rej *rejection, detail map[string]any) {
+	if rej.status >= 500 {
+		r.log.Warn("request not accepted", "request_id", req.requestID, "source", req.sourceName, "event_id", req.eventID, "status", rej.status, "code", rej.code)
+	} else {
+		r.log.Info("request rejected", "request_id", req.requestID, "source", req.sourceName, "event_id", req.eventID, "status", rej.status, "code", rej.code)
+	}
+	r.audit(req, wire.ActionRejected, rej.code, rej.status, detail)
+	rej.write(req.c)
+}
+
+func (r *Receiver) audit(req *request, action wire.Action, reason string, status int, detail map[string]any) {
+	r.auditAt(req, action, reason, status, detail, -1, -1)
+}
+
+// auditAt publishes the decision to the audit topic and waits for it. A
+// failure is logged and does not change the reply: the decision was made
+// (and for an accepted event, the event is stored).
+func (r *Receiver) auditAt(req *request, action wire.Action, reason string, status int, detail map[string]any, partition int32, offset int64) {
+	r.publishAudit(req, r.auditRecord(req, action, reason, status, detail, partition, offset), true)
+}
+
+func (r *Receiver) auditRecord(req *request, action wire.Action, reason string, status int, detail map[string]any, partition int32, offset int64) *wire.AuditRecord {
+	rec := &wire.AuditRecord{
+		SchemaVersion: wire.AuditSchemaVersion,
+		AuditID:       newAuditID(),
+		EventID:       req.eventID,
+		CustomerID:    req.customerID,
+		EventType:     req.eventType,
+		Action:        action,
+		Reason:        reason,
+		HTTPStatus:    status,
+		Actor:         wire.ActorIngest,
+		Instance:      r.cfg.Instance,
+		RequestID:     req.requestID,
+		At:            time.Now().UTC(),
+		Detail:        detail,
+	}
+	if req.src != nil {
+		rec.Source = req.src.cfg.Name
+	}
+	if partition >= 0 {
+		rec.Partition, rec.Offset = &partition, &offset
+	}
+	return rec
+}
+
+// publishAudit produces rec to the audit topic, waiting for the broker when
+// wait is set.
+func (r *Receiver) publishAudit(req *request, rec *wire.AuditRecord, wait bool) {
+	value, err := rec.Marshal()
+	if err != nil {
+		r.log.Error("audit record not encoded", "request_id", req.requestID, "error", err)
+		return
+	}
+	kr := &kgo.Record{
+		Topic: r.cfg.Topics.Audit,
+		Key:   []byte(rec.Key()),
+		Value: value,
+		Headers: []kgo.RecordHeader{
+			{Key: wire.HeaderAuditAction, Value: []byte(rec.Action)},
+			{Key: wire.HeaderAuditSchemaVersion, Value: wire.SchemaVersionHeader()},
+		},
+	}
+	fail := func(err error) {
+		r.log.Error("audit record not published", "request_id", req.requestID, "audit_id", rec.AuditID, "action", rec.Action, "error", err)
+	}
+	if !wait {
+		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.ProduceTimeout)
+		r.cfg.Producer.Produce(ctx, kr, func(_ *kgo.Record, err error) {
+			cancel()
+			if err != nil {
+				fail(err)
+			}
+		})
+		return
+	}
+	if err := r.produce(kr); err != nil {
+		fail(err)
+	}
+}
+
+func newAuditID() string {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return uuid.NewString()
+	}
+	return id.String()
+}
+
+var errTooLarge = errors.New("body too large")
+
+func readBody(r *http.Request, limit int64) ([]byte, error) {
+	size := r.ContentLength
+	if size < 0 || size > limit {
+		size = 512
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, size+1))
+	n, err := buf.ReadFrom(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if n > limit {
+		return nil, errTooLarge
+	}
+	return buf.Bytes(), nil
+}
+
+func checkContentType(ct string) string {
+	if ct == "" {
+		return "Content-Type is required and must be application/json"
+	}
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return "Content-Type is not a valid media type"
+	}
+	if mt != "application/json" && !(strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")) {
+		return "Content-Type must be application/json, got " + mt
+	}
+	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
+		return "charset must be utf-8, got " + cs
+	}
+	return ""
+}
+
+func signatureCause(err error) string {
+	switch {
+	case errors.Is(err, signature.ErrMissing):
+		return "missing"
+	case errors.Is(err, signature.ErrMalformed):
+		return "malformed"
+	case errors.Is(err, signature.ErrStale):
+		return "stale"
+	case errors.Is(err, signature.ErrMismatch):
+		return "mismatch"
+	}
+	return "invalid"
+}
+
+func jsonProblem(err error) string {
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Sprintf("at byte %d: %s", se.Offset, se.Error())
+	}
+	return err.Error()
+}
+
+func quoteName(s string) string {
+	if len(s) > 64 {
+		s = s[:64] + "…"
+	}
+	return fmt.Sprintf("%q", s)
+}

@@ -103,15 +103,16 @@ func Ensure(ctx context.Context, adm *kadm.Client, cfg Config) ([]Result, error)
 	var out []Result
 	for _, s := range cfg.Specs() {
 		resp, err := adm.CreateTopic(ctx, s.Partitions, cfg.ReplicationFactor, s.Configs, s.Name)
+		if err == nil {
+			err = resp.Err
+		}
 		switch {
-		case err == nil && resp.Err == nil:
+		case err == nil:
 			out = append(out, Result{Name: s.Name, Created: true, Partitions: s.Partitions})
 			continue
-		case err == nil && errors.Is(resp.Err, kerr.TopicAlreadyExists):
-		case err != nil:
-			return out, fmt.Errorf("topics: create %s: %w", s.Name, err)
+		case errors.Is(err, kerr.TopicAlreadyExists):
 		default:
-			return out, fmt.Errorf("topics: create %s: %w", s.Name, resp.Err)
+			return out, fmt.Errorf("topics: create %s: %w", s.Name, err)
 		}
 		details, err := adm.ListTopics(ctx, s.Name)
 		if err != nil {

@@ -1,0 +1,208 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/hookstream/hookstream/internal/devstack"
+	"github.com/hookstream/hookstream/internal/testenv"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "hookstream-bin-")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "hookstream")
+	if out, err := exec.Command("go", "build", "-race", "-o", binary, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	defer os.RemoveAll(dir)
+	testenv.Main(m)
+}
+
+// devProcess is a running `hookstream dev`.
+type devProcess struct {
+	cmd    *exec.Cmd
+	url    string
+	secret string
+	stdout *bytes.Buffer
+	stderr *bytes.Buffer
+	done   chan error
+}
+
+var (
+	urlRE    = regexp.MustCompile(`hookstream dev is running at (http://\S+)`)
+	secretRE = regexp.MustCompile(`Source generic, secret (\S+)`)
+)
+
+func startDev(t *testing.T, dataDir string, kafkaPort int) *devProcess {
+	t.Helper()
+	cmd := exec.Command(binary, "dev", "--data-dir", dataDir, "--http-addr", "127.0.0.1:0",
+		"--kafka-listen", fmt.Sprintf("127.0.0.1:%d", kafkaPort), "--partitions", "3")
+	cmd.Env = append(os.Environ(), "HOOKSTREAM_KAFKA_BROKERS=", "HOOKSTREAM_DATABASE_URL=", "HOOKSTREAM_GENERIC_SECRET=")
+	p := &devProcess{cmd: cmd, stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
+	cmd.Stderr = p.stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(out)
+		signaled := false
+		for sc.Scan() {
+			line := sc.Text()
+			p.stdout.WriteString(line + "\n")
+			if m := urlRE.FindStringSubmatch(line); m != nil {
+				p.url = m[1]
+			}
+			if m := secretRE.FindStringSubmatch(line); m != nil {
+				p.secret = m[1]
+			}
+			if strings.HasPrefix(line, "Press Ctrl-C") && !signaled {
+				signaled = true
+				close(ready)
+			}
+		}
+		_, _ = io.Copy(io.Discard, out)
+		p.done <- cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+		}
+	})
+	select {
+	case <-ready:
+	case err := <-p.done:
+		t.Fatalf("dev exited before it was ready: %v\nstdout:\n%s\nstderr:\n%s", err, p.stdout, p.stderr)
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("dev not ready after 2 minutes\nstderr:\n%s", p.stderr)
+	}
+	return p
+}
+
+func (p *devProcess) post(t *testing.T, body string) int {
+	t.Helper()
+	m := hmac.New(sha256.New, []byte(p.secret))
+	m.Write([]byte(body))
+	req, _ := http.NewRequest(http.MethodPost, p.url+"/webhooks/generic", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Signature", hex.EncodeToString(m.Sum(nil)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (p *devProcess) stop(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Fatalf("dev exited with %v\nstderr:\n%s", err, p.stderr)
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("dev did not exit within a minute of SIGTERM\nstderr:\n%s", p.stderr)
+	}
+}
+
+// TestDevPersistsAcrossRestart: an event accepted by `hookstream dev` is in
+// the embedded broker after dev is stopped with SIGTERM and started again on
+// the same data dir, the generic secret stays the same, and the private
+// PostgreSQL is stopped and started with it.
+func TestDevPersistsAcrossRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts PostgreSQL and the broker twice")
+	}
+	dataDir, err := os.MkdirTemp("", "hookstream-devtest-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dataDir) })
+	// PostgreSQL may run as the postgres user (when root): let it in.
+	if err := os.Chmod(dataDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	kafkaPort, err := devstack.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	first := startDev(t, dataDir, kafkaPort)
+	if !strings.Contains(first.stdout.String(), "curl -i -X POST "+first.url+"/webhooks/generic") {
+		t.Errorf("no ready-to-paste curl in:\n%s", first.stdout)
+	}
+	body := `{"event_id":"evt_persist","customer_id":"cus_p","event_type":"t","payload":{}}`
+	if got := first.post(t, body); got != http.StatusAccepted {
+		t.Fatalf("post: status %d", got)
+	}
+	first.stop(t)
+	if pidFile := filepath.Join(dataDir, "postgres", "data", "postmaster.pid"); fileExists(pidFile) {
+		t.Errorf("PostgreSQL still running after dev stopped (%s exists)", pidFile)
+	}
+
+	second := startDev(t, dataDir, kafkaPort)
+	defer second.stop(t)
+	if second.secret != first.secret {
+		t.Errorf("generic secret changed across restart: %q then %q", first.secret, second.secret)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(fmt.Sprintf("127.0.0.1:%d", kafkaPort)),
+		kgo.ConsumeTopics("hookstream.events"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatal("the accepted event is not in hookstream.events after the restart")
+		}
+		if recs := fs.Records(); len(recs) > 0 {
+			if string(recs[0].Value) != body || string(recs[0].Key) != "cus_p" {
+				t.Fatalf("record %q/%q", recs[0].Key, recs[0].Value)
+			}
+			break
+		}
+	}
+	if got := second.post(t, `{"event_id":"evt_after","customer_id":"cus_p","event_type":"t","payload":{}}`); got != http.StatusAccepted {
+		t.Errorf("post after restart: %d", got)
+	}
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}

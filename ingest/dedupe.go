@@ -56,7 +56,9 @@ type lookupResult struct {
 
 // PostgresDuplicatesConfig configures PostgresDuplicates.
 type PostgresDuplicatesConfig struct {
-	// Workers is how many queries may run at once. Default 4.
+	// Workers is how many queries may run at once. Default 1: one query
+	// in flight answers everything that queued behind it, which under load
+	// makes batches larger and round trips fewer.
 	Workers int
 	// MaxBatch bounds the look-ups one query answers. Default 256.
 	MaxBatch int
@@ -67,7 +69,7 @@ type PostgresDuplicatesConfig struct {
 // NewPostgresDuplicates starts the batching workers; Close stops them.
 func NewPostgresDuplicates(pool *pgxpool.Pool, cfg PostgresDuplicatesConfig) *PostgresDuplicates {
 	if cfg.Workers <= 0 {
-		cfg.Workers = 4
+		cfg.Workers = 1
 	}
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = 256

@@ -34,8 +34,9 @@ type Producer interface {
 type Config struct {
 	// Sources served at POST /webhooks/{name}. Required.
 	Sources []sources.Source
-	// Producer writes to Kafka; it must be idempotent with acks=all
-	// (internal/kafka.ProducerOpts). Required.
+	// Producer writes to Kafka. It must be idempotent with acks=all and fail
+	// records at a delivery timeout no longer than ProduceTimeout, in flight
+	// or not (internal/kafka.NewProducer). Required.
 	Producer Producer
 	// Duplicates answers the duplicate check. Nil: every event is new.
 	Duplicates DuplicateChecker
@@ -318,17 +319,16 @@ func (r *Receiver) eventRecord(req *request, redrive bool) *kgo.Record {
 // errProduceTimeout: the broker neither acknowledged nor refused in time.
 var errProduceTimeout = errors.New("ingest: broker did not acknowledge in time")
 
-// produce writes rec and waits for the broker's acknowledgement. The record's
-// context ends at ProduceTimeout, after which the client fails the record if
-// it safely can; if the record is in a request already in flight the client
-// cannot know its fate, so the wait itself is bounded too and the caller
-// answers 503: the provider retries and the consumer's dedupe absorbs the
-// copy if the first one landed after all.
+// produce writes rec and waits for the broker's acknowledgement. The
+// producer fails a record at its delivery timeout (ProduceTimeout; see
+// internal/kafka), in flight or not, so the promise normally answers within
+// it; the wait is bounded here as well, so that no request outlives its
+// timeout whatever the client does. A request answered 503 whose record
+// reached the broker after all is retried by the provider and deduped by the
+// consumer's claim.
 func (r *Receiver) produce(rec *kgo.Record) error {
-	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.ProduceTimeout)
-	defer cancel()
 	done := make(chan error, 1)
-	r.cfg.Producer.Produce(ctx, rec, func(_ *kgo.Record, err error) { done <- err })
+	r.cfg.Producer.Produce(context.Background(), rec, func(_ *kgo.Record, err error) { done <- err })
 	t := time.NewTimer(r.cfg.ProduceTimeout + 250*time.Millisecond)
 	defer t.Stop()
 	select {
@@ -406,9 +406,7 @@ func (r *Receiver) publishAudit(req *request, rec *wire.AuditRecord, wait bool) 
 		r.log.Error("audit record not published", "request_id", req.requestID, "audit_id", rec.AuditID, "action", rec.Action, "error", err)
 	}
 	if !wait {
-		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.ProduceTimeout)
-		r.cfg.Producer.Produce(ctx, kr, func(_ *kgo.Record, err error) {
-			cancel()
+		r.cfg.Producer.Produce(context.Background(), kr, func(_ *kgo.Record, err error) {
 			if err != nil {
 				fail(err)
 			}

@@ -5,34 +5,30 @@ import (
 	"github.com/google/uuid"
 )
 
-const requestIDKey = "hookstream.request_id"
+const requestIDHeader = "X-Request-Id"
 
 // RequestIDMiddleware takes the request id from X-Request-Id when it is a
 // sane token (at most 128 of [A-Za-z0-9._:-]) and generates one otherwise,
-// and echoes it in the response's X-Request-Id.
+// and sets it on the response's X-Request-Id, where RequestID reads it.
 func RequestIDMiddleware() gin.HandlerFunc {
 	return func(c *gin.Context) {
-		id := c.GetHeader("X-Request-Id")
-		if !validRequestID(id) {
-			id = uuid.NewString()
-		}
-		c.Set(requestIDKey, id)
-		c.Header("X-Request-Id", id)
+		RequestID(c)
 		c.Next()
 	}
 }
 
-// RequestID returns the request's id, generating one when the middleware did
-// not run.
+// RequestID returns the request's id: the one already on the response, or a
+// new one (from X-Request-Id when valid), which it puts there.
 func RequestID(c *gin.Context) string {
-	if v, ok := c.Get(requestIDKey); ok {
-		return v.(string)
+	h := c.Writer.Header()
+	if id := h.Get(requestIDHeader); id != "" {
+		return id
 	}
-	id := c.GetHeader("X-Request-Id")
+	id := c.GetHeader(requestIDHeader)
 	if !validRequestID(id) {
 		id = uuid.NewString()
 	}
-	c.Header("X-Request-Id", id)
+	h.Set(requestIDHeader, id)
 	return id
 }
 

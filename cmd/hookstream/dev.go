@@ -98,6 +98,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	startPprof(log)
 	st, err := startReceiver(ctx, receiverOptions{
 		brokers: brokers, databaseURL: dbURL, addr: s.httpAddr, sources: srcs,
 		instance: s.instance, produceTimeout: s.produceTimeout, shutdownGrace: s.shutdownGrace, log: log,

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Receiver throughput against its ceiling, in one run (BENCHMARKS.md).
+#
+#   scripts/bench-ingest.sh [connections] [duration]
+#
+# 1. a bare gin handler that reads the body and answers 202 (the ceiling);
+# 2. `hookstream dev` (embedded broker, private PostgreSQL) taking the same
+#    1 KiB signed generic event: signature, schema, ids, duplicate check,
+#    produce with acks=all, audit record, 202.
+# Both are loaded by wrk on this machine with the same connections and
+# duration. Every wrk request carries the same event id: the receiver does
+# the same work for each (no consumer runs, so the duplicate check finds
+# nothing and each request is produced), which keeps wrk's Lua out of the
+# measurement.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+conns=${1:-64}
+dur=${2:-20s}
+command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
+
+work=$(mktemp -d /tmp/hookstream-bench-XXXXXX)
+chmod 755 "$work"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+go build -o "$work/hookstream" ./cmd/hookstream
+go build -o "$work/baregin" ./internal/tools/baregin
+
+secret=bench-secret
+payload=$(head -c 700 /dev/zero | tr '\0' 'x')
+body="{\"event_id\":\"evt_bench\",\"customer_id\":\"cus_bench\",\"event_type\":\"bench.event\",\"payload\":{\"pad\":\"$payload\"}}"
+sig=$(printf '%s' "$body" | openssl dgst -sha256 -hmac "$secret" -r | cut -d' ' -f1)
+cat > "$work/post.lua" <<LUA
+wrk.method = "POST"
+wrk.body = [[$body]]
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-Signature"] = "$sig"
+LUA
+echo "body: ${#body} bytes, connections: $conns, duration: $dur"
+
+"$work/baregin" -addr 127.0.0.1:8099 & pids+=($!)
+HOOKSTREAM_GENERIC_SECRET=$secret HOOKSTREAM_LOG_LEVEL=warn \
+  "$work/hookstream" dev --data-dir "$work/data" --http-addr 127.0.0.1:8098 --kafka-listen 127.0.0.1:19092 \
+  > "$work/dev.out" 2> "$work/dev.err" & devpid=$!; pids+=($devpid)
+for _ in $(seq 1 120); do grep -q "Press Ctrl-C" "$work/dev.out" 2>/dev/null && break; sleep 0.5; done
+grep -q "Press Ctrl-C" "$work/dev.out" || { cat "$work/dev.err"; exit 1; }
+
+check=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' -H "X-Signature: $sig" --data-binary "$body" http://127.0.0.1:8098/webhooks/generic)
+[ "$check" = 202 ] || { echo "receiver answered $check, not 202" >&2; exit 1; }
+
+echo; echo "== bare gin 202 (ceiling) =="
+wrk -t2 -c"$conns" -d"$dur" --latency -s "$work/post.lua" http://127.0.0.1:8099/webhooks/generic
+rss() { awk '/VmRSS/{print $2" kB"}' /proc/"$1"/status; }
+echo; echo "== hookstream dev, full receiver path =="
+echo "dev RSS before: $(rss $devpid)"
+wrk -t2 -c"$conns" -d"$dur" --latency -s "$work/post.lua" http://127.0.0.1:8098/webhooks/generic
+echo "dev RSS after run 1: $(rss $devpid)"
+wrk -t2 -c"$conns" -d"$dur" --latency -s "$work/post.lua" http://127.0.0.1:8098/webhooks/generic | grep -E 'Requests/sec|99%|Non-2xx'
+echo "dev RSS after run 2: $(rss $devpid)"

@@ -1,7 +1,6 @@
 package ingest
 
 import (
-	"bytes"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -73,7 +72,7 @@ func FuzzExtract(f *testing.F) {
 		if err != nil {
 			return
 		}
-		doc, err := jsonschema.UnmarshalJSON(bytes.NewReader([]byte(body)))
+		doc, err := decodeJSON([]byte(body))
 		if err != nil {
 			doc = nil
 		}

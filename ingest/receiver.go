@@ -17,7 +17,6 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
-	"github.com/santhosh-tekuri/jsonschema/v6"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/hookstream/hookstream/ingest/signature"
@@ -192,7 +191,7 @@ func (r *Receiver) check(req *request) (*rejection, map[string]any) {
 	}
 	var doc any
 	if src.needsDoc {
-		if doc, err = jsonschema.UnmarshalJSON(bytes.NewReader(body)); err != nil {
+		if doc, err = decodeJSON(body); err != nil {
 			return reject(http.StatusBadRequest, CodeMalformedJSON, "body is not valid JSON", jsonProblem(err)), nil
 		}
 	} else if !json.Valid(body) {

@@ -38,6 +38,7 @@ func commands() []command {
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	tuneGC()
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
 }
 

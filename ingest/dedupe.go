@@ -62,8 +62,11 @@ type PostgresDuplicatesConfig struct {
 	Workers int
 	// MaxBatch bounds the look-ups one query answers. Default 256.
 	MaxBatch int
-	// QueryTimeout bounds one query. Default 2s.
-	QueryTimeout time.Duration
+	// Timeout bounds a look-up: the wait for a worker plus its query. When
+	// it fails or times out the receiver accepts the event anyway (the
+	// consumer's claim still dedupes it) and its audit record says so.
+	// Default 1s.
+	Timeout time.Duration
 }
 
 // NewPostgresDuplicates starts the batching workers; Close stops them.
@@ -74,13 +77,13 @@ func NewPostgresDuplicates(pool *pgxpool.Pool, cfg PostgresDuplicatesConfig) *Po
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = 256
 	}
-	if cfg.QueryTimeout <= 0 {
-		cfg.QueryTimeout = 2 * time.Second
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = time.Second
 	}
 	d := &PostgresDuplicates{
 		pool:    pool,
 		reqs:    make(chan *lookup, cfg.MaxBatch*cfg.Workers),
-		maxWait: cfg.QueryTimeout,
+		maxWait: cfg.Timeout,
 		stop:    make(chan struct{}),
 	}
 	for range cfg.Workers {
@@ -93,13 +96,21 @@ func NewPostgresDuplicates(pool *pgxpool.Pool, cfg PostgresDuplicatesConfig) *Po
 // ErrClosed is returned by look-ups after Close.
 var ErrClosed = errors.New("ingest: duplicate checker closed")
 
-// Status implements DuplicateChecker.
+// ErrTimeout is returned by a look-up that took longer than the Timeout.
+var ErrTimeout = errors.New("ingest: duplicate check timed out")
+
+// Status implements DuplicateChecker. It returns within the configured
+// Timeout, or when ctx ends.
 func (d *PostgresDuplicates) Status(ctx context.Context, source, eventID string) (Status, error) {
 	l := &lookup{source: source, eventID: eventID, done: make(chan lookupResult, 1)}
+	t := time.NewTimer(d.maxWait)
+	defer t.Stop()
 	select {
 	case d.reqs <- l:
 	case <-ctx.Done():
 		return "", ctx.Err()
+	case <-t.C:
+		return "", ErrTimeout
 	case <-d.stop:
 		return "", ErrClosed
 	}
@@ -108,6 +119,8 @@ func (d *PostgresDuplicates) Status(ctx context.Context, source, eventID string)
 		return r.status, r.err
 	case <-ctx.Done():
 		return "", ctx.Err()
+	case <-t.C:
+		return "", ErrTimeout
 	}
 }
 

@@ -145,15 +145,14 @@ func setup(t *testing.T, opts ...func(*setupOpts)) *testBundle {
 	t.Cleanup(dups.Close)
 
 	rcv, err := ingest.New(ingest.Config{
-		Sources:               srcs,
-		Producer:              tb.producer,
-		Duplicates:            dups,
-		Topics:                tb.topics,
-		Instance:              "test",
-		ProduceTimeout:        o.produceTimeout,
-		DuplicateCheckTimeout: time.Second,
-		RetryAfter:            3,
-		Logger:                slog.New(slog.DiscardHandler),
+		Sources:        srcs,
+		Producer:       tb.producer,
+		Duplicates:     dups,
+		Topics:         tb.topics,
+		Instance:       "test",
+		ProduceTimeout: o.produceTimeout,
+		RetryAfter:     3,
+		Logger:         slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
 		t.Fatal(err)

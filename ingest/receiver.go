@@ -37,7 +37,8 @@ type Config struct {
 	// records at a delivery timeout no longer than ProduceTimeout, in flight
 	// or not (internal/kafka.NewProducer). Required.
 	Producer Producer
-	// Duplicates answers the duplicate check. Nil: every event is new.
+	// Duplicates answers the duplicate check; it must bound its own time
+	// (PostgresDuplicatesConfig.Timeout). Nil: every event is new.
 	Duplicates DuplicateChecker
 	// Topics names the events and audit topics. Zero value: the defaults.
 	Topics wire.Topics
@@ -46,10 +47,6 @@ type Config struct {
 	// ProduceTimeout bounds how long a request waits for the broker to
 	// acknowledge its event before it is answered 503. Default 5s.
 	ProduceTimeout time.Duration
-	// DuplicateCheckTimeout bounds the duplicate check. When it fails or
-	// times out the event is accepted anyway (the consumer's claim still
-	// dedupes it) and the audit record says so. Default 1s.
-	DuplicateCheckTimeout time.Duration
 	// RetryAfter is the Retry-After of a 503, in seconds. Default 5.
 	RetryAfter int
 	// Logger. Default slog.Default().
@@ -64,9 +61,6 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.ProduceTimeout == 0 {
 		c.ProduceTimeout = 5 * time.Second
-	}
-	if c.DuplicateCheckTimeout == 0 {
-		c.DuplicateCheckTimeout = time.Second
 	}
 	if c.RetryAfter == 0 {
 		c.RetryAfter = 5
@@ -85,10 +79,17 @@ func (c Config) validate() error {
 		return errors.New("ingest: Producer is required")
 	case c.ProduceTimeout < 0:
 		return errors.New("ingest: ProduceTimeout must be positive")
-	case c.DuplicateCheckTimeout < 0:
-		return errors.New("ingest: DuplicateCheckTimeout must be positive")
 	}
 	return nil
+}
+
+// Reply is the body of a 2xx or 409: the event's id and what became of it
+// ("accepted" or "duplicate"); Retry is set when a FAILED or DEAD event
+// was accepted again for another attempt.
+type Reply struct {
+	EventID string `json:"event_id"`
+	Status  string `json:"status"`
+	Retry   bool   `json:"retry,omitempty"`
 }
 
 // Receiver serves POST /webhooks/{source}.
@@ -244,13 +245,13 @@ func (r *Receiver) decide(req *request) {
 	case StatusProcessed:
 		code := req.src.cfg.DuplicateStatus
 		r.audit(req, wire.ActionDuplicate, "already_processed", code, nil)
-		req.c.JSON(code, gin.H{"event_id": req.eventID, "status": "duplicate"})
+		req.c.JSON(code, Reply{EventID: req.eventID, Status: "duplicate"})
 		return
 	case StatusProcessing, StatusParked:
 		// The events table has it, so it is already in Kafka: accepting again
 		// would only add a record for the consumer to skip.
 		r.audit(req, wire.ActionDuplicate, "in_flight", http.StatusAccepted, map[string]any{"state": string(status)})
-		req.c.JSON(http.StatusAccepted, gin.H{"event_id": req.eventID, "status": "accepted"})
+		req.c.JSON(http.StatusAccepted, Reply{EventID: req.eventID, Status: "accepted"})
 		return
 	}
 	redrive := status == StatusFailed || status == StatusDead
@@ -266,10 +267,10 @@ func (r *Receiver) decide(req *request) {
 		rej.write(req.c)
 		return
 	}
-	action, body := wire.ActionAccepted, gin.H{"event_id": req.eventID, "status": "accepted"}
+	action, body := wire.ActionAccepted, Reply{EventID: req.eventID, Status: "accepted"}
 	if redrive {
 		action = wire.ActionRetryAccepted
-		body["retry"] = true
+		body.Retry = true
 		if detail == nil {
 			detail = map[string]any{}
 		}
@@ -283,9 +284,7 @@ func (r *Receiver) duplicateStatus(req *request) (Status, error) {
 	if r.cfg.Duplicates == nil {
 		return StatusUnknown, nil
 	}
-	ctx, cancel := context.WithTimeout(req.c.Request.Context(), r.cfg.DuplicateCheckTimeout)
-	defer cancel()
-	return r.cfg.Duplicates.Status(ctx, req.src.cfg.Name, req.eventID)
+	return r.cfg.Duplicates.Status(req.c.Request.Context(), req.src.cfg.Name, req.eventID)
 }
 
 func (r *Receiver) eventRecord(req *request, redrive bool) *kgo.Record {

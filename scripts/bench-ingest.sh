@@ -49,12 +49,25 @@ grep -q "Press Ctrl-C" "$work/dev.out" || { cat "$work/dev.err"; exit 1; }
 check=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' -H "X-Signature: $sig" --data-binary "$body" http://127.0.0.1:8098/webhooks/generic)
 [ "$check" = 202 ] || { echo "receiver answered $check, not 202" >&2; exit 1; }
 
-echo; echo "== bare gin 202 (ceiling) =="
-wrk -t2 -c"$conns" -d"$dur" --latency -s "$work/post.lua" http://127.0.0.1:8099/webhooks/generic
+# A standalone receiver on the same broker and database, to show the
+# receiver's own memory (dev's RSS includes kfake, which keeps the log in
+# memory and so grows with every record).
+dburl=$(sed -n 's/^  PostgreSQL: //p' "$work/dev.out")
+HOOKSTREAM_GENERIC_SECRET=$secret HOOKSTREAM_LOG_LEVEL=warn HOOKSTREAM_KAFKA_BROKERS=127.0.0.1:19092 \
+  HOOKSTREAM_DATABASE_URL=$dburl HOOKSTREAM_SOURCES=sources.example.yaml \
+  "$work/hookstream" serve --http-addr 127.0.0.1:8097 > "$work/serve.out" 2> "$work/serve.err" & servepid=$!; pids+=($servepid)
+for _ in $(seq 1 60); do curl -sf http://127.0.0.1:8097/readyz >/dev/null && break; sleep 0.5; done
+
 rss() { awk '/VmRSS/{print $2" kB"}' /proc/"$1"/status; }
+load() { wrk -t2 -c"$conns" -d"$dur" --latency -s "$work/post.lua" "$1"; }
+
+echo; echo "== bare gin 202 (ceiling) =="
+load http://127.0.0.1:8099/webhooks/generic
 echo; echo "== hookstream dev, full receiver path =="
-echo "dev RSS before: $(rss $devpid)"
-wrk -t2 -c"$conns" -d"$dur" --latency -s "$work/post.lua" http://127.0.0.1:8098/webhooks/generic
-echo "dev RSS after run 1: $(rss $devpid)"
-wrk -t2 -c"$conns" -d"$dur" --latency -s "$work/post.lua" http://127.0.0.1:8098/webhooks/generic | grep -E 'Requests/sec|99%|Non-2xx'
-echo "dev RSS after run 2: $(rss $devpid)"
+load http://127.0.0.1:8098/webhooks/generic
+echo; echo "== hookstream serve (same broker and database), three runs back to back =="
+echo "serve RSS before: $(rss $servepid)"
+for i in 1 2 3; do
+  load http://127.0.0.1:8097/webhooks/generic | grep -E 'Requests/sec|  99%|Non-2xx'
+  echo "serve RSS after run $i: $(rss $servepid)"
+done

@@ -6,10 +6,11 @@ import (
 )
 
 // defaultGCPercent is the GOGC hookstream runs with unless GOGC is set. The
-// receiver's live heap is small (tens of MB) and its garbage is per-request,
-// so collecting at 200% instead of 100% halves GC work for a few MB of
-// heap; BENCHMARKS.md has the measurement. GOGC in the environment wins.
-const defaultGCPercent = 200
+// receiver's live heap is small (a few MB) and nearly all its garbage is
+// per request, so letting the heap grow to 5x the live set instead of 2x
+// cuts GC work by more than half for tens of MB of RSS; BENCHMARKS.md has
+// both measurements. GOGC (or GOMEMLIMIT tuning) in the environment wins.
+const defaultGCPercent = 400
 
 func tuneGC() {
 	if _, set := os.LookupEnv("GOGC"); !set {

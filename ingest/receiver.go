@@ -386,19 +386,10 @@ func (r *Receiver) auditRecord(req *request, action wire.Action, reason string, 
 // publishAudit produces rec to the audit topic, waiting for the broker when
 // wait is set.
 func (r *Receiver) publishAudit(req *request, rec *wire.AuditRecord, wait bool) {
-	value, err := rec.Marshal()
+	kr, err := rec.KafkaRecord(r.cfg.Topics.Audit)
 	if err != nil {
 		r.log.Error("audit record not encoded", "request_id", req.requestID, "error", err)
 		return
-	}
-	kr := &kgo.Record{
-		Topic: r.cfg.Topics.Audit,
-		Key:   []byte(rec.Key()),
-		Value: value,
-		Headers: []kgo.RecordHeader{
-			{Key: wire.HeaderAuditAction, Value: []byte(rec.Action)},
-			{Key: wire.HeaderAuditSchemaVersion, Value: wire.SchemaVersionHeader()},
-		},
 	}
 	fail := func(err error) {
 		r.log.Error("audit record not published", "request_id", req.requestID, "audit_id", rec.AuditID, "action", rec.Action, "error", err)

@@ -2,8 +2,11 @@ package wire
 
 import (
 	"encoding/json"
+	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // AuditSchemaVersion is the schema_version of the audit records this build
@@ -76,7 +79,22 @@ func (r *AuditRecord) Marshal() ([]byte, error) {
 	return json.Marshal(r)
 }
 
-// SchemaVersionHeader is the schema-version header value.
-func SchemaVersionHeader() []byte {
-	return []byte(strconv.Itoa(AuditSchemaVersion))
+var schemaVersionHeader = []byte(strconv.Itoa(AuditSchemaVersion))
+
+// KafkaRecord is r as a record of the audit topic: key Key(), value the
+// JSON record, headers action and schema-version.
+func (r *AuditRecord) KafkaRecord(topic string) (*kgo.Record, error) {
+	v, err := r.Marshal()
+	if err != nil {
+		return nil, fmt.Errorf("audit record %s: %w", r.AuditID, err)
+	}
+	return &kgo.Record{
+		Topic: topic,
+		Key:   []byte(r.Key()),
+		Value: v,
+		Headers: []kgo.RecordHeader{
+			{Key: HeaderAuditAction, Value: []byte(r.Action)},
+			{Key: HeaderAuditSchemaVersion, Value: schemaVersionHeader},
+		},
+	}, nil
 }

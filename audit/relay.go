@@ -1,0 +1,167 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/hookstream/hookstream/internal/wire"
+)
+
+// Producer is the part of *kgo.Client the relay needs.
+type Producer interface {
+	ProduceSync(ctx context.Context, rs ...*kgo.Record) kgo.ProduceResults
+}
+
+// RelayConfig configures a Relay.
+type RelayConfig struct {
+	Pool     *pgxpool.Pool // required
+	Producer Producer      // required; idempotent, acks=all
+	// Topic is the audit topic. Default wire.DefaultAuditTopic.
+	Topic string
+	// Batch bounds the records published per round. Default 500.
+	Batch int
+	// Idle is how long the relay waits when the outbox is empty. Default 50ms.
+	Idle   time.Duration
+	Logger *slog.Logger
+}
+
+// Relay publishes audit_log rows queued in the outbox to the audit topic,
+// in commit order. One relay runs at a time (a PostgreSQL advisory lock);
+// others wait to take over.
+type Relay struct {
+	cfg RelayConfig
+}
+
+// relayLock is the advisory lock key held by the active relay.
+const relayLock = 0x686f6f6b5f61 // "hook_a"
+
+// NewRelay returns a relay; Run runs it.
+func NewRelay(cfg RelayConfig) (*Relay, error) {
+	if cfg.Pool == nil || cfg.Producer == nil {
+		return nil, errors.New("audit: relay needs Pool and Producer")
+	}
+	if cfg.Topic == "" {
+		cfg.Topic = wire.DefaultAuditTopic
+	}
+	if cfg.Batch <= 0 {
+		cfg.Batch = 500
+	}
+	if cfg.Idle <= 0 {
+		cfg.Idle = 50 * time.Millisecond
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Relay{cfg: cfg}, nil
+}
+
+// Run publishes until ctx ends. Errors (database or broker unavailable) are
+// logged and retried: the outbox keeps every record until it is published.
+func (r *Relay) Run(ctx context.Context) error {
+	for ctx.Err() == nil {
+		if err := r.leader(ctx); err != nil && ctx.Err() == nil {
+			r.cfg.Logger.Warn("audit relay", "error", err)
+			wait(ctx, time.Second)
+		}
+	}
+	return nil
+}
+
+// leader takes the advisory lock on one connection and publishes while it
+// holds it.
+func (r *Relay) leader(ctx context.Context) error {
+	conn, err := r.cfg.Pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	for {
+		var got bool
+		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, relayLock).Scan(&got); err != nil {
+			return err
+		}
+		if got {
+			break
+		}
+		if !wait(ctx, time.Second) {
+			return nil
+		}
+	}
+	defer func() {
+		// The lock is released with the session if this fails.
+		_, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, relayLock)
+	}()
+	for ctx.Err() == nil {
+		n, err := r.PublishOnce(ctx, conn.Conn())
+		if err != nil {
+			return err
+		}
+		if n == 0 && !wait(ctx, r.cfg.Idle) {
+			return nil
+		}
+	}
+	return nil
+}
+
+// PublishOnce publishes one batch and returns how many records it
+// published. Only rows of transactions older than every transaction still
+// running are taken, so a row committed later with a lower seq is never
+// skipped; rows go out in seq order and leave the outbox once the broker
+// has acknowledged all of them.
+func (r *Relay) PublishOnce(ctx context.Context, conn *pgx.Conn) (int, error) {
+	rows, err := conn.Query(ctx, `SELECT `+selectColumns+`, o.seq
+FROM audit_outbox o JOIN audit_log a USING (seq)
+WHERE o.xid < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY o.seq LIMIT $1`, r.cfg.Batch)
+	if err != nil {
+		return 0, fmt.Errorf("audit relay: read outbox: %w", err)
+	}
+	var recs []*kgo.Record
+	var seqs []int64
+	for rows.Next() {
+		var seq int64
+		rec, err := scanRecord(rows, &seq)
+		if err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("audit relay: %w", err)
+		}
+		kr, err := rec.KafkaRecord(r.cfg.Topic)
+		if err != nil {
+			rows.Close()
+			return 0, err
+		}
+		recs, seqs = append(recs, kr), append(seqs, seq)
+	}
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("audit relay: read outbox: %w", err)
+	}
+	if len(recs) == 0 {
+		return 0, nil
+	}
+	if err := r.cfg.Producer.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		return 0, fmt.Errorf("audit relay: publish: %w", err)
+	}
+	if _, err := conn.Exec(ctx, `DELETE FROM audit_outbox WHERE seq = ANY($1)`, seqs); err != nil {
+		return 0, fmt.Errorf("audit relay: trim outbox: %w", err)
+	}
+	return len(recs), nil
+}
+
+// wait sleeps for d or until ctx ends; it reports whether ctx is still live.
+func wait(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

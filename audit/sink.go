@@ -1,0 +1,107 @@
+package audit
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/hookstream/hookstream/internal/wire"
+)
+
+// SinkConfig configures a Sink.
+type SinkConfig struct {
+	Brokers []string      // required
+	Pool    *pgxpool.Pool // required
+	// Topic is the audit topic. Default wire.DefaultAuditTopic.
+	Topic string
+	// Group is the sink's consumer group. Default "hookstream-audit-sink".
+	Group  string
+	Logger *slog.Logger
+}
+
+// Sink copies the audit topic into audit_log. Records already there (those
+// the relay published from the table) are skipped by their audit_id, so the
+// sink needs no filter and may run anywhere, any number of times.
+type Sink struct {
+	cfg SinkConfig
+	cl  *kgo.Client
+}
+
+// NewSink connects the sink's consumer.
+func NewSink(cfg SinkConfig) (*Sink, error) {
+	if len(cfg.Brokers) == 0 || cfg.Pool == nil {
+		return nil, errors.New("audit: sink needs Brokers and Pool")
+	}
+	if cfg.Topic == "" {
+		cfg.Topic = wire.DefaultAuditTopic
+	}
+	if cfg.Group == "" {
+		cfg.Group = "hookstream-audit-sink"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	cl, err := kgo.NewClient(
+		kgo.SeedBrokers(cfg.Brokers...),
+		kgo.ConsumerGroup(cfg.Group),
+		kgo.ConsumeTopics(cfg.Topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.DisableAutoCommit(),
+		kgo.Balancers(kgo.CooperativeStickyBalancer()),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("audit: sink: %w", err)
+	}
+	return &Sink{cfg: cfg, cl: cl}, nil
+}
+
+// Run copies until ctx ends, then leaves the group. Offsets are committed
+// only after the rows are in the table; an outage of either side pauses the
+// copy and nothing is lost.
+func (s *Sink) Run(ctx context.Context) error {
+	defer s.cl.Close()
+	for {
+		fs := s.cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		fs.EachError(func(t string, p int32, err error) {
+			s.cfg.Logger.Warn("audit sink fetch", "topic", t, "partition", p, "error", err)
+		})
+		var recs []*wire.AuditRecord
+		fs.EachRecord(func(r *kgo.Record) {
+			var a wire.AuditRecord
+			if err := json.Unmarshal(r.Value, &a); err != nil || a.AuditID == "" {
+				s.cfg.Logger.Error("audit sink: record is not an audit record; skipped", "partition", r.Partition, "offset", r.Offset, "error", err)
+				return
+			}
+			recs = append(recs, &a)
+		})
+		for {
+			err := s.insert(ctx, recs)
+			if err == nil {
+				break
+			}
+			s.cfg.Logger.Warn("audit sink: insert", "error", err)
+			if !wait(ctx, time.Second) {
+				return nil
+			}
+		}
+		if err := s.cl.CommitUncommittedOffsets(ctx); err != nil && ctx.Err() == nil {
+			s.cfg.Logger.Warn("audit sink: commit", "error", err)
+		}
+	}
+}
+
+func (s *Sink) insert(ctx context.Context, recs []*wire.AuditRecord) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	return insert(ctx, s.cfg.Pool, false, recs)
+}

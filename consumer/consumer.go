@@ -1,0 +1,273 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/hookstream/hookstream/internal/wire"
+)
+
+// AuditWriter writes audit records inside the caller's transaction
+// (audit.Writer).
+type AuditWriter interface {
+	Write(ctx context.Context, tx pgx.Tx, recs ...*wire.AuditRecord) error
+}
+
+// RetryPolicy bounds the attempts of a failing event.
+type RetryPolicy struct {
+	// MaxAttempts, counting the first. Default 8.
+	MaxAttempts int
+	// InitialBackoff before the second attempt; it doubles each time.
+	// Default 1s.
+	InitialBackoff time.Duration
+	// MaxBackoff caps the wait between attempts. Default 5m.
+	MaxBackoff time.Duration
+}
+
+func (p RetryPolicy) withDefaults() RetryPolicy {
+	if p.MaxAttempts <= 0 {
+		p.MaxAttempts = 8
+	}
+	if p.InitialBackoff <= 0 {
+		p.InitialBackoff = time.Second
+	}
+	if p.MaxBackoff <= 0 {
+		p.MaxBackoff = 5 * time.Minute
+	}
+	return p
+}
+
+// Config configures a Consumer.
+type Config struct {
+	// Brokers are the Kafka seed brokers. Required.
+	Brokers []string
+	// Pool is the PostgreSQL pool; it needs at least Concurrency
+	// connections per owned partition that is busy. Required.
+	Pool *pgxpool.Pool
+	// Handler processes events. Default NoopHandler.
+	Handler Handler
+	// Audit writes audit records in the processing transaction. Required.
+	Audit AuditWriter
+	// Group is the consumer group. Default "hookstream".
+	Group string
+	// Topics names the events and dead-letter topics. Default the defaults.
+	Topics wire.Topics
+	// Retry returns the retry policy of a source. Default: RetryPolicy{}
+	// defaults for every source.
+	Retry func(source string) RetryPolicy
+	// Concurrency is how many customers of one partition are processed at
+	// once. Default 16.
+	Concurrency int
+	// Instance names this process in audit records. Default "consumer".
+	Instance string
+	// Logger. Default slog.Default().
+	Logger *slog.Logger
+	// KafkaOpts are extra client options (tests: shorter session timeouts).
+	KafkaOpts []kgo.Opt
+}
+
+func (c Config) withDefaults() Config {
+	if c.Handler == nil {
+		c.Handler = NoopHandler
+	}
+	if c.Group == "" {
+		c.Group = "hookstream"
+	}
+	c.Topics = c.Topics.WithDefaults()
+	if c.Retry == nil {
+		c.Retry = func(string) RetryPolicy { return RetryPolicy{} }
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = 16
+	}
+	if c.Instance == "" {
+		c.Instance = "consumer"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	switch {
+	case len(c.Brokers) == 0:
+		return errors.New("consumer: Brokers is required")
+	case c.Pool == nil:
+		return errors.New("consumer: Pool is required")
+	case c.Audit == nil:
+		return errors.New("consumer: Audit is required")
+	}
+	return nil
+}
+
+// Consumer is one member of the consumer group.
+type Consumer struct {
+	cfg Config
+	cl  *kgo.Client
+	log *slog.Logger
+
+	mu      sync.Mutex
+	workers map[int32]*worker
+}
+
+// New connects the group member; Run consumes.
+func New(cfg Config) (*Consumer, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	c := &Consumer{cfg: cfg, log: cfg.Logger, workers: map[int32]*worker{}}
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(cfg.Brokers...),
+		kgo.ClientID("hookstream-consumer"),
+		kgo.ConsumerGroup(cfg.Group),
+		kgo.ConsumeTopics(cfg.Topics.Events),
+		kgo.Balancers(kgo.CooperativeStickyBalancer()),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		// Kafka's committed offsets are for lag tools; the position that
+		// counts is the one in PostgreSQL (AdjustFetchOffsetsFn).
+		kgo.AutoCommitMarks(),
+		kgo.AdjustFetchOffsetsFn(c.storedOffsets),
+		kgo.OnPartitionsAssigned(c.assigned),
+		kgo.OnPartitionsRevoked(c.revoked),
+		kgo.OnPartitionsLost(c.lost),
+		// Dead letters: idempotent, acks=all, like every other produce.
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.ProducerLinger(0),
+	}
+	cl, err := kgo.NewClient(append(opts, cfg.KafkaOpts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("consumer: %w", err)
+	}
+	c.cl = cl
+	return c, nil
+}
+
+// Run consumes until ctx ends, then abandons unfinished work safely (its
+// transactions roll back; the next owner processes those events), commits
+// and leaves the group.
+func (c *Consumer) Run(ctx context.Context) error {
+	defer func() {
+		c.stopWorkers(c.allPartitions())
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = c.cl.CommitMarkedOffsets(cctx)
+		c.cl.Close()
+	}()
+	for {
+		fs := c.cl.PollFetches(ctx)
+		if ctx.Err() != nil || fs.IsClientClosed() {
+			return nil
+		}
+		fs.EachError(func(t string, p int32, err error) {
+			c.log.Warn("fetch", "topic", t, "partition", p, "error", err)
+		})
+		fs.EachPartition(func(p kgo.FetchTopicPartition) {
+			if len(p.Records) == 0 {
+				return
+			}
+			c.mu.Lock()
+			w := c.workers[p.Partition]
+			c.mu.Unlock()
+			if w == nil {
+				return // revoked meanwhile: its next owner fetches again
+			}
+			select {
+			case w.batches <- p.Records:
+			case <-w.ctx.Done():
+			case <-ctx.Done():
+			}
+		})
+	}
+}
+
+// storedOffsets replaces the offsets the group would start from with those
+// stored in PostgreSQL, where the position moves with the outcomes.
+func (c *Consumer) storedOffsets(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	parts, ok := offsets[c.cfg.Topics.Events]
+	if !ok {
+		return offsets, nil
+	}
+	ids := make([]int32, 0, len(parts))
+	for p := range parts {
+		ids = append(ids, p)
+	}
+	rows, err := c.cfg.Pool.Query(ctx, `SELECT partition, next_offset FROM consumer_offsets
+WHERE group_id = $1 AND topic = $2 AND partition = ANY($3)`, c.cfg.Group, c.cfg.Topics.Events, ids)
+	if err != nil {
+		// Without the stored position the partition must not start: the
+		// client retries the assignment.
+		return nil, fmt.Errorf("consumer: read stored offsets: %w", err)
+	}
+	var p int32
+	var next int64
+	_, err = pgx.ForEachRow(rows, []any{&p, &next}, func() error {
+		parts[p] = kgo.NewOffset().At(next)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("consumer: read stored offsets: %w", err)
+	}
+	return offsets, nil
+}
+
+func (c *Consumer) assigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range assigned[c.cfg.Topics.Events] {
+		if c.workers[p] != nil {
+			continue
+		}
+		w := newWorker(c, p)
+		c.workers[p] = w
+		go w.run()
+	}
+}
+
+// revoked stops the workers of partitions moving to another member; their
+// unfinished events are abandoned (rolled back) for the new owner.
+func (c *Consumer) revoked(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
+	c.stopWorkers(revoked[c.cfg.Topics.Events])
+	if err := cl.CommitMarkedOffsets(ctx); err != nil {
+		c.log.Warn("commit on revoke", "error", err)
+	}
+}
+
+func (c *Consumer) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+	c.stopWorkers(lost[c.cfg.Topics.Events])
+}
+
+func (c *Consumer) allPartitions() []int32 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ps := make([]int32, 0, len(c.workers))
+	for p := range c.workers {
+		ps = append(ps, p)
+	}
+	return ps
+}
+
+func (c *Consumer) stopWorkers(ps []int32) {
+	var stopped []*worker
+	c.mu.Lock()
+	for _, p := range ps {
+		if w := c.workers[p]; w != nil {
+			w.cancel()
+			stopped = append(stopped, w)
+			delete(c.workers, p)
+		}
+	}
+	c.mu.Unlock()
+	for _, w := range stopped {
+		<-w.done
+	}
+}

@@ -1,0 +1,255 @@
+package consumer_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/hookstream/hookstream/audit"
+	"github.com/hookstream/hookstream/consumer"
+	"github.com/hookstream/hookstream/internal/testenv"
+	"github.com/hookstream/hookstream/internal/wire"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+type testBundle struct {
+	t        *testing.T
+	brokers  []string
+	topics   wire.Topics
+	pool     *pgxpool.Pool
+	producer *kgo.Client
+	group    string
+}
+
+func setup(t *testing.T) *testBundle {
+	t.Helper()
+	brokers := testenv.Kafka(t)
+	tb := &testBundle{t: t, brokers: brokers, topics: testenv.Topics(t, brokers)}
+	cfg, err := pgxpool.ParseConfig(testenv.Postgres(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxConns = 40
+	tb.pool, err = pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tb.pool.Close)
+	if _, err := tb.pool.Exec(context.Background(), `CREATE TABLE handled (n bigserial PRIMARY KEY, event_id text NOT NULL, customer_id text NOT NULL, seq int NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	tb.producer, err = kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ProducerLinger(0), kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tb.producer.Close)
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	tb.group = "test-" + hex.EncodeToString(b)
+	return tb
+}
+
+// start runs a consumer member until the test ends.
+func (tb *testBundle) start(h consumer.Handler, policy consumer.RetryPolicy) {
+	tb.t.Helper()
+	c, err := consumer.New(consumer.Config{
+		Brokers: tb.brokers, Pool: tb.pool, Handler: h, Audit: audit.Writer{}, Group: tb.group, Topics: tb.topics,
+		Retry:       func(string) consumer.RetryPolicy { return policy },
+		Concurrency: 8, Instance: "test",
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		tb.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c.Run(ctx) }()
+	tb.t.Cleanup(func() { cancel(); <-done })
+}
+
+// produce writes an event the way the receiver does.
+func (tb *testBundle) produce(source, eventID, customer string, seq int) {
+	tb.t.Helper()
+	r := &kgo.Record{Topic: tb.topics.Events, Key: []byte(customer), Value: []byte(fmt.Sprintf(`{"seq":%d}`, seq)),
+		Headers: []kgo.RecordHeader{
+			{Key: wire.HeaderEventID, Value: []byte(eventID)},
+			{Key: wire.HeaderSource, Value: []byte(source)},
+			{Key: wire.HeaderCustomerID, Value: []byte(customer)},
+			{Key: wire.HeaderEventType, Value: []byte("t")},
+			{Key: wire.HeaderReceivedAt, Value: []byte(time.Now().UTC().Format(time.RFC3339Nano))},
+		}}
+	tb.producer.Produce(context.Background(), r, func(_ *kgo.Record, err error) {
+		if err != nil {
+			tb.t.Errorf("produce: %v", err)
+		}
+	})
+}
+
+func (tb *testBundle) flush() {
+	tb.t.Helper()
+	if err := tb.producer.Flush(context.Background()); err != nil {
+		tb.t.Fatal(err)
+	}
+}
+
+// waitFor polls query (one integer) until it equals want, for at most d.
+func (tb *testBundle) waitFor(d time.Duration, want int, query string, args ...any) {
+	tb.t.Helper()
+	deadline := time.Now().Add(d)
+	var got int
+	for {
+		if err := tb.pool.QueryRow(context.Background(), query, args...).Scan(&got); err != nil {
+			tb.t.Fatal(err)
+		}
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.t.Fatalf("after %s: %q = %d, want %d", d, query, got, want)
+		}
+		time.Sleep(50 * time.Millisecond) // polling, not timing: the assertion is on the state
+	}
+}
+
+// recordingHandler writes each call to the handled table through the
+// transaction it is given.
+var recordingHandler = consumer.HandlerFunc(func(ctx context.Context, tx pgx.Tx, ev *consumer.Event) error {
+	var seq int
+	if _, err := fmt.Sscanf(string(ev.Body), `{"seq":%d}`, &seq); err != nil {
+		return consumer.Permanent(err)
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO handled (event_id, customer_id, seq) VALUES ($1, $2, $3)`, ev.EventID, ev.CustomerID, seq)
+	return err
+})
+
+// TestOrderPerCustomer: 200 customers' events interleaved across 12
+// partitions, with 8 customers of a partition processed at once: every
+// customer's events are handled in sequence order, each exactly once.
+func TestOrderPerCustomer(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	const customers, perCustomer = 200, 15
+	for seq := range perCustomer {
+		for c := range customers {
+			tb.produce("generic", fmt.Sprintf("c%d-e%d", c, seq), "cus_"+strconv.Itoa(c), seq)
+		}
+	}
+	tb.flush()
+	tb.start(recordingHandler, consumer.RetryPolicy{})
+	tb.waitFor(2*time.Minute, customers*perCustomer, `SELECT count(*) FROM events WHERE status = 'PROCESSED'`)
+
+	rows, err := tb.pool.Query(context.Background(), `SELECT customer_id, seq FROM handled ORDER BY n`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := map[string]int{}
+	count := 0
+	var cust string
+	var seq int
+	_, err = pgx.ForEachRow(rows, []any{&cust, &seq}, func() error {
+		count++
+		prev, ok := last[cust]
+		if (!ok && seq != 0) || (ok && seq != prev+1) {
+			return fmt.Errorf("customer %s: seq %d after %d", cust, seq, prev)
+		}
+		last[cust] = seq
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if count != customers*perCustomer {
+		t.Fatalf("handler ran %d times, want %d", count, customers*perCustomer)
+	}
+	// Every decision is in audit_log and queued for the relay.
+	tb.waitFor(time.Second, customers*perCustomer, `SELECT count(*) FROM audit_log WHERE action = 'PROCESSED'`)
+	tb.waitFor(time.Second, 2*customers*perCustomer, `SELECT count(*) FROM audit_outbox`)
+}
+
+// TestEffectivelyOnce: the same event produced twice is handled once, and a
+// restarted member (new process, same group) handles nothing again.
+func TestEffectivelyOnce(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	for i := range 50 {
+		id := "dup-" + strconv.Itoa(i)
+		tb.produce("generic", id, "cus_"+strconv.Itoa(i%5), i)
+		tb.produce("generic", id, "cus_"+strconv.Itoa(i%5), i)
+	}
+	tb.flush()
+	tb.start(recordingHandler, consumer.RetryPolicy{})
+	tb.waitFor(time.Minute, 50, `SELECT count(*) FROM events WHERE status = 'PROCESSED'`)
+	tb.waitFor(time.Minute, 50, `SELECT count(*) FROM audit_log WHERE action = 'DUPLICATE'`)
+	tb.waitFor(time.Second, 50, `SELECT count(*) FROM handled`)
+	tb.waitFor(time.Second, 0, `SELECT count(*) FROM (SELECT event_id FROM handled GROUP BY event_id HAVING count(*) > 1) d`)
+}
+
+// TestPoisonParksCustomer: a handler that fails for one customer dead-letters
+// its event and parks it — its later events are stored PARKED — while the
+// other customers finish.
+func TestPoisonParksCustomer(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	var mu sync.Mutex
+	calls := map[string]int{}
+	h := consumer.HandlerFunc(func(ctx context.Context, tx pgx.Tx, ev *consumer.Event) error {
+		mu.Lock()
+		calls[ev.EventID]++
+		mu.Unlock()
+		if ev.CustomerID == "cus_bad" {
+			return errors.New("destination says no")
+		}
+		return recordingHandler(ctx, tx, ev)
+	})
+	for seq := range 5 {
+		for _, c := range []string{"cus_bad", "cus_a", "cus_b"} {
+			tb.produce("generic", fmt.Sprintf("%s-%d", c, seq), c, seq)
+		}
+	}
+	tb.flush()
+	tb.start(h, consumer.RetryPolicy{MaxAttempts: 3, InitialBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond})
+	tb.waitFor(time.Minute, 10, `SELECT count(*) FROM events WHERE status = 'PROCESSED'`)
+	tb.waitFor(time.Minute, 1, `SELECT count(*) FROM events WHERE status = 'DEAD' AND event_id = 'cus_bad-0' AND attempts = 3`)
+	tb.waitFor(time.Minute, 4, `SELECT count(*) FROM events WHERE status = 'PARKED' AND customer_id = 'cus_bad'`)
+	tb.waitFor(time.Second, 1, `SELECT count(*) FROM parked_customers WHERE customer_id = 'cus_bad' AND blocking_event_id = 'cus_bad-0'`)
+	tb.waitFor(time.Second, 2, `SELECT count(*) FROM audit_log WHERE event_id = 'cus_bad-0' AND action = 'RETRY_SCHEDULED'`)
+	tb.waitFor(time.Second, 1, `SELECT count(*) FROM audit_log WHERE event_id = 'cus_bad-0' AND action = 'DEAD_LETTERED'`)
+	mu.Lock()
+	if calls["cus_bad-0"] != 3 || calls["cus_bad-1"] != 0 {
+		t.Errorf("handler calls: blocker %d (want 3), next %d (want 0: parked)", calls["cus_bad-0"], calls["cus_bad-1"])
+	}
+	mu.Unlock()
+
+	// The dead letter carries the body, the error and the attempts.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(tb.brokers...), kgo.ConsumeTopics(tb.topics.DLQ), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	fs := cl.PollFetches(ctx)
+	recs := fs.Records()
+	if len(recs) != 1 {
+		t.Fatalf("%d dead letters, want 1 (%v)", len(recs), fs.Errors())
+	}
+	h2 := map[string]string{}
+	for _, h := range recs[0].Headers {
+		h2[h.Key] = string(h.Value)
+	}
+	if string(recs[0].Key) != "cus_bad" || string(recs[0].Value) != `{"seq":0}` || h2["attempts"] != "3" || h2["error"] != "destination says no" || h2[wire.HeaderEventID] != "cus_bad-0" {
+		t.Errorf("dead letter %q %q %v", recs[0].Key, recs[0].Value, h2)
+	}
+}

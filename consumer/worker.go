@@ -1,0 +1,134 @@
+package consumer
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// worker owns one partition: it processes the partition's records batch by
+// batch, each customer in offset order and different customers at once.
+type worker struct {
+	c         *Consumer
+	partition int32
+	batches   chan []*kgo.Record
+	ctx       context.Context
+	cancel    context.CancelFunc
+	done      chan struct{}
+	next      int64 // offset the stored position is at; -1 before the first batch
+}
+
+func newWorker(c *Consumer, p int32) *worker {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &worker{c: c, partition: p, batches: make(chan []*kgo.Record, 1), ctx: ctx, cancel: cancel, done: make(chan struct{}), next: -1}
+}
+
+func (w *worker) run() {
+	defer close(w.done)
+	for {
+		select {
+		case <-w.ctx.Done():
+			return
+		case recs := <-w.batches:
+			if !w.processBatch(recs) {
+				return // abandoned: the next owner takes over from the stored position
+			}
+			last := recs[len(recs)-1]
+			w.storePosition(last.Offset + 1)
+			w.c.cl.MarkCommitRecords(last)
+		}
+	}
+}
+
+// processBatch runs each customer's records in order, up to Concurrency
+// customers at once. It reports whether every record reached a durable
+// outcome (false: the partition was revoked or the consumer is stopping).
+func (w *worker) processBatch(recs []*kgo.Record) bool {
+	lanes := map[string][]*kgo.Record{}
+	var order []string
+	for _, r := range recs {
+		if r.Offset < w.next {
+			continue // already behind the stored position (a refetch)
+		}
+		k := string(r.Key)
+		if _, ok := lanes[k]; !ok {
+			order = append(order, k)
+		}
+		lanes[k] = append(lanes[k], r)
+	}
+	sem := make(chan struct{}, w.c.cfg.Concurrency)
+	var wg sync.WaitGroup
+	for _, k := range order {
+		lane := lanes[k]
+		select {
+		case sem <- struct{}{}:
+		case <-w.ctx.Done():
+			wg.Wait()
+			return false
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			for _, r := range lane {
+				if !w.c.process(w.ctx, r) {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return w.ctx.Err() == nil
+}
+
+// storePosition records where this partition resumes. It retries until the
+// database answers or the partition is revoked: moving on without it would
+// only cost a redelivery (deduped), but a position that never moves would
+// redeliver more and more.
+func (w *worker) storePosition(next int64) {
+	for attempt := 0; ; attempt++ {
+		_, err := w.c.cfg.Pool.Exec(w.ctx, `INSERT INTO consumer_offsets (group_id, topic, partition, next_offset)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (group_id, topic, partition) DO UPDATE SET next_offset = excluded.next_offset, updated_at = now()`,
+			w.c.cfg.Group, w.c.cfg.Topics.Events, w.partition, next)
+		if err == nil {
+			w.next = next
+			return
+		}
+		if w.ctx.Err() != nil {
+			return
+		}
+		w.c.log.Warn("store position", "partition", w.partition, "error", err)
+		if !sleep(w.ctx, backoff(attempt, 100*time.Millisecond, 5*time.Second)) {
+			return
+		}
+	}
+}
+
+// backoff is the wait before retry number attempt (0-based): exponential
+// from initial, capped at max, with full jitter in [d/2, d].
+func backoff(attempt int, initial, max time.Duration) time.Duration {
+	d := initial
+	for i := 0; i < attempt && d < max; i++ {
+		d *= 2
+	}
+	if d > max {
+		d = max
+	}
+	half := d / 2
+	return half + time.Duration(rand.Int64N(int64(half)+1))
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -107,6 +107,14 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	cleanups = append(cleanups, st.stop)
+	proc, err := startProcessing(ctx, processingOptions{
+		brokers: brokers, databaseURL: dbURL, sources: srcs, instance: s.instance,
+		group: "hookstream", concurrency: 16, log: log,
+	})
+	if err != nil {
+		return err
+	}
+	cleanups = append(cleanups, proc.stop)
 
 	url := "http://" + displayAddr(st.server.Addr())
 	fmt.Fprintf(stdout, "\nhookstream dev is running at %s\n", url)
@@ -119,6 +127,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		fmt.Fprintf(stdout, "  Source generic, secret %s\n\nSend a signed event:\n\n%s\n\n", genericSecret, c)
 	}
+	fmt.Fprintln(stdout, "Send it twice: once it is processed the second answer is 409 (duplicate).")
 	fmt.Fprintln(stdout, "Press Ctrl-C to stop.")
 
 	select {

@@ -167,6 +167,18 @@ func TestDevPersistsAcrossRestart(t *testing.T) {
 	if got := first.post(t, body); got != http.StatusAccepted {
 		t.Fatalf("post: status %d", got)
 	}
+	// dev also runs the consumer: once the event is processed, sending it
+	// again is a duplicate.
+	deadline := time.Now().Add(time.Minute)
+	for got := 0; got != http.StatusConflict; {
+		if got = first.post(t, body); got != http.StatusConflict && got != http.StatusAccepted {
+			t.Fatalf("resend: status %d", got)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the event was not processed within a minute")
+		}
+		time.Sleep(100 * time.Millisecond) // polling for the state, not timing it
+	}
 	first.stop(t)
 	if pidFile := filepath.Join(dataDir, "postgres", "data", "postmaster.pid"); fileExists(pidFile) {
 		t.Errorf("PostgreSQL still running after dev stopped (%s exists)", pidFile)

@@ -54,7 +54,7 @@ func startReceiver(ctx context.Context, o receiverOptions) (_ *receiverStack, er
 	if err != nil {
 		return nil, fmt.Errorf("kafka-brokers (HOOKSTREAM_KAFKA_BROKERS): %w", err)
 	}
-	s.pool, err = newPool(ctx, o.databaseURL)
+	s.pool, err = newPool(ctx, o.databaseURL, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -86,10 +86,15 @@ func startReceiver(ctx context.Context, o receiverOptions) (_ *receiverStack, er
 	return s, nil
 }
 
-func newPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
+// newPool connects to url; maxConns 0 keeps pgxpool's default (or the
+// URL's pool_max_conns).
+func newPool(ctx context.Context, url string, maxConns int32) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("database-url (HOOKSTREAM_DATABASE_URL): %w", err)
+	}
+	if maxConns > 0 && cfg.MaxConns < maxConns {
+		cfg.MaxConns = maxConns
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

@@ -1,0 +1,159 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+
+	"github.com/hookstream/hookstream/audit"
+	"github.com/hookstream/hookstream/consumer"
+	"github.com/hookstream/hookstream/internal/kafka"
+	"github.com/hookstream/hookstream/internal/sources"
+	"github.com/hookstream/hookstream/internal/wire"
+)
+
+func runConsume(ctx context.Context, args []string, _ io.Writer, stderr io.Writer) error {
+	var s settings
+	var p processingSettings
+	fs := newFlagSet("consume", stderr)
+	s.registerKafka(fs)
+	s.registerDatabase(fs)
+	s.registerLog(fs, "json")
+	p.register(fs)
+	fs.stringVar(&s.sourcesFile, "sources", "HOOKSTREAM_SOURCES", "", "YAML sources file (destinations and retry policies; without it every event is processed by a no-op)")
+	fs.stringVar(&s.instance, "instance", "HOOKSTREAM_INSTANCE", defaultInstance(), "name of this process in audit records")
+	s.partitions = 1
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	if err := s.validate(); err != nil {
+		return err
+	}
+	log, err := s.logger(stderr)
+	if err != nil {
+		return err
+	}
+	if s.databaseURL == "" {
+		return errors.New("database-url (HOOKSTREAM_DATABASE_URL): required")
+	}
+	var srcs []sources.Source
+	if s.sourcesFile != "" {
+		if srcs, err = sources.Load(s.sourcesFile); err != nil {
+			return err
+		}
+	}
+	startPprof(log)
+	proc, err := startProcessing(ctx, processingOptions{
+		brokers: s.brokers(), databaseURL: s.databaseURL, sources: srcs, instance: s.instance,
+		group: p.group, concurrency: p.concurrency, log: log,
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("consumer running", "group", p.group)
+	<-ctx.Done()
+	log.Info("shutting down")
+	proc.stop()
+	return nil
+}
+
+type processingSettings struct {
+	group       string
+	concurrency int
+}
+
+func (p *processingSettings) register(fs *flagSet) {
+	fs.stringVar(&p.group, "group", "HOOKSTREAM_CONSUMER_GROUP", "hookstream", "consumer group of hookstream.events")
+	fs.intVar(&p.concurrency, "concurrency", "HOOKSTREAM_CONCURRENCY", 16, "customers of one partition processed at once")
+}
+
+type processingOptions struct {
+	brokers     []string
+	databaseURL string
+	sources     []sources.Source
+	topics      wire.Topics
+	instance    string
+	group       string
+	concurrency int
+	log         *slog.Logger
+}
+
+// processing is the consumer role: a group member, the audit relay and the
+// audit sink.
+type processing struct {
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	close  []func()
+}
+
+func startProcessing(ctx context.Context, o processingOptions) (_ *processing, err error) {
+	if o.concurrency < 1 {
+		return nil, fmt.Errorf("concurrency (HOOKSTREAM_CONCURRENCY): must be at least 1, got %d", o.concurrency)
+	}
+	o.topics = o.topics.WithDefaults()
+	p := &processing{}
+	defer func() {
+		if err != nil {
+			p.closeAll()
+		}
+	}()
+	pool, err := newPool(ctx, o.databaseURL, int32(o.concurrency*4+8))
+	if err != nil {
+		return nil, err
+	}
+	p.close = append(p.close, pool.Close)
+	policies := map[string]consumer.RetryPolicy{}
+	for _, s := range o.sources {
+		policies[s.Name] = consumer.RetryPolicy{MaxAttempts: s.Retry.MaxAttempts, InitialBackoff: s.Retry.InitialBackoff, MaxBackoff: s.Retry.MaxBackoff}
+	}
+	c, err := consumer.New(consumer.Config{
+		Brokers: o.brokers, Pool: pool, Handler: consumer.NewDestinations(o.sources, nil), Audit: audit.Writer{},
+		Group: o.group, Topics: o.topics, Concurrency: o.concurrency, Instance: o.instance, Logger: o.log,
+		Retry: func(source string) consumer.RetryPolicy { return policies[source] },
+	})
+	if err != nil {
+		return nil, err
+	}
+	producer, err := kafka.NewProducer(kafka.Config{Brokers: o.brokers, ClientID: "hookstream-audit-relay"})
+	if err != nil {
+		return nil, err
+	}
+	p.close = append(p.close, producer.Close)
+	relay, err := audit.NewRelay(audit.RelayConfig{Pool: pool, Producer: producer, Topic: o.topics.Audit, Logger: o.log})
+	if err != nil {
+		return nil, err
+	}
+	sink, err := audit.NewSink(audit.SinkConfig{Brokers: o.brokers, Pool: pool, Topic: o.topics.Audit, Logger: o.log})
+	if err != nil {
+		return nil, err
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	p.cancel = cancel
+	for _, run := range []func(context.Context) error{c.Run, relay.Run, sink.Run} {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			if err := run(runCtx); err != nil {
+				o.log.Error("processing stopped", "error", err)
+			}
+		}()
+	}
+	return p, nil
+}
+
+// stop abandons unfinished work safely (it rolls back and is redone by the
+// next owner), commits, leaves the group and closes the pools.
+func (p *processing) stop() {
+	p.cancel()
+	p.wg.Wait()
+	p.closeAll()
+}
+
+func (p *processing) closeAll() {
+	for i := len(p.close) - 1; i >= 0; i-- {
+		p.close[i]()
+	}
+}

@@ -1,0 +1,109 @@
+package consumer
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/hookstream/hookstream/internal/sources"
+	"github.com/hookstream/hookstream/internal/wire"
+)
+
+// Destinations is the binary's handler: it delivers each event to its
+// source's destination, and processes events of sources without one by
+// doing nothing.
+//
+// Delivery is an HTTP POST of the raw body with Idempotency-Key: <event_id>
+// and the metadata as X-Hookstream-* headers. 2xx is success; 4xx other
+// than 408 and 429 is a permanent failure; anything else, including a
+// timeout, is transient, and a Retry-After is honoured.
+type Destinations struct {
+	bySource map[string]sources.Destination
+	client   *http.Client
+}
+
+// NewDestinations builds the handler from the sources' destinations.
+func NewDestinations(srcs []sources.Source, client *http.Client) *Destinations {
+	if client == nil {
+		client = &http.Client{}
+	}
+	d := &Destinations{bySource: map[string]sources.Destination{}, client: client}
+	for _, s := range srcs {
+		if s.Destination != nil {
+			d.bySource[s.Name] = *s.Destination
+		}
+	}
+	return d
+}
+
+// Handle implements Handler.
+func (d *Destinations) Handle(ctx context.Context, _ pgx.Tx, ev *Event) error {
+	dest, ok := d.bySource[ev.Source]
+	if !ok {
+		return nil
+	}
+	timeout := dest.Timeout
+	if timeout <= 0 {
+		timeout = sources.DefaultDestTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, dest.URL, bytes.NewReader(ev.Body))
+	if err != nil {
+		return Permanent(err)
+	}
+	ct := ev.Headers[wire.HeaderContentType]
+	if ct == "" {
+		ct = "application/json"
+	}
+	req.Header.Set("Content-Type", ct)
+	req.Header.Set("Idempotency-Key", ev.EventID)
+	req.Header.Set("User-Agent", "hookstream")
+	for k, v := range ev.Headers {
+		if k == wire.HeaderTraceparent {
+			req.Header.Set("Traceparent", v)
+			continue
+		}
+		req.Header.Set("X-Hookstream-"+k, v)
+	}
+	req.Header.Set("X-Hookstream-Attempt", strconv.Itoa(ev.Attempt))
+	resp, err := d.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("deliver to %s: %w", dest.URL, err)
+	}
+	defer resp.Body.Close()
+	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	switch {
+	case resp.StatusCode >= 200 && resp.StatusCode < 300:
+		return nil
+	case resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != http.StatusRequestTimeout && resp.StatusCode != http.StatusTooManyRequests:
+		return Permanent(fmt.Errorf("deliver to %s: %s: %s", dest.URL, resp.Status, strings.TrimSpace(string(snippet))))
+	}
+	err = fmt.Errorf("deliver to %s: %s: %s", dest.URL, resp.Status, strings.TrimSpace(string(snippet)))
+	if after := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); after > 0 {
+		return RetryAfter(err, after)
+	}
+	return err
+}
+
+// parseRetryAfter reads delay-seconds or an HTTP date; 0 when absent or bad.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && s >= 0 {
+		return time.Duration(s) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}
+

@@ -74,4 +74,3 @@ func retryAfterOf(err error) time.Duration {
 	}
 	return retryAfter(err)
 }
-

@@ -253,3 +253,50 @@ func TestPoisonParksCustomer(t *testing.T) {
 		t.Errorf("dead letter %q %q %v", recs[0].Key, recs[0].Value, h2)
 	}
 }
+
+// TestReplayUnparks: after a poison event parks its customer, fixing the
+// destination and replaying the blocker processes it and then the parked
+// events, in their original order, and unparks the customer.
+func TestReplayUnparks(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	var broken sync.Map
+	broken.Store("cus_p", true)
+	h := consumer.HandlerFunc(func(ctx context.Context, tx pgx.Tx, ev *consumer.Event) error {
+		if _, bad := broken.Load(ev.CustomerID); bad {
+			return consumer.Permanent(errors.New("410 gone"))
+		}
+		return recordingHandler(ctx, tx, ev)
+	})
+	for seq := range 4 {
+		tb.produce("generic", fmt.Sprintf("p-%d", seq), "cus_p", seq)
+	}
+	tb.flush()
+	tb.start(h, consumer.RetryPolicy{MaxAttempts: 5, InitialBackoff: 10 * time.Millisecond})
+	tb.waitFor(time.Minute, 1, `SELECT count(*) FROM events WHERE event_id = 'p-0' AND status = 'DEAD' AND attempts = 1`)
+	tb.waitFor(time.Minute, 3, `SELECT count(*) FROM events WHERE customer_id = 'cus_p' AND status = 'PARKED'`)
+
+	// A new event while parked is parked too, after the others.
+	tb.produce("generic", "p-4", "cus_p", 4)
+	tb.flush()
+	tb.waitFor(time.Minute, 4, `SELECT count(*) FROM events WHERE customer_id = 'cus_p' AND status = 'PARKED'`)
+
+	if err := consumer.Replay(context.Background(), consumer.ReplayConfig{Pool: tb.pool, Producer: tb.producer, Audit: audit.Writer{}, Topics: tb.topics, Instance: "test"}, "generic", "p-2", "test"); !errors.Is(err, consumer.ErrNotReplayable) {
+		t.Errorf("replaying a PARKED event: %v, want ErrNotReplayable", err)
+	}
+	broken.Delete("cus_p")
+	if err := consumer.Replay(context.Background(), consumer.ReplayConfig{Pool: tb.pool, Producer: tb.producer, Audit: audit.Writer{}, Topics: tb.topics, Instance: "test"}, "generic", "p-0", "destination fixed"); err != nil {
+		t.Fatal(err)
+	}
+	tb.waitFor(time.Minute, 5, `SELECT count(*) FROM events WHERE customer_id = 'cus_p' AND status = 'PROCESSED'`)
+	tb.waitFor(time.Second, 0, `SELECT count(*) FROM parked_customers`)
+	tb.waitFor(time.Second, 1, `SELECT count(*) FROM audit_log WHERE action = 'UNPARKED' AND customer_id = 'cus_p'`)
+	tb.waitFor(time.Second, 1, `SELECT count(*) FROM audit_log WHERE action = 'REPLAYED' AND event_id = 'p-0' AND actor = 'admin'`)
+	var order string
+	if err := tb.pool.QueryRow(context.Background(), `SELECT string_agg(seq::text, ',' ORDER BY n) FROM handled WHERE customer_id = 'cus_p'`).Scan(&order); err != nil {
+		t.Fatal(err)
+	}
+	if order != "0,1,2,3,4" {
+		t.Errorf("handled in order %s, want 0,1,2,3,4", order)
+	}
+}

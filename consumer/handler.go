@@ -25,8 +25,10 @@ type Event struct {
 	// Attempt counts from 1.
 	Attempt int
 	// Redrive is set on an event the receiver accepted again after it had
-	// FAILED or gone DEAD.
+	// FAILED or gone DEAD, or that was replayed.
 	Redrive bool
+
+	fromParked bool // read back from the events table after an unpark
 }
 
 // Handler processes an event. tx commits together with the event's

@@ -21,6 +21,7 @@ type outcome int
 const (
 	outcomeDone  outcome = iota // PROCESSED, skipped as a duplicate, parked or dead-lettered
 	outcomeRetry                // FAILED: try again after the returned delay
+	outcomeDrainParked          // PROCESSED, and it unparked its customer
 )
 
 // process drives one record to a durable outcome. It returns false only
@@ -32,6 +33,10 @@ func (c *Consumer) process(ctx context.Context, r *kgo.Record) bool {
 		c.log.Error("record without hookstream metadata; skipped", "partition", r.Partition, "offset", r.Offset, "error", err)
 		return true
 	}
+	return c.processEvent(ctx, ev)
+}
+
+func (c *Consumer) processEvent(ctx context.Context, ev *Event) bool {
 	policy := c.cfg.Retry(ev.Source).withDefaults()
 	for infra := 0; ; {
 		res, delay, err := c.attempt(ctx, ev, policy)
@@ -49,6 +54,9 @@ func (c *Consumer) process(ctx context.Context, r *kgo.Record) bool {
 			continue
 		}
 		infra = 0
+		if res == outcomeDrainParked {
+			return c.drainParked(ctx, ev.CustomerID)
+		}
 		if res == outcomeDone {
 			return true
 		}
@@ -56,6 +64,54 @@ func (c *Consumer) process(ctx context.Context, r *kgo.Record) bool {
 			return false
 		}
 	}
+}
+
+// drainParked processes a just-unparked customer's PARKED events in their
+// original order. It stops when one of them parks the customer again.
+func (c *Consumer) drainParked(ctx context.Context, customer string) bool {
+	for {
+		ev, err := c.nextParked(ctx, customer)
+		if ctx.Err() != nil {
+			return false
+		}
+		if err != nil {
+			c.log.Warn("draining parked events paused", "customer_id", customer, "error", err)
+			if !sleep(ctx, time.Second) {
+				return false
+			}
+			continue
+		}
+		if ev == nil {
+			return true
+		}
+		if !c.processEvent(ctx, ev) {
+			return false
+		}
+	}
+}
+
+// nextParked is the customer's oldest PARKED event, or nil when none is
+// left or the customer is parked again.
+func (c *Consumer) nextParked(ctx context.Context, customer string) (*Event, error) {
+	var headers []byte
+	ev := &Event{CustomerID: customer, fromParked: true}
+	err := c.cfg.Pool.QueryRow(ctx, `SELECT e.source, e.event_id, e.event_type, e.payload, coalesce(e.headers, '{}'), e.kafka_partition, e.kafka_offset
+FROM events e WHERE e.customer_id = $1 AND e.status = 'PARKED'
+  AND NOT EXISTS (SELECT 1 FROM parked_customers p WHERE p.customer_id = $1)
+ORDER BY e.kafka_partition, e.kafka_offset LIMIT 1`, customer).Scan(&ev.Source, &ev.EventID, &ev.EventType, &ev.Body, &headers, &ev.Partition, &ev.Offset)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(headers, &ev.Headers); err != nil {
+		return nil, fmt.Errorf("parked event %s: headers: %w", ev.EventID, err)
+	}
+	if t, err := time.Parse(time.RFC3339Nano, ev.Headers[wire.HeaderReceivedAt]); err == nil {
+		ev.ReceivedAt = t
+	}
+	return ev, nil
 }
 
 func eventOf(r *kgo.Record) (*Event, error) {
@@ -101,7 +157,7 @@ VALUES ($1, $2, $3, $4, 'PROCESSING', 1, $5, $6, $7)
 ON CONFLICT (source, event_id) DO UPDATE
 SET status = 'PROCESSING', attempts = events.attempts + 1, kafka_partition = excluded.kafka_partition,
     kafka_offset = excluded.kafka_offset, updated_at = now()
-WHERE events.status IN ('PROCESSING', 'FAILED') OR (events.status = 'DEAD' AND $8)
+WHERE events.status IN ('PROCESSING', 'FAILED') OR (events.status = 'DEAD' AND $8) OR (events.status = 'PARKED' AND $9)
 RETURNING attempts`
 
 // attempt runs one attempt in one transaction. A non-nil error means the
@@ -113,18 +169,20 @@ func (c *Consumer) attempt(ctx context.Context, ev *Event, policy RetryPolicy) (
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after Commit
 
-	var parked bool
-	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM parked_customers WHERE customer_id = $1)`, ev.CustomerID).Scan(&parked); err != nil {
+	var blockerSource, blocker string
+	err = tx.QueryRow(ctx, `SELECT source, blocking_event_id FROM parked_customers WHERE customer_id = $1 FOR UPDATE`, ev.CustomerID).Scan(&blockerSource, &blocker)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return 0, 0, err
 	}
-	if parked {
+	isBlocker := err == nil && ev.Redrive && blockerSource == ev.Source && blocker == ev.EventID
+	if err == nil && !isBlocker && !ev.fromParked {
 		return c.park(ctx, tx, ev)
 	}
 	var receivedAt *time.Time
 	if !ev.ReceivedAt.IsZero() {
 		receivedAt = &ev.ReceivedAt
 	}
-	err = tx.QueryRow(ctx, claimSQL, ev.Source, ev.EventID, ev.CustomerID, ev.EventType, ev.Partition, ev.Offset, receivedAt, ev.Redrive).Scan(&ev.Attempt)
+	err = tx.QueryRow(ctx, claimSQL, ev.Source, ev.EventID, ev.CustomerID, ev.EventType, ev.Partition, ev.Offset, receivedAt, ev.Redrive, ev.fromParked).Scan(&ev.Attempt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		// Already PROCESSED (a redelivery or a duplicate produce), or
 		// DEAD/PARKED and not re-driven: effectively once.
@@ -160,6 +218,20 @@ payload = NULL, headers = NULL, last_error = NULL WHERE source = $1 AND event_id
 		}
 		if err := c.cfg.Audit.Write(ctx, tx, c.auditRecord(ev, wire.ActionProcessed, "", nil)); err != nil {
 			return 0, 0, err
+		}
+		if isBlocker {
+			// The blocker is resolved: the customer is unparked, and its
+			// parked events run next, in order, before anything newer.
+			if _, err := tx.Exec(ctx, `DELETE FROM parked_customers WHERE customer_id = $1`, ev.CustomerID); err != nil {
+				return 0, 0, err
+			}
+			if err := c.cfg.Audit.Write(ctx, tx, c.auditRecord(ev, wire.ActionUnparked, "blocker_processed", nil)); err != nil {
+				return 0, 0, err
+			}
+			if err := tx.Commit(ctx); err != nil {
+				return 0, 0, err
+			}
+			return outcomeDrainParked, 0, nil
 		}
 		return outcomeDone, 0, tx.Commit(ctx)
 	}

@@ -19,9 +19,9 @@ import (
 type outcome int
 
 const (
-	outcomeDone  outcome = iota // PROCESSED, skipped as a duplicate, parked or dead-lettered
-	outcomeRetry                // FAILED: try again after the returned delay
-	outcomeDrainParked          // PROCESSED, and it unparked its customer
+	outcomeDone        outcome = iota // PROCESSED, skipped as a duplicate, parked or dead-lettered
+	outcomeRetry                      // FAILED: try again after the returned delay
+	outcomeDrainParked                // PROCESSED, and it unparked its customer
 )
 
 // process drives one record to a durable outcome. It returns false only

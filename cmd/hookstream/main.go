@@ -27,6 +27,7 @@ func commands() []command {
 		{"dev", "run everything in one process on an embedded broker and a private PostgreSQL", runDev},
 		{"serve", "run the webhook receiver (stateless; run many)", runServe},
 		{"consume", "run a consumer group member, the audit relay and the audit sink (up to one per partition)", runConsume},
+		{"replay", "re-drive FAILED or DEAD events by id, customer or status", runReplay},
 		{"audit", "audit tail: print audit records as JSON lines; audit verify: compare topic and table", runAudit},
 		{"migrate", "apply the database migrations", runMigrate},
 		{"topics", "create the Kafka topics with their configs", runTopics},

@@ -1,0 +1,278 @@
+package e2e_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/hookstream/hookstream/audit"
+	"github.com/hookstream/hookstream/consumer"
+	"github.com/hookstream/hookstream/ingest"
+	"github.com/hookstream/hookstream/internal/httpserver"
+	"github.com/hookstream/hookstream/internal/kafka"
+	"github.com/hookstream/hookstream/internal/sources"
+	"github.com/hookstream/hookstream/internal/testenv"
+	"github.com/hookstream/hookstream/internal/wire"
+	"github.com/hookstream/hookstream/schemas"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+const secret = "e2e-secret"
+
+type stack struct {
+	t       *testing.T
+	url     string
+	brokers []string
+	topics  wire.Topics
+	pool    *pgxpool.Pool
+}
+
+// start runs receiver, consumer, relay and sink in this process.
+func start(t *testing.T, h consumer.Handler, policy consumer.RetryPolicy) *stack {
+	t.Helper()
+	brokers := testenv.Kafka(t)
+	st := &stack{t: t, brokers: brokers, topics: testenv.Topics(t, brokers)}
+	var err error
+	st.pool, err = pgxpool.New(context.Background(), testenv.Postgres(t)+"&pool_max_conns=30")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.pool.Close)
+	producer, err := kafka.NewProducer(kafka.Config{Brokers: brokers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(producer.Close)
+	log := slog.New(slog.DiscardHandler)
+
+	schema, err := fs.ReadFile(schemas.JSON(), "generic.schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dups := ingest.NewPostgresDuplicates(st.pool, ingest.PostgresDuplicatesConfig{})
+	t.Cleanup(dups.Close)
+	rcv, err := ingest.New(ingest.Config{Sources: []sources.Source{sources.Generic([]string{secret}, schema)}, Producer: producer,
+		Duplicates: dups, Topics: st.topics, Instance: "e2e-ingest", Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(httpserver.New(httpserver.Config{Routes: []func(gin.IRouter){rcv.Register}, Logger: log}).Handler())
+	t.Cleanup(hs.Close)
+	st.url = hs.URL
+
+	c, err := consumer.New(consumer.Config{Brokers: brokers, Pool: st.pool, Handler: h, Audit: audit.Writer{}, Group: "e2e-" + strings.ReplaceAll(t.Name(), "/", "-"),
+		Topics: st.topics, Retry: func(string) consumer.RetryPolicy { return policy }, Instance: "e2e-consumer", Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	relay, err := audit.NewRelay(audit.RelayConfig{Pool: st.pool, Producer: producer, Topic: st.topics.Audit, Logger: log, Idle: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink, err := audit.NewSink(audit.SinkConfig{Brokers: brokers, Pool: st.pool, Topic: st.topics.Audit, Group: "e2e-sink-" + strings.ReplaceAll(t.Name(), "/", "-"), Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{}, 3)
+	for _, run := range []func(context.Context) error{c.Run, relay.Run, sink.Run} {
+		go func() { _ = run(ctx); done <- struct{}{} }()
+	}
+	t.Cleanup(func() {
+		cancel()
+		for range 3 {
+			<-done
+		}
+	})
+	return st
+}
+
+func (st *stack) post(eventID, customer string, sign bool) int {
+	st.t.Helper()
+	body := fmt.Sprintf(`{"event_id":%q,"customer_id":%q,"event_type":"t","payload":{}}`, eventID, customer)
+	req, _ := http.NewRequest(http.MethodPost, st.url+"/webhooks/generic", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write([]byte(body))
+	sig := hex.EncodeToString(m.Sum(nil))
+	if !sign {
+		sig = strings.Repeat("0", 64)
+	}
+	req.Header.Set("X-Signature", sig)
+	req.Header.Set("X-Request-Id", "req-"+eventID)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		st.t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// eventually polls cond until it holds or d passes.
+func (st *stack) eventually(d time.Duration, what string, cond func() (bool, error)) {
+	st.t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		ok, err := cond()
+		if err != nil {
+			st.t.Fatal(err)
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			st.t.Fatalf("not after %s: %s", d, what)
+		}
+		time.Sleep(50 * time.Millisecond) // polling for the state, not timing it
+	}
+}
+
+func (st *stack) actions(eventID string) []string {
+	st.t.Helper()
+	trail, err := audit.Trail(context.Background(), st.pool, "generic", eventID)
+	if err != nil {
+		st.t.Fatal(err)
+	}
+	var out []string
+	for _, r := range trail {
+		out = append(out, string(r.Action))
+	}
+	return out
+}
+
+// TestAuditLifecycle: every decision of a full life cycle — accepted and
+// processed, rejected, duplicate, failed and retried and dead-lettered and
+// parked, re-sent and processed and unparked — is in both the topic and the
+// table, with the same audit_ids, in order.
+func TestAuditLifecycle(t *testing.T) {
+	t.Parallel()
+	var broken atomic.Bool
+	broken.Store(true)
+	h := consumer.HandlerFunc(func(_ context.Context, _ pgx.Tx, ev *consumer.Event) error {
+		if ev.EventID == "evt_bad" && broken.Load() {
+			return errors.New("destination unavailable")
+		}
+		return nil
+	})
+	st := start(t, h, consumer.RetryPolicy{MaxAttempts: 2, InitialBackoff: 10 * time.Millisecond, MaxBackoff: 10 * time.Millisecond})
+
+	if got := st.post("evt_ok", "cus_1", true); got != 202 {
+		t.Fatalf("evt_ok: %d", got)
+	}
+	if got := st.post("evt_forged", "cus_1", false); got != 401 {
+		t.Fatalf("evt_forged: %d", got)
+	}
+	if got := st.post("evt_bad", "cus_2", true); got != 202 {
+		t.Fatalf("evt_bad: %d", got)
+	}
+	st.eventually(time.Minute, "evt_ok processed and evt_bad dead", func() (bool, error) {
+		var n int
+		err := st.pool.QueryRow(context.Background(), `SELECT count(*) FROM events WHERE (event_id = 'evt_ok' AND status = 'PROCESSED') OR (event_id = 'evt_bad' AND status = 'DEAD')`).Scan(&n)
+		return n == 2, err
+	})
+	if got := st.post("evt_ok", "cus_1", true); got != 409 {
+		t.Fatalf("evt_ok again: %d, want 409", got)
+	}
+	broken.Store(false)
+	if got := st.post("evt_bad", "cus_2", true); got != 202 {
+		t.Fatalf("evt_bad re-sent: %d", got)
+	}
+	st.eventually(time.Minute, "evt_bad processed", func() (bool, error) {
+		var n int
+		err := st.pool.QueryRow(context.Background(), `SELECT count(*) FROM events WHERE event_id = 'evt_bad' AND status = 'PROCESSED'`).Scan(&n)
+		return n == 1, err
+	})
+
+	// The sink copies the receiver's records into the table; the relay
+	// publishes the consumer's. Wait until the two sides agree.
+	var rep *audit.Report
+	st.eventually(time.Minute, "topic and table agree", func() (bool, error) {
+		var err error
+		rep, err = audit.Verify(context.Background(), st.pool, st.brokers, st.topics.Audit, time.Now().Add(-time.Hour))
+		if err != nil {
+			return false, err
+		}
+		want := []string{"ACCEPTED", "PROCESSING", "FAILED", "RETRY_SCHEDULED", "PROCESSING", "FAILED", "DEAD_LETTERED", "PARKED", "RETRY_ACCEPTED", "PROCESSING", "PROCESSED", "UNPARKED"}
+		return rep.OK() && rep.Pending == 0 && fmt.Sprint(st.actions("evt_bad")) == fmt.Sprint(want), nil
+	})
+	if got, want := fmt.Sprint(st.actions("evt_ok")), fmt.Sprint([]string{"ACCEPTED", "PROCESSING", "PROCESSED", "DUPLICATE"}); got != want {
+		t.Errorf("evt_ok trail %s, want %s", got, want)
+	}
+	var rejected int
+	if err := st.pool.QueryRow(context.Background(), `SELECT count(*) FROM audit_log WHERE action = 'REJECTED' AND request_id = 'req-evt_forged' AND reason = 'signature_invalid' AND http_status = 401`).Scan(&rejected); err != nil || rejected != 1 {
+		t.Errorf("REJECTED row for the forged request: %d, %v", rejected, err)
+	}
+	if rep.TopicRecords != rep.TableRecords || rep.TopicRecords < 17 {
+		t.Errorf("report %+v", rep)
+	}
+
+	// An outside reader (kcat, a real Kafka client) sees records that
+	// validate against the published JSON Schema.
+	kcat, err := exec.LookPath("kcat")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("kcat is not installed (.ci/run installs it)")
+		}
+		t.Skip("kcat not installed")
+	}
+	out, err := exec.Command(kcat, "-b", strings.Join(st.brokers, ","), "-C", "-t", st.topics.Audit, "-e", "-q", "-f", "%s\n").Output()
+	if err != nil {
+		t.Fatalf("kcat: %v", err)
+	}
+	sch := auditSchema(t)
+	lines := bytes.Split(bytes.TrimSpace(out), []byte("\n"))
+	if len(lines) != rep.TopicRecords {
+		t.Errorf("kcat read %d records, want %d", len(lines), rep.TopicRecords)
+	}
+	for _, l := range lines {
+		doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(l))
+		if err != nil {
+			t.Fatalf("kcat line %q: %v", l, err)
+		}
+		if err := sch.Validate(doc); err != nil {
+			t.Errorf("record %s does not match the schema: %v", l, err)
+		}
+	}
+}
+
+func auditSchema(t *testing.T) *jsonschema.Schema {
+	t.Helper()
+	raw, err := fs.ReadFile(schemas.JSON(), "audit-record.schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := jsonschema.NewCompiler()
+	c.AssertFormat()
+	if err := c.AddResource("audit-record.schema.json", doc); err != nil {
+		t.Fatal(err)
+	}
+	sch, err := c.Compile("audit-record.schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sch
+}

@@ -7,6 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/hookstream/hookstream/audit"
 	"github.com/hookstream/hookstream/consumer"
@@ -48,7 +51,7 @@ func runConsume(ctx context.Context, args []string, _ io.Writer, stderr io.Write
 	startPprof(log)
 	proc, err := startProcessing(ctx, processingOptions{
 		brokers: s.brokers(), databaseURL: s.databaseURL, sources: srcs, instance: s.instance,
-		group: p.group, concurrency: p.concurrency, log: log,
+		group: p.group, concurrency: p.concurrency, sessionTimeout: p.sessionTimeout, log: log,
 	})
 	if err != nil {
 		return err
@@ -61,24 +64,27 @@ func runConsume(ctx context.Context, args []string, _ io.Writer, stderr io.Write
 }
 
 type processingSettings struct {
-	group       string
-	concurrency int
+	group          string
+	concurrency    int
+	sessionTimeout time.Duration
 }
 
 func (p *processingSettings) register(fs *flagSet) {
 	fs.stringVar(&p.group, "group", "HOOKSTREAM_CONSUMER_GROUP", "hookstream", "consumer group of hookstream.events")
 	fs.intVar(&p.concurrency, "concurrency", "HOOKSTREAM_CONCURRENCY", 16, "customers of one partition processed at once")
+	fs.durationVar(&p.sessionTimeout, "session-timeout", "HOOKSTREAM_SESSION_TIMEOUT", 45*time.Second, "how long the group waits for a member that stopped heartbeating (a crash) before giving its partitions to others")
 }
 
 type processingOptions struct {
-	brokers     []string
-	databaseURL string
-	sources     []sources.Source
-	topics      wire.Topics
-	instance    string
-	group       string
-	concurrency int
-	log         *slog.Logger
+	brokers        []string
+	databaseURL    string
+	sources        []sources.Source
+	topics         wire.Topics
+	instance       string
+	group          string
+	concurrency    int
+	sessionTimeout time.Duration // 0: franz-go's default (45s)
+	log            *slog.Logger
 }
 
 // processing is the consumer role: a group member, the audit relay and the
@@ -109,8 +115,13 @@ func startProcessing(ctx context.Context, o processingOptions) (_ *processing, e
 	for _, s := range o.sources {
 		policies[s.Name] = consumer.RetryPolicy{MaxAttempts: s.Retry.MaxAttempts, InitialBackoff: s.Retry.InitialBackoff, MaxBackoff: s.Retry.MaxBackoff}
 	}
+	var kopts []kgo.Opt
+	if o.sessionTimeout > 0 {
+		kopts = append(kopts, kgo.SessionTimeout(o.sessionTimeout))
+	}
 	c, err := consumer.New(consumer.Config{
-		Brokers: o.brokers, Pool: pool, Handler: consumer.NewDestinations(o.sources, nil), Audit: audit.Writer{},
+		KafkaOpts: kopts,
+		Brokers:   o.brokers, Pool: pool, Handler: consumer.NewDestinations(o.sources, nil), Audit: audit.Writer{},
 		Group: o.group, Topics: o.topics, Concurrency: o.concurrency, Instance: o.instance, Logger: o.log,
 		Retry: func(source string) consumer.RetryPolicy { return policies[source] },
 	})

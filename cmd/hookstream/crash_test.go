@@ -81,27 +81,36 @@ func (l *testLog) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// TestConsumerSurvivesSIGKILL: a consumer process killed with SIGKILL in the
-// middle of a load, then replaced: every event ends PROCESSED exactly once,
-// and no customer's events were delivered out of order (a delivery may
-// repeat right after the crash — the destination gets Idempotency-Key for
-// that — but never goes backwards).
-func TestConsumerSurvivesSIGKILL(t *testing.T) {
-	t.Parallel()
+// loadFixture is a private broker with hookstream's topics, a database, an
+// HTTP destination that records deliveries, a sources file pointing at it,
+// and customers*perCustomer events already in the events topic.
+type loadFixture struct {
+	t           *testing.T
+	ctx         context.Context
+	env         []string
+	rec         *recorder
+	pool        *pgxpool.Pool
+	customers   int
+	perCustomer int
+}
+
+func newLoadFixture(t *testing.T, customers, perCustomer int) *loadFixture {
+	t.Helper()
 	broker := testenv.NewKafka(t) // default topic names need a broker of this test's own
 	dbURL := testenv.Postgres(t)
-	rec := &recorder{}
-	dest := httptest.NewServer(rec)
-	defer dest.Close()
+	f := &loadFixture{t: t, rec: &recorder{}, customers: customers, perCustomer: perCustomer}
+	dest := httptest.NewServer(f.rec)
+	t.Cleanup(dest.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	t.Cleanup(cancel)
+	f.ctx = ctx
 
 	adm, cl, err := kafka.NewAdmin(kafka.Config{Brokers: broker.Addrs()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	if _, err := topics.Ensure(ctx, adm, topics.Config{Partitions: 4}); err != nil {
+	if _, err := topics.Ensure(ctx, adm, topics.Config{Partitions: 6}); err != nil {
 		t.Fatal(err)
 	}
 	srcFile := filepath.Join(t.TempDir(), "sources.yaml")
@@ -114,8 +123,6 @@ func TestConsumerSurvivesSIGKILL(t *testing.T) {
 `, dest.URL)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-
-	const customers, perCustomer = 20, 100
 	prod, err := kafka.NewProducer(kafka.Config{Brokers: broker.Addrs()})
 	if err != nil {
 		t.Fatal(err)
@@ -139,56 +146,62 @@ func TestConsumerSurvivesSIGKILL(t *testing.T) {
 	if err := prod.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-
-	env := []string{"HOOKSTREAM_KAFKA_BROKERS=" + broker.Addrs()[0], "HOOKSTREAM_DATABASE_URL=" + dbURL, "HOOKSTREAM_SOURCES=" + srcFile}
-	first := startConsume(t, env, "first")
-	total := customers * perCustomer
-	for rec.count() < total/3 {
-		if time.Now().After(deadlineOf(ctx)) {
-			t.Fatalf("only %d deliveries before the crash point", rec.count())
-		}
-		time.Sleep(5 * time.Millisecond) // polling for the crash point
-	}
-	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	_ = first.Wait()
-	killedAt := rec.count()
-	startConsume(t, env, "second")
-
-	pool, err := pgxpool.New(ctx, dbURL)
+	f.env = []string{"HOOKSTREAM_KAFKA_BROKERS=" + broker.Addrs()[0], "HOOKSTREAM_DATABASE_URL=" + dbURL, "HOOKSTREAM_SOURCES=" + srcFile}
+	f.pool, err = pgxpool.New(ctx, dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pool.Close()
+	t.Cleanup(f.pool.Close)
+	return f
+}
+
+func (f *loadFixture) total() int { return f.customers * f.perCustomer }
+
+// waitDeliveries polls until the destination has seen n deliveries.
+func (f *loadFixture) waitDeliveries(n int) {
+	f.t.Helper()
+	for f.rec.count() < n {
+		if f.ctx.Err() != nil {
+			f.t.Fatalf("only %d deliveries, waiting for %d", f.rec.count(), n)
+		}
+		time.Sleep(5 * time.Millisecond) // polling for a point in the load
+	}
+}
+
+// check waits until every event is PROCESSED, then asserts each was
+// processed exactly once and no customer's deliveries went backwards: a
+// delivery may repeat right after a crash or a rebalance (the destination
+// gets Idempotency-Key for that) but never moves back.
+func (f *loadFixture) check() {
+	t := f.t
+	t.Helper()
 	for {
 		var n int
-		if err := pool.QueryRow(ctx, `SELECT count(*) FROM events WHERE status = 'PROCESSED'`).Scan(&n); err != nil {
+		if err := f.pool.QueryRow(f.ctx, `SELECT count(*) FROM events WHERE status = 'PROCESSED'`).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
-		if n == total {
+		if n == f.total() {
 			break
 		}
-		if ctx.Err() != nil {
-			t.Fatalf("%d of %d PROCESSED", n, total)
+		if f.ctx.Err() != nil {
+			t.Fatalf("%d of %d PROCESSED", n, f.total())
 		}
 		time.Sleep(50 * time.Millisecond) // polling for the state
 	}
 	var processedRows, dupProcessed int
-	if err := pool.QueryRow(ctx, `SELECT count(*) FROM audit_log WHERE action = 'PROCESSED'`).Scan(&processedRows); err != nil {
+	if err := f.pool.QueryRow(f.ctx, `SELECT count(*) FROM audit_log WHERE action = 'PROCESSED'`).Scan(&processedRows); err != nil {
 		t.Fatal(err)
 	}
-	if err := pool.QueryRow(ctx, `SELECT count(*) FROM (SELECT event_id FROM audit_log WHERE action = 'PROCESSED' GROUP BY event_id HAVING count(*) > 1) d`).Scan(&dupProcessed); err != nil {
+	if err := f.pool.QueryRow(f.ctx, `SELECT count(*) FROM (SELECT event_id FROM audit_log WHERE action = 'PROCESSED' GROUP BY event_id HAVING count(*) > 1) d`).Scan(&dupProcessed); err != nil {
 		t.Fatal(err)
 	}
-	if processedRows != total || dupProcessed != 0 {
-		t.Errorf("PROCESSED audit rows %d (want %d), events processed twice %d", processedRows, total, dupProcessed)
+	if processedRows != f.total() || dupProcessed != 0 {
+		t.Errorf("PROCESSED audit rows %d (want %d), events processed twice %d", processedRows, f.total(), dupProcessed)
 	}
-
-	rec.mu.Lock()
-	defer rec.mu.Unlock()
+	f.rec.mu.Lock()
+	defer f.rec.mu.Unlock()
 	last := map[string]int{}
-	for i, d := range rec.calls {
+	for i, d := range f.rec.calls {
 		prev, seen := last[d.Customer]
 		switch {
 		case !seen && d.Seq != 0:
@@ -199,14 +212,44 @@ func TestConsumerSurvivesSIGKILL(t *testing.T) {
 		last[d.Customer] = d.Seq
 	}
 	for c, s := range last {
-		if s != perCustomer-1 {
+		if s != f.perCustomer-1 {
 			t.Errorf("customer %s ends at seq %d", c, s)
 		}
 	}
-	t.Logf("killed after %d deliveries; %d deliveries in all for %d events", killedAt, len(rec.calls), total)
+	t.Logf("%d deliveries for %d events", len(f.rec.calls), f.total())
 }
 
-func deadlineOf(ctx context.Context) time.Time {
-	d, _ := ctx.Deadline()
-	return d
+// TestConsumerSurvivesSIGKILL: a consumer process killed with SIGKILL in the
+// middle of a load and replaced by a new one.
+func TestConsumerSurvivesSIGKILL(t *testing.T) {
+	t.Parallel()
+	f := newLoadFixture(t, 20, 100)
+	first := startConsume(t, f.env, "first")
+	f.waitDeliveries(f.total() / 3)
+	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = first.Wait()
+	startConsume(t, f.env, "second")
+	f.check()
+}
+
+// TestConsumerRebalance: three members share the load; one leaves (SIGTERM,
+// a graceful stop) and another joins while it runs.
+func TestConsumerRebalance(t *testing.T) {
+	t.Parallel()
+	f := newLoadFixture(t, 30, 80)
+	a := startConsume(t, f.env, "a")
+	startConsume(t, f.env, "b")
+	startConsume(t, f.env, "c")
+	f.waitDeliveries(f.total() / 4)
+	if err := a.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Wait(); err != nil {
+		t.Errorf("member a did not stop cleanly on SIGTERM: %v", err)
+	}
+	f.waitDeliveries(f.total() / 2)
+	startConsume(t, f.env, "d")
+	f.check()
 }

@@ -35,9 +35,14 @@ type testBundle struct {
 
 func setup(t *testing.T) *testBundle {
 	t.Helper()
+	return setupWith(t, testenv.Postgres(t))
+}
+
+func setupWith(t *testing.T, dbURL string) *testBundle {
+	t.Helper()
 	brokers := testenv.Kafka(t)
 	tb := &testBundle{t: t, brokers: brokers, topics: testenv.Topics(t, brokers)}
-	cfg, err := pgxpool.ParseConfig(testenv.Postgres(t))
+	cfg, err := pgxpool.ParseConfig(dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,5 +303,69 @@ func TestReplayUnparks(t *testing.T) {
 	}
 	if order != "0,1,2,3,4" {
 		t.Errorf("handled in order %s, want 0,1,2,3,4", order)
+	}
+}
+
+// TestPostgresOutage: PostgreSQL stops for several seconds in the middle of
+// a load. Processing pauses without losing or repeating anything, and
+// resumes by itself when the database is back.
+func TestPostgresOutage(t *testing.T) {
+	t.Parallel()
+	pg := testenv.NewPostgres(t)
+	tb := setupWith(t, pg.URL())
+	const customers, perCustomer = 20, 60
+	for seq := range perCustomer {
+		for c := range customers {
+			tb.produce("generic", fmt.Sprintf("c%d-e%d", c, seq), "cus_"+strconv.Itoa(c), seq)
+		}
+	}
+	tb.flush()
+	slow := consumer.HandlerFunc(func(ctx context.Context, tx pgx.Tx, ev *consumer.Event) error {
+		time.Sleep(5 * time.Millisecond) // a handler with some latency, so the outage lands mid-load
+		return recordingHandler(ctx, tx, ev)
+	})
+	tb.start(slow, consumer.RetryPolicy{MaxAttempts: 3, InitialBackoff: 10 * time.Millisecond})
+	tb.waitForAtLeast(time.Minute, customers*perCustomer/4, `SELECT count(*) FROM handled`)
+	pg.Stop()
+	var atStop int
+	if err := tb.pool.QueryRow(context.Background(), `SELECT 1`).Scan(&atStop); err == nil {
+		t.Fatal("query succeeded with PostgreSQL stopped")
+	}
+	time.Sleep(3 * time.Second) // the outage itself; nothing is asserted about its length
+	pg.Start()
+	if err := tb.pool.QueryRow(context.Background(), `SELECT count(*) FROM handled`).Scan(&atStop); err != nil {
+		t.Fatal(err)
+	}
+	if atStop >= customers*perCustomer {
+		t.Fatal("the load finished before the outage; the test did not test it")
+	}
+	tb.waitFor(2*time.Minute, customers*perCustomer, `SELECT count(*) FROM events WHERE status = 'PROCESSED'`)
+	tb.waitFor(time.Second, customers*perCustomer, `SELECT count(*) FROM handled`)
+	tb.waitFor(time.Second, 0, `SELECT count(*) FROM events WHERE status <> 'PROCESSED'`)
+	var bad int
+	err := tb.pool.QueryRow(context.Background(), `SELECT count(*) FROM (
+  SELECT seq, lag(seq) OVER (PARTITION BY customer_id ORDER BY n) AS prev FROM handled) x
+WHERE prev IS NOT NULL AND seq <> prev + 1`).Scan(&bad)
+	if err != nil || bad != 0 {
+		t.Fatalf("%d out-of-order handler calls (%v)", bad, err)
+	}
+}
+
+// waitForAtLeast polls query until it is at least want.
+func (tb *testBundle) waitForAtLeast(d time.Duration, want int, query string) {
+	tb.t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		var got int
+		if err := tb.pool.QueryRow(context.Background(), query).Scan(&got); err != nil {
+			tb.t.Fatal(err)
+		}
+		if got >= want {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.t.Fatalf("after %s: %q = %d, want at least %d", d, query, got, want)
+		}
+		time.Sleep(20 * time.Millisecond) // polling for the state
 	}
 }

@@ -157,7 +157,7 @@ VALUES ($1, $2, $3, $4, 'PROCESSING', 1, $5, $6, $7)
 ON CONFLICT (source, event_id) DO UPDATE
 SET status = 'PROCESSING', attempts = events.attempts + 1, kafka_partition = excluded.kafka_partition,
     kafka_offset = excluded.kafka_offset, updated_at = now()
-WHERE events.status IN ('PROCESSING', 'FAILED') OR (events.status = 'DEAD' AND $8) OR (events.status = 'PARKED' AND $9)
+WHERE events.status IN ('PROCESSING', 'FAILED') OR (events.status = 'DEAD' AND $8) OR (events.status = 'PARKED' AND ($8 OR $9))
 RETURNING attempts`
 
 // attempt runs one attempt in one transaction. A non-nil error means the

@@ -101,7 +101,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	startPprof(log)
 	st, err := startReceiver(ctx, receiverOptions{
 		brokers: brokers, databaseURL: dbURL, addr: s.httpAddr, sources: srcs,
-		instance: s.instance, produceTimeout: s.produceTimeout, shutdownGrace: s.shutdownGrace, log: log,
+		instance: s.instance, produceTimeout: s.produceTimeout, shutdownGrace: s.shutdownGrace, adminToken: s.adminToken, log: log,
 	})
 	if err != nil {
 		return err
@@ -126,6 +126,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return err
 		}
 		fmt.Fprintf(stdout, "  Source generic, secret %s\n\nSend a signed event:\n\n%s\n\n", genericSecret, c)
+	}
+	if s.adminToken != "" {
+		fmt.Fprintf(stdout, "  Admin API:  %s/admin/ (Authorization: Bearer $HOOKSTREAM_ADMIN_TOKEN)\n", url)
 	}
 	fmt.Fprintln(stdout, "Send it twice: once it is processed the second answer is 409 (duplicate).")
 	fmt.Fprintln(stdout, "Press Ctrl-C to stop.")

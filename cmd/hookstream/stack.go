@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/hookstream/hookstream/ingest"
+	"github.com/hookstream/hookstream/internal/admin"
 	"github.com/hookstream/hookstream/internal/httpserver"
 	"github.com/hookstream/hookstream/internal/kafka"
 	"github.com/hookstream/hookstream/internal/sources"
@@ -37,6 +38,7 @@ type receiverOptions struct {
 	instance       string
 	produceTimeout time.Duration
 	shutdownGrace  time.Duration
+	adminToken     string
 	log            *slog.Logger
 }
 
@@ -72,8 +74,10 @@ func startReceiver(ctx context.Context, o receiverOptions) (_ *receiverStack, er
 		return nil, err
 	}
 	s.server = httpserver.New(httpserver.Config{
-		Addr:   o.addr,
-		Routes: []func(r gin.IRouter){rcv.Register},
+		Addr: o.addr,
+		Routes: []func(r gin.IRouter){rcv.Register, admin.Register(admin.Config{
+			Token: o.adminToken, Pool: s.pool, Producer: s.producer, Topics: o.topics, Instance: o.instance,
+		})},
 		Ready: []httpserver.Check{
 			{Name: "kafka", Check: func(ctx context.Context) error { return kafka.Ping(ctx, s.producer) }},
 			{Name: "postgres", Check: s.pool.Ping},

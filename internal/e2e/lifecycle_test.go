@@ -27,6 +27,7 @@ import (
 	"github.com/hookstream/hookstream/audit"
 	"github.com/hookstream/hookstream/consumer"
 	"github.com/hookstream/hookstream/ingest"
+	"github.com/hookstream/hookstream/internal/admin"
 	"github.com/hookstream/hookstream/internal/httpserver"
 	"github.com/hookstream/hookstream/internal/kafka"
 	"github.com/hookstream/hookstream/internal/sources"
@@ -37,7 +38,10 @@ import (
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-const secret = "e2e-secret"
+const (
+	secret     = "e2e-secret"
+	adminToken = "e2e-admin-token"
+)
 
 type stack struct {
 	t       *testing.T
@@ -76,7 +80,8 @@ func start(t *testing.T, h consumer.Handler, policy consumer.RetryPolicy) *stack
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := httptest.NewServer(httpserver.New(httpserver.Config{Routes: []func(gin.IRouter){rcv.Register}, Logger: log}).Handler())
+	adminAPI := admin.Register(admin.Config{Token: adminToken, Pool: st.pool, Producer: producer, Topics: st.topics, Instance: "e2e-admin"})
+	hs := httptest.NewServer(httpserver.New(httpserver.Config{Routes: []func(gin.IRouter){rcv.Register, adminAPI}, Logger: log}).Handler())
 	t.Cleanup(hs.Close)
 	st.url = hs.URL
 

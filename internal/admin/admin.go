@@ -1,0 +1,232 @@
+// Package admin is the operator API under /admin/ (DESIGN.md, "HTTP
+// contract"): an event's state and audit trail, listing events, replaying
+// them, and parked customers. Every route needs
+// "Authorization: Bearer <HOOKSTREAM_ADMIN_TOKEN>"; with no token the API is
+// not mounted at all.
+package admin
+
+import (
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/hookstream/hookstream/audit"
+	"github.com/hookstream/hookstream/consumer"
+	"github.com/hookstream/hookstream/ingest"
+	"github.com/hookstream/hookstream/internal/wire"
+)
+
+// Config configures the API.
+type Config struct {
+	Token    string // required; empty disables the API
+	Pool     *pgxpool.Pool
+	Producer consumer.ReplayProducer
+	Topics   wire.Topics
+	Instance string
+}
+
+// Register mounts /admin/ on r when a token is configured.
+func Register(cfg Config) func(gin.IRouter) {
+	return func(r gin.IRouter) {
+		if cfg.Token == "" {
+			return
+		}
+		a := &api{cfg: cfg, replay: consumer.ReplayConfig{Pool: cfg.Pool, Producer: cfg.Producer, Audit: audit.Writer{},
+			Topics: cfg.Topics, Actor: wire.ActorAdmin, Instance: cfg.Instance}}
+		g := r.Group("/admin", a.auth)
+		g.GET("/events", a.listEvents)
+		g.GET("/events/:source/:event_id", a.getEvent)
+		g.POST("/events/:source/:event_id/replay", a.replayEvent)
+		g.GET("/customers/parked", a.parked)
+		g.POST("/customers/:customer_id/unpark", a.unpark)
+	}
+}
+
+type api struct {
+	cfg    Config
+	replay consumer.ReplayConfig
+}
+
+func fail(c *gin.Context, status int, code, msg string) {
+	c.AbortWithStatusJSON(status, ingest.ErrorBody{Error: ingest.ErrorDetail{Code: code, Message: msg}})
+}
+
+func (a *api) auth(c *gin.Context) {
+	got, ok := strings.CutPrefix(c.GetHeader("Authorization"), "Bearer ")
+	if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(a.cfg.Token)) != 1 {
+		c.Header("WWW-Authenticate", `Bearer realm="hookstream-admin"`)
+		fail(c, http.StatusUnauthorized, "unauthorized", "a valid bearer token is required")
+		return
+	}
+	c.Next()
+}
+
+// Event is an event's state as the admin API shows it.
+type Event struct {
+	Source      string              `json:"source"`
+	EventID     string              `json:"event_id"`
+	CustomerID  string              `json:"customer_id"`
+	EventType   string              `json:"event_type"`
+	Status      string              `json:"status"`
+	Attempts    int                 `json:"attempts"`
+	Partition   *int32              `json:"partition,omitempty"`
+	Offset      *int64              `json:"offset,omitempty"`
+	LastError   string              `json:"last_error,omitempty"`
+	ReceivedAt  *time.Time          `json:"received_at,omitempty"`
+	UpdatedAt   time.Time           `json:"updated_at"`
+	ProcessedAt *time.Time          `json:"processed_at,omitempty"`
+	Trail       []*wire.AuditRecord `json:"trail,omitempty"`
+}
+
+const eventColumns = `source, event_id, customer_id, event_type, status, attempts, kafka_partition, kafka_offset,
+coalesce(last_error, ''), received_at, updated_at, processed_at`
+
+func scanEvent(row pgx.Row) (*Event, error) {
+	var e Event
+	err := row.Scan(&e.Source, &e.EventID, &e.CustomerID, &e.EventType, &e.Status, &e.Attempts, &e.Partition, &e.Offset,
+		&e.LastError, &e.ReceivedAt, &e.UpdatedAt, &e.ProcessedAt)
+	return &e, err
+}
+
+func (a *api) getEvent(c *gin.Context) {
+	ctx := c.Request.Context()
+	ev, err := scanEvent(a.cfg.Pool.QueryRow(ctx, `SELECT `+eventColumns+` FROM events WHERE source = $1 AND event_id = $2`, c.Param("source"), c.Param("event_id")))
+	if errors.Is(err, pgx.ErrNoRows) {
+		// The receiver may have decided about it (a rejection, say) without
+		// the consumer ever seeing it: show the trail if there is one.
+		trail, terr := audit.Trail(ctx, a.cfg.Pool, c.Param("source"), c.Param("event_id"))
+		if terr != nil || len(trail) == 0 {
+			fail(c, http.StatusNotFound, "not_found", "no such event")
+			return
+		}
+		c.JSON(http.StatusOK, gin.H{"source": c.Param("source"), "event_id": c.Param("event_id"), "status": "UNKNOWN", "trail": trail})
+		return
+	}
+	if err != nil {
+		fail(c, http.StatusServiceUnavailable, "unavailable", "database unavailable")
+		return
+	}
+	if ev.Trail, err = audit.Trail(ctx, a.cfg.Pool, ev.Source, ev.EventID); err != nil {
+		fail(c, http.StatusServiceUnavailable, "unavailable", "database unavailable")
+		return
+	}
+	c.JSON(http.StatusOK, ev)
+}
+
+// cursor is the position after the last event of a page.
+type cursor struct {
+	UpdatedAt time.Time `json:"u"`
+	Source    string    `json:"s"`
+	EventID   string    `json:"e"`
+}
+
+func (a *api) listEvents(c *gin.Context) {
+	limit := 100
+	if v := c.Query("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			fail(c, http.StatusBadRequest, "bad_request", "limit must be between 1 and 1000")
+			return
+		}
+		limit = n
+	}
+	status := c.Query("status")
+	switch status {
+	case "", "PROCESSING", "PROCESSED", "FAILED", "DEAD", "PARKED":
+	default:
+		fail(c, http.StatusBadRequest, "bad_request", "status must be one of PROCESSING, PROCESSED, FAILED, DEAD, PARKED")
+		return
+	}
+	var cur *cursor
+	if v := c.Query("cursor"); v != "" {
+		raw, err := base64.RawURLEncoding.DecodeString(v)
+		cur = &cursor{}
+		if err != nil || json.Unmarshal(raw, cur) != nil {
+			fail(c, http.StatusBadRequest, "bad_request", "cursor is not one this API returned")
+			return
+		}
+	}
+	args := []any{c.Query("customer_id"), status, limit + 1, nil, "", ""}
+	if cur != nil {
+		args[3], args[4], args[5] = cur.UpdatedAt, cur.Source, cur.EventID
+	}
+	rows, err := a.cfg.Pool.Query(c.Request.Context(), `SELECT `+eventColumns+` FROM events
+WHERE ($1 = '' OR customer_id = $1) AND ($2 = '' OR status = $2)
+  AND ($4::timestamptz IS NULL OR (updated_at, source, event_id) < ($4, $5, $6))
+ORDER BY updated_at DESC, source DESC, event_id DESC LIMIT $3`, args...)
+	if err != nil {
+		fail(c, http.StatusServiceUnavailable, "unavailable", "database unavailable")
+		return
+	}
+	defer rows.Close()
+	events := []*Event{}
+	for rows.Next() {
+		e, err := scanEvent(rows)
+		if err != nil {
+			fail(c, http.StatusServiceUnavailable, "unavailable", "database unavailable")
+			return
+		}
+		events = append(events, e)
+	}
+	out := gin.H{"events": events}
+	if len(events) > limit {
+		last := events[limit-1]
+		raw, _ := json.Marshal(cursor{UpdatedAt: last.UpdatedAt, Source: last.Source, EventID: last.EventID})
+		out["events"] = events[:limit]
+		out["next_cursor"] = base64.RawURLEncoding.EncodeToString(raw)
+	}
+	c.JSON(http.StatusOK, out)
+}
+
+func (a *api) replayEvent(c *gin.Context) {
+	err := consumer.Replay(c.Request.Context(), a.replay, c.Param("source"), c.Param("event_id"), "admin API")
+	switch {
+	case errors.Is(err, consumer.ErrNotReplayable):
+		fail(c, http.StatusConflict, "not_replayable", err.Error())
+	case err != nil:
+		fail(c, http.StatusServiceUnavailable, "unavailable", err.Error())
+	default:
+		c.JSON(http.StatusAccepted, gin.H{"source": c.Param("source"), "event_id": c.Param("event_id"), "status": "replayed"})
+	}
+}
+
+func (a *api) parked(c *gin.Context) {
+	ps, err := consumer.ParkedCustomers(c.Request.Context(), a.cfg.Pool)
+	if err != nil {
+		fail(c, http.StatusServiceUnavailable, "unavailable", "database unavailable")
+		return
+	}
+	c.JSON(http.StatusOK, ps)
+}
+
+func (a *api) unpark(c *gin.Context) {
+	skip := false
+	if v := c.Query("skip_blocker"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			fail(c, http.StatusBadRequest, "bad_request", "skip_blocker must be true or false")
+			return
+		}
+		skip = b
+	}
+	err := consumer.Unpark(c.Request.Context(), a.replay, c.Param("customer_id"), skip, "admin API")
+	switch {
+	case errors.Is(err, consumer.ErrNotParked):
+		fail(c, http.StatusNotFound, "not_parked", err.Error())
+	case errors.Is(err, consumer.ErrNotReplayable):
+		fail(c, http.StatusConflict, "not_replayable", err.Error())
+	case err != nil:
+		fail(c, http.StatusServiceUnavailable, "unavailable", err.Error())
+	default:
+		c.JSON(http.StatusAccepted, gin.H{"customer_id": c.Param("customer_id"), "status": "unparking", "skip_blocker": skip})
+	}
+}

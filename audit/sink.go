@@ -25,9 +25,11 @@ type SinkConfig struct {
 	Logger *slog.Logger
 }
 
-// Sink copies the audit topic into audit_log. Records already there (those
-// the relay published from the table) are skipped by their audit_id, so the
-// sink needs no filter and may run anywhere, any number of times.
+// Sink copies the receiver's records from the audit topic into audit_log.
+// Records of other actors came from the table through the relay and are
+// skipped without a database round trip; a copy that is already there is
+// skipped by its audit_id, so the sink may run anywhere, any number of
+// times.
 type Sink struct {
 	cfg SinkConfig
 	cl  *kgo.Client
@@ -81,7 +83,9 @@ func (s *Sink) Run(ctx context.Context) error {
 				s.cfg.Logger.Error("audit sink: record is not an audit record; skipped", "partition", r.Partition, "offset", r.Offset, "error", err)
 				return
 			}
-			recs = append(recs, &a)
+			if a.Actor == wire.ActorIngest {
+				recs = append(recs, &a)
+			}
 		})
 		for {
 			err := s.insert(ctx, recs)

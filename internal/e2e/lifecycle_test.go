@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -85,7 +86,8 @@ func start(t *testing.T, h consumer.Handler, policy consumer.RetryPolicy) *stack
 	t.Cleanup(hs.Close)
 	st.url = hs.URL
 
-	c, err := consumer.New(consumer.Config{Brokers: brokers, Pool: st.pool, Handler: h, Audit: audit.Writer{}, Group: "e2e-" + strings.ReplaceAll(t.Name(), "/", "-"),
+	run := strings.ReplaceAll(t.Name(), "/", "-") + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	c, err := consumer.New(consumer.Config{Brokers: brokers, Pool: st.pool, Handler: h, Audit: audit.Writer{}, Group: "e2e-" + run,
 		Topics: st.topics, Retry: func(string) consumer.RetryPolicy { return policy }, Instance: "e2e-consumer", Logger: log})
 	if err != nil {
 		t.Fatal(err)
@@ -94,7 +96,7 @@ func start(t *testing.T, h consumer.Handler, policy consumer.RetryPolicy) *stack
 	if err != nil {
 		t.Fatal(err)
 	}
-	sink, err := audit.NewSink(audit.SinkConfig{Brokers: brokers, Pool: st.pool, Topic: st.topics.Audit, Group: "e2e-sink-" + strings.ReplaceAll(t.Name(), "/", "-"), Logger: log})
+	sink, err := audit.NewSink(audit.SinkConfig{Brokers: brokers, Pool: st.pool, Topic: st.topics.Audit, Group: "e2e-sink-" + run, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,14 +213,20 @@ func TestAuditLifecycle(t *testing.T) {
 	// The sink copies the receiver's records into the table; the relay
 	// publishes the consumer's. Wait until the two sides agree.
 	var rep *audit.Report
-	st.eventually(time.Minute, "topic and table agree", func() (bool, error) {
+	start := time.Now()
+	st.eventually(time.Minute, "topic and table agree (see the log for the last report)", func() (bool, error) {
 		var err error
 		rep, err = audit.Verify(context.Background(), st.pool, st.brokers, st.topics.Audit, time.Now().Add(-time.Hour))
 		if err != nil {
 			return false, err
 		}
 		want := []string{"ACCEPTED", "PROCESSING", "FAILED", "RETRY_SCHEDULED", "PROCESSING", "FAILED", "DEAD_LETTERED", "PARKED", "RETRY_ACCEPTED", "PROCESSING", "PROCESSED", "UNPARKED"}
-		return rep.OK() && rep.Pending == 0 && fmt.Sprint(st.actions("evt_bad")) == fmt.Sprint(want), nil
+		got := st.actions("evt_bad")
+		ok := rep.OK() && rep.Pending == 0 && fmt.Sprint(got) == fmt.Sprint(want)
+		if !ok && time.Since(start) > 50*time.Second {
+			t.Logf("report %+v; evt_bad trail %v", rep, got)
+		}
+		return ok, nil
 	})
 	if got, want := fmt.Sprint(st.actions("evt_ok")), fmt.Sprint([]string{"ACCEPTED", "PROCESSING", "PROCESSED", "DUPLICATE"}); got != want {
 		t.Errorf("evt_ok trail %s, want %s", got, want)

@@ -39,11 +39,16 @@ func (c *Consumer) process(ctx context.Context, r *kgo.Record) bool {
 func (c *Consumer) processEvent(ctx context.Context, ev *Event) bool {
 	policy := c.cfg.Retry(ev.Source).withDefaults()
 	for infra := 0; ; {
+		start := time.Now()
 		res, delay, err := c.attempt(ctx, ev, policy)
 		if ctx.Err() != nil {
 			return false
 		}
+		if err == nil {
+			processingSeconds.WithLabelValues(ev.Source).Observe(time.Since(start).Seconds())
+		}
 		if err != nil {
+			pausesTotal.Inc()
 			// PostgreSQL or the broker failed us, not the handler: nothing
 			// was recorded; wait and try the same attempt again.
 			c.log.Warn("processing paused", "event_id", ev.EventID, "source", ev.Source, "error", err)
@@ -189,7 +194,7 @@ func (c *Consumer) attempt(ctx context.Context, ev *Event, policy RetryPolicy) (
 		if err := c.cfg.Audit.Write(ctx, tx, c.auditRecord(ev, wire.ActionDuplicate, "already_handled", nil)); err != nil {
 			return 0, 0, err
 		}
-		return outcomeDone, 0, tx.Commit(ctx)
+		return c.commit(ctx, tx, ev, "duplicate", outcomeDone, 0)
 	}
 	if err != nil {
 		return 0, 0, err
@@ -228,12 +233,9 @@ payload = NULL, headers = NULL, last_error = NULL WHERE source = $1 AND event_id
 			if err := c.cfg.Audit.Write(ctx, tx, c.auditRecord(ev, wire.ActionUnparked, "blocker_processed", nil)); err != nil {
 				return 0, 0, err
 			}
-			if err := tx.Commit(ctx); err != nil {
-				return 0, 0, err
-			}
-			return outcomeDrainParked, 0, nil
+			return c.commit(ctx, tx, ev, "processed", outcomeDrainParked, 0)
 		}
-		return outcomeDone, 0, tx.Commit(ctx)
+		return c.commit(ctx, tx, ev, "processed", outcomeDone, 0)
 	}
 	if err := sp.Rollback(ctx); err != nil {
 		return 0, 0, err
@@ -267,7 +269,7 @@ WHERE source = $1 AND event_id = $2`, ev.Source, ev.EventID, status, msg, ev.Bod
 		if err := c.cfg.Audit.Write(ctx, tx, failed, retry); err != nil {
 			return 0, 0, err
 		}
-		if err := tx.Commit(ctx); err != nil {
+		if _, _, err := c.commit(ctx, tx, ev, "failed", outcomeRetry, delay); err != nil {
 			return 0, 0, err
 		}
 		c.log.Warn("event failed; retry scheduled", "event_id", ev.EventID, "source", ev.Source, "attempt", ev.Attempt, "backoff", delay, "error", msg)
@@ -293,7 +295,7 @@ ON CONFLICT (customer_id) DO NOTHING`, ev.CustomerID, ev.Source, ev.EventID); er
 	if err := c.deadLetter(ctx, ev, msg); err != nil {
 		return 0, 0, err
 	}
-	if err := tx.Commit(ctx); err != nil {
+	if _, _, err := c.commit(ctx, tx, ev, "dead", outcomeDone, 0); err != nil {
 		return 0, 0, err
 	}
 	c.log.Error("event dead-lettered; customer parked", "event_id", ev.EventID, "source", ev.Source, "customer_id", ev.CustomerID, "attempts", ev.Attempt, "error", msg)
@@ -329,12 +331,24 @@ VALUES ($1, $2, $3, $4, 'PARKED', $5, $6, $7, $8) ON CONFLICT (source, event_id)
 	if err != nil {
 		return 0, 0, err
 	}
-	action, reason := wire.ActionParked, "customer_parked"
+	action, reason, outcome := wire.ActionParked, "customer_parked", "parked"
 	if tag.RowsAffected() == 0 {
-		action, reason = wire.ActionDuplicate, "already_handled"
+		action, reason, outcome = wire.ActionDuplicate, "already_handled", "duplicate"
 	}
 	if err := c.cfg.Audit.Write(ctx, tx, c.auditRecord(ev, action, reason, nil)); err != nil {
 		return 0, 0, err
 	}
-	return outcomeDone, 0, tx.Commit(ctx)
+	return c.commit(ctx, tx, ev, outcome, outcomeDone, 0)
+}
+
+// commit commits tx and, once it is durable, counts the outcome.
+func (c *Consumer) commit(ctx context.Context, tx pgx.Tx, ev *Event, name string, res outcome, delay time.Duration) (outcome, time.Duration, error) {
+	if err := tx.Commit(ctx); err != nil {
+		return 0, 0, err
+	}
+	outcomesTotal.WithLabelValues(ev.Source, name).Inc()
+	if name == "processed" && !ev.ReceivedAt.IsZero() {
+		endToEndSeconds.WithLabelValues(ev.Source).Observe(time.Since(ev.ReceivedAt).Seconds())
+	}
+	return res, delay, nil
 }

@@ -246,17 +246,24 @@ func (r *Receiver) decide(req *request) {
 		code := req.src.cfg.DuplicateStatus
 		r.audit(req, wire.ActionDuplicate, "already_processed", code, nil)
 		req.c.JSON(code, Reply{EventID: req.eventID, Status: "duplicate"})
+		duplicatesTotal.WithLabelValues(req.sourceName, "duplicate").Inc()
+		observe(req, code)
 		return
 	case StatusProcessing, StatusParked:
 		// The events table has it, so it is already in Kafka: accepting again
 		// would only add a record for the consumer to skip.
 		r.audit(req, wire.ActionDuplicate, "in_flight", http.StatusAccepted, map[string]any{"state": string(status)})
 		req.c.JSON(http.StatusAccepted, Reply{EventID: req.eventID, Status: "accepted"})
+		duplicatesTotal.WithLabelValues(req.sourceName, "in_flight").Inc()
+		observe(req, http.StatusAccepted)
 		return
 	}
 	redrive := status == StatusFailed || status == StatusDead
 	rec := r.eventRecord(req, redrive)
-	if err := r.produce(rec); err != nil {
+	produceStart := time.Now()
+	err := r.produce(rec)
+	produceSeconds.Observe(time.Since(produceStart).Seconds())
+	if err != nil {
 		r.log.Error("produce failed", "request_id", req.requestID, "event_id", req.eventID, "error", err)
 		rej := unavailable("the event could not be stored; retry later", r.cfg.RetryAfter)
 		r.log.Warn("request not accepted", "request_id", req.requestID, "source", req.sourceName, "event_id", req.eventID, "status", rej.status, "code", rej.code)
@@ -265,6 +272,7 @@ func (r *Receiver) decide(req *request) {
 		// same and lands if the broker is back within the timeout.
 		r.publishAudit(req, r.auditRecord(req, wire.ActionRejected, rej.code, rej.status, map[string]any{"error": err.Error()}, -1, -1), false)
 		rej.write(req.c)
+		r.count(req, rej)
 		return
 	}
 	action, body := wire.ActionAccepted, Reply{EventID: req.eventID, Status: "accepted"}
@@ -278,6 +286,10 @@ func (r *Receiver) decide(req *request) {
 	}
 	r.auditAt(req, action, "", http.StatusAccepted, detail, rec.Partition, rec.Offset)
 	req.c.JSON(http.StatusAccepted, body)
+	if redrive {
+		duplicatesTotal.WithLabelValues(req.sourceName, "redrive").Inc()
+	}
+	observe(req, http.StatusAccepted)
 }
 
 func (r *Receiver) duplicateStatus(req *request) (Status, error) {
@@ -345,6 +357,16 @@ func (r *Receiver) rejected(req *request, rej *rejection, detail map[string]any)
 	}
 	r.audit(req, wire.ActionRejected, rej.code, rej.status, detail)
 	rej.write(req.c)
+	r.count(req, rej)
+}
+
+func (r *Receiver) count(req *request, rej *rejection) {
+	src := req.sourceName
+	if req.src == nil {
+		src = "unknown"
+	}
+	rejectionsTotal.WithLabelValues(src, rej.code).Inc()
+	observe(req, rej.status)
 }
 
 func (r *Receiver) audit(req *request, action wire.Action, reason string, status int, detail map[string]any) {
@@ -371,7 +393,7 @@ func (r *Receiver) auditRecord(req *request, action wire.Action, reason string, 
 		Actor:         wire.ActorIngest,
 		Instance:      r.cfg.Instance,
 		RequestID:     req.requestID,
-		At:            time.Now().UTC(),
+		At:            req.receivedAt, // before anything the consumer does with the event
 		Detail:        detail,
 	}
 	if req.src != nil {
@@ -392,6 +414,7 @@ func (r *Receiver) publishAudit(req *request, rec *wire.AuditRecord, wait bool) 
 		return
 	}
 	fail := func(err error) {
+		auditFailuresTotal.Inc()
 		r.log.Error("audit record not published", "request_id", req.requestID, "audit_id", rec.AuditID, "action", rec.Action, "error", err)
 	}
 	if !wait {

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net/http"
@@ -239,6 +240,30 @@ func TestAuditLifecycle(t *testing.T) {
 		t.Errorf("report %+v", rep)
 	}
 
+	// The counters moved (other tests of this binary may add to them).
+	resp, err := http.Get(st.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, m := range []string{
+		`hookstream_ingest_requests_total{source="generic",status="202"}`,
+		`hookstream_ingest_requests_total{source="generic",status="401"}`,
+		`hookstream_ingest_requests_total{source="generic",status="409"}`,
+		`hookstream_ingest_rejections_total{reason="signature_invalid",source="generic"}`,
+		`hookstream_ingest_duplicates_total{kind="redrive",source="generic"}`,
+		`hookstream_consumer_events_total{outcome="processed",source="generic"}`,
+		`hookstream_consumer_events_total{outcome="failed",source="generic"}`,
+		`hookstream_consumer_events_total{outcome="dead",source="generic"}`,
+		`hookstream_ingest_produce_duration_seconds_count`,
+		`hookstream_consumer_end_to_end_seconds_count{source="generic"}`,
+	} {
+		if v := metricValue(string(metrics), m); v < 1 {
+			t.Errorf("metric %s = %v, want at least 1", m, v)
+		}
+	}
+
 	// An outside reader (kcat, a real Kafka client) sees records that
 	// validate against the published JSON Schema.
 	kcat, err := exec.LookPath("kcat")
@@ -266,6 +291,17 @@ func TestAuditLifecycle(t *testing.T) {
 			t.Errorf("record %s does not match the schema: %v", l, err)
 		}
 	}
+}
+
+// metricValue finds "name value" in a Prometheus text exposition.
+func metricValue(text, name string) float64 {
+	for _, line := range strings.Split(text, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return f
+		}
+	}
+	return -1
 }
 
 func auditSchema(t *testing.T) *jsonschema.Schema {

@@ -1,0 +1,28 @@
+package consumer
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+// Metrics of the consumer, registered with the default Prometheus registry.
+var (
+	outcomesTotal = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "hookstream_consumer_events_total",
+		Help: "Event outcomes, by source: processed, duplicate, failed (a retry follows), dead, parked.",
+	}, []string{"source", "outcome"})
+	processingSeconds = promauto.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "hookstream_consumer_processing_duration_seconds",
+		Help:    "Time of one processing attempt (claim, handler, mark, commit), by source.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+	}, []string{"source"})
+	endToEndSeconds = promauto.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "hookstream_consumer_end_to_end_seconds",
+		Help:    "Time from the receiver's acceptance (received-at) to PROCESSED, by source.",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+	}, []string{"source"})
+	pausesTotal = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "hookstream_consumer_pauses_total",
+		Help: "Attempts that could not run because PostgreSQL or the broker failed (retried without counting an attempt).",
+	})
+)

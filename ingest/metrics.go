@@ -1,0 +1,50 @@
+package ingest
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+// Metrics of the receiver, registered with the default Prometheus registry
+// (served at /metrics).
+var (
+	requestsTotal = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "hookstream_ingest_requests_total",
+		Help: "Webhook requests answered, by source and HTTP status.",
+	}, []string{"source", "status"})
+	requestSeconds = promauto.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "hookstream_ingest_request_duration_seconds",
+		Help:    "Time from request to answer, by source.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"source"})
+	produceSeconds = promauto.NewHistogram(prometheus.HistogramOpts{
+		Name:    "hookstream_ingest_produce_duration_seconds",
+		Help:    "Time from producing an event to the broker's acknowledgement (acks=all).",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+	})
+	rejectionsTotal = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "hookstream_ingest_rejections_total",
+		Help: "Requests not accepted, by source and reason (the error code).",
+	}, []string{"source", "reason"})
+	duplicatesTotal = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "hookstream_ingest_duplicates_total",
+		Help: "Requests for events already known, by source and what was done (duplicate, in_flight, redrive).",
+	}, []string{"source", "kind"})
+	auditFailuresTotal = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "hookstream_ingest_audit_publish_failures_total",
+		Help: "Audit records the receiver could not publish.",
+	})
+)
+
+// observe records one answered request.
+func observe(req *request, status int) {
+	src := req.sourceName
+	if req.src == nil {
+		src = "unknown" // bounded label values: never a stranger's path segment
+	}
+	requestsTotal.WithLabelValues(src, strconv.Itoa(status)).Inc()
+	requestSeconds.WithLabelValues(src).Observe(time.Since(req.receivedAt).Seconds())
+}

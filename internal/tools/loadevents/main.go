@@ -1,0 +1,75 @@
+// Command loadevents writes events straight into hookstream.events, with
+// the headers the receiver sets, and then waits until PostgreSQL says all of
+// them are PROCESSED, printing the consumer's throughput. It measures the
+// consumer alone (scripts/bench-consume.sh).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/hookstream/hookstream/internal/kafka"
+	"github.com/hookstream/hookstream/internal/wire"
+)
+
+func main() {
+	brokers := flag.String("brokers", "127.0.0.1:9092", "Kafka seed brokers")
+	dbURL := flag.String("database-url", "", "PostgreSQL URL")
+	n := flag.Int("events", 100000, "events to write")
+	customers := flag.Int("customers", 1000, "distinct customers")
+	run := flag.String("run", strconv.FormatInt(time.Now().Unix(), 10), "event id prefix (distinct per run)")
+	flag.Parse()
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, *dbURL)
+	if err != nil {
+		log.Fatal(err)
+	}
+	var before int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM events WHERE status = 'PROCESSED'`).Scan(&before); err != nil {
+		log.Fatal(err)
+	}
+	prod, err := kafka.NewProducer(kafka.Config{Brokers: kafka.ParseBrokers(*brokers)}, kgo.ProducerLinger(5*time.Millisecond), kgo.MaxBufferedRecords(1<<20))
+	if err != nil {
+		log.Fatal(err)
+	}
+	start := time.Now()
+	now := []byte(start.UTC().Format(time.RFC3339Nano))
+	for i := range *n {
+		cust := "cus_" + strconv.Itoa(i%*customers)
+		id := *run + "-" + strconv.Itoa(i)
+		prod.Produce(ctx, &kgo.Record{Topic: wire.DefaultEventsTopic, Key: []byte(cust),
+			Value: []byte(`{"event_id":"` + id + `","customer_id":"` + cust + `","event_type":"bench","payload":{}}`),
+			Headers: []kgo.RecordHeader{
+				{Key: wire.HeaderEventID, Value: []byte(id)}, {Key: wire.HeaderSource, Value: []byte("generic")},
+				{Key: wire.HeaderCustomerID, Value: []byte(cust)}, {Key: wire.HeaderEventType, Value: []byte("bench")},
+				{Key: wire.HeaderReceivedAt, Value: now},
+			}}, func(_ *kgo.Record, err error) {
+			if err != nil {
+				log.Fatal(err)
+			}
+		})
+	}
+	if err := prod.Flush(ctx); err != nil {
+		log.Fatal(err)
+	}
+	produced := time.Since(start)
+	for {
+		var done int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM events WHERE status = 'PROCESSED'`).Scan(&done); err != nil {
+			log.Fatal(err)
+		}
+		if done-before >= *n {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	el := time.Since(start)
+	fmt.Printf("events=%d customers=%d produced_in=%s processed_in=%s events_per_second=%.0f\n", *n, *customers, produced.Round(time.Millisecond), el.Round(time.Millisecond), float64(*n)/el.Seconds())
+}

@@ -41,7 +41,7 @@ echo "body: ${#body} bytes, connections: $conns, duration: $dur"
 
 "$work/baregin" -addr 127.0.0.1:8099 & pids+=($!)
 HOOKSTREAM_GENERIC_SECRET=$secret HOOKSTREAM_LOG_LEVEL=warn \
-  "$work/hookstream" dev --data-dir "$work/data" --http-addr 127.0.0.1:8098 --kafka-listen 127.0.0.1:19092 \
+  "$work/hookstream" dev --consume=false --data-dir "$work/data" --http-addr 127.0.0.1:8098 --kafka-listen 127.0.0.1:19092 \
   > "$work/dev.out" 2> "$work/dev.err" & devpid=$!; pids+=($devpid)
 for _ in $(seq 1 120); do grep -q "Press Ctrl-C" "$work/dev.out" 2>/dev/null && break; sleep 0.5; done
 grep -q "Press Ctrl-C" "$work/dev.out" || { cat "$work/dev.err"; exit 1; }

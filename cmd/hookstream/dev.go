@@ -24,6 +24,7 @@ import (
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var s settings
 	var dataDir, kafkaListen string
+	var consume bool
 	fs := newFlagSet("dev", stderr)
 	s.registerKafka(fs)
 	s.registerDatabase(fs)
@@ -31,6 +32,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	s.registerPartitions(fs)
 	s.registerLog(fs, "text")
 	fs.stringVar(&dataDir, "data-dir", "HOOKSTREAM_DATA_DIR", ".hookstream", "where the embedded broker and PostgreSQL keep their data")
+	fs.BoolVar(&consume, "consume", true, "also run the consumer, audit relay and audit sink (false: the receiver alone, for benchmarks)")
 	fs.stringVar(&kafkaListen, "kafka-listen", "HOOKSTREAM_KAFKA_LISTEN", "127.0.0.1:9092", "address of the embedded broker (when HOOKSTREAM_KAFKA_BROKERS is unset)")
 	if err := fs.parse(args); err != nil {
 		return err
@@ -107,14 +109,16 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	cleanups = append(cleanups, st.stop)
-	proc, err := startProcessing(ctx, processingOptions{
-		brokers: brokers, databaseURL: dbURL, sources: srcs, instance: s.instance,
-		group: "hookstream", concurrency: 16, log: log,
-	})
-	if err != nil {
-		return err
+	if consume {
+		proc, err := startProcessing(ctx, processingOptions{
+			brokers: brokers, databaseURL: dbURL, sources: srcs, instance: s.instance,
+			group: "hookstream", concurrency: 16, log: log,
+		})
+		if err != nil {
+			return err
+		}
+		cleanups = append(cleanups, proc.stop)
 	}
-	cleanups = append(cleanups, proc.stop)
 
 	url := "http://" + displayAddr(st.server.Addr())
 	fmt.Fprintf(stdout, "\nhookstream dev is running at %s\n", url)

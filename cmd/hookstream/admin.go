@@ -40,10 +40,7 @@ func runTopics(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	s.registerPartitions(fs)
 	var replication int
 	fs.intVar(&replication, "replication-factor", "HOOKSTREAM_REPLICATION_FACTOR", -1, "replication factor of new topics (-1: the broker's default)")
-	if err := fs.parse(args); err != nil {
-		return err
-	}
-	if err := s.validate(); err != nil {
+	if _, err := s.parse(fs, args, stderr); err != nil {
 		return err
 	}
 	return ensureTopics(ctx, s.brokers(), int32(s.partitions), int16(replication), stdout)

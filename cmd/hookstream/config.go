@@ -28,6 +28,8 @@ type settings struct {
 	logFormat      string
 	instance       string
 	shutdownGrace  time.Duration
+
+	hasPartitions bool // registerPartitions was called
 }
 
 // envVar is one setting's environment variable, for -h and error messages.
@@ -104,6 +106,7 @@ func (s *settings) registerDatabase(fs *flagSet) {
 }
 
 func (s *settings) registerPartitions(fs *flagSet) {
+	s.hasPartitions = true
 	fs.intVar(&s.partitions, "partitions", "HOOKSTREAM_PARTITIONS", 12, "partitions of hookstream.events and hookstream.dlq when creating them")
 }
 
@@ -122,17 +125,32 @@ func (s *settings) registerLog(fs *flagSet, defaultFormat string) {
 
 func (s *settings) brokers() []string { return kafka.ParseBrokers(s.kafkaBrokers) }
 
+// parse parses args into s and returns the logger they configure; a bad
+// flag or variable is an error naming it.
+func (s *settings) parse(fs *flagSet, args []string, stderr io.Writer) (*slog.Logger, error) {
+	if err := fs.parse(args); err != nil {
+		return nil, err
+	}
+	if err := s.validate(); err != nil {
+		return nil, err
+	}
+	return s.logger(stderr)
+}
+
 func (s *settings) validate() error {
-	if s.partitions < 1 || s.partitions > 10000 {
+	if s.hasPartitions && (s.partitions < 1 || s.partitions > 10000) {
 		return fmt.Errorf("partitions (HOOKSTREAM_PARTITIONS): must be between 1 and 10000, got %d", s.partitions)
 	}
-	if s.produceTimeout <= 0 {
+	if s.produceTimeout < 0 {
 		return fmt.Errorf("produce-timeout (HOOKSTREAM_PRODUCE_TIMEOUT): must be positive, got %s", s.produceTimeout)
 	}
 	return nil
 }
 
 func (s *settings) logger(w io.Writer) (*slog.Logger, error) {
+	if s.logLevel == "" { // a command without log flags
+		s.logLevel, s.logFormat = "info", "text"
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(s.logLevel)); err != nil {
 		return nil, fmt.Errorf("log-level (HOOKSTREAM_LOG_LEVEL): %q is not one of debug, info, warn, error", s.logLevel)

@@ -28,14 +28,7 @@ func runConsume(ctx context.Context, args []string, _ io.Writer, stderr io.Write
 	p.register(fs)
 	fs.stringVar(&s.sourcesFile, "sources", "HOOKSTREAM_SOURCES", "", "YAML sources file (destinations and retry policies; without it every event is processed by a no-op)")
 	fs.stringVar(&s.instance, "instance", "HOOKSTREAM_INSTANCE", defaultInstance(), "name of this process in audit records")
-	s.partitions = 1
-	if err := fs.parse(args); err != nil {
-		return err
-	}
-	if err := s.validate(); err != nil {
-		return err
-	}
-	log, err := s.logger(stderr)
+	log, err := s.parse(fs, args, stderr)
 	if err != nil {
 		return err
 	}

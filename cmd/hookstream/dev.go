@@ -34,13 +34,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.stringVar(&dataDir, "data-dir", "HOOKSTREAM_DATA_DIR", ".hookstream", "where the embedded broker and PostgreSQL keep their data")
 	fs.BoolVar(&consume, "consume", true, "also run the consumer, audit relay and audit sink (false: the receiver alone, for benchmarks)")
 	fs.stringVar(&kafkaListen, "kafka-listen", "HOOKSTREAM_KAFKA_LISTEN", "127.0.0.1:9092", "address of the embedded broker (when HOOKSTREAM_KAFKA_BROKERS is unset)")
-	if err := fs.parse(args); err != nil {
-		return err
-	}
-	if err := s.validate(); err != nil {
-		return err
-	}
-	log, err := s.logger(stderr)
+	log, err := s.parse(fs, args, stderr)
 	if err != nil {
 		return err
 	}

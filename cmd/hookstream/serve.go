@@ -16,14 +16,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	s.registerDatabase(fs)
 	s.registerServer(fs, ":8080")
 	s.registerLog(fs, "json")
-	s.partitions = 1 // not used by serve
-	if err := fs.parse(args); err != nil {
-		return err
-	}
-	if err := s.validate(); err != nil {
-		return err
-	}
-	log, err := s.logger(stderr)
+	log, err := s.parse(fs, args, stderr)
 	if err != nil {
 		return err
 	}

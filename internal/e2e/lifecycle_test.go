@@ -233,11 +233,24 @@ func TestAuditLifecycle(t *testing.T) {
 		t.Errorf("evt_ok trail %s, want %s", got, want)
 	}
 	var rejected int
-	if err := st.pool.QueryRow(context.Background(), `SELECT count(*) FROM audit_log WHERE action = 'REJECTED' AND request_id = 'req-evt_forged' AND reason = 'signature_invalid' AND http_status = 401`).Scan(&rejected); err != nil || rejected != 1 {
+	if err := st.pool.QueryRow(context.Background(), `SELECT count(*) FROM audit_log WHERE action = 'REJECTED' AND request_id = 'req-evt_forged' AND reason = 'signature_invalid' AND http_status = 401 AND detail->>'cause' = 'mismatch'`).Scan(&rejected); err != nil || rejected != 1 {
 		t.Errorf("REJECTED row for the forged request: %d, %v", rejected, err)
 	}
 	if rep.TopicRecords != rep.TableRecords || rep.TopicRecords < 17 {
 		t.Errorf("report %+v", rep)
+	}
+
+	// audit verify reports a record deleted from one side.
+	var gone string
+	if err := st.pool.QueryRow(context.Background(), `DELETE FROM audit_log WHERE event_id = 'evt_ok' AND action = 'PROCESSED' RETURNING audit_id::text`).Scan(&gone); err != nil {
+		t.Fatal(err)
+	}
+	rep2, err := audit.Verify(context.Background(), st.pool, st.brokers, st.topics.Audit, time.Now().Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep2.OK() || fmt.Sprint(rep2.MissingFromTable) != "["+gone+"]" || len(rep2.MissingFromTopic) != 0 {
+		t.Errorf("after deleting %s from the table, verify says %+v", gone, rep2)
 	}
 
 	// The counters moved (other tests of this binary may add to them).

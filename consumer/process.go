@@ -199,9 +199,8 @@ func (c *Consumer) attempt(ctx context.Context, ev *Event, policy RetryPolicy) (
 	if err != nil {
 		return 0, 0, err
 	}
-	if err := c.cfg.Audit.Write(ctx, tx, c.auditRecord(ev, wire.ActionProcessing, "", nil)); err != nil {
-		return 0, 0, err
-	}
+	// Written with the outcome's records (one statement), stamped now.
+	processing := c.auditRecord(ev, wire.ActionProcessing, "", nil)
 
 	// The handler's writes live in a savepoint: on failure they roll back
 	// and the failure is recorded in the same transaction.
@@ -221,32 +220,32 @@ func (c *Consumer) attempt(ctx context.Context, ev *Event, policy RetryPolicy) (
 payload = NULL, headers = NULL, last_error = NULL WHERE source = $1 AND event_id = $2`, ev.Source, ev.EventID); err != nil {
 			return 0, 0, err
 		}
-		if err := c.cfg.Audit.Write(ctx, tx, c.auditRecord(ev, wire.ActionProcessed, "", nil)); err != nil {
-			return 0, 0, err
-		}
+		recs := []*wire.AuditRecord{processing, c.auditRecord(ev, wire.ActionProcessed, "", nil)}
+		res := outcomeDone
 		if isBlocker {
 			// The blocker is resolved: the customer is unparked, and its
 			// parked events run next, in order, before anything newer.
 			if _, err := tx.Exec(ctx, `DELETE FROM parked_customers WHERE customer_id = $1`, ev.CustomerID); err != nil {
 				return 0, 0, err
 			}
-			if err := c.cfg.Audit.Write(ctx, tx, c.auditRecord(ev, wire.ActionUnparked, "blocker_processed", nil)); err != nil {
-				return 0, 0, err
-			}
-			return c.commit(ctx, tx, ev, "processed", outcomeDrainParked, 0)
+			recs = append(recs, c.auditRecord(ev, wire.ActionUnparked, "blocker_processed", nil))
+			res = outcomeDrainParked
 		}
-		return c.commit(ctx, tx, ev, "processed", outcomeDone, 0)
+		if err := c.cfg.Audit.Write(ctx, tx, recs...); err != nil {
+			return 0, 0, err
+		}
+		return c.commit(ctx, tx, ev, "processed", res, 0)
 	}
 	if err := sp.Rollback(ctx); err != nil {
 		return 0, 0, err
 	}
-	return c.fail(ctx, tx, ev, policy, herr)
+	return c.fail(ctx, tx, ev, policy, herr, processing)
 }
 
 // fail records a handler failure: FAILED with a retry scheduled, or, when
 // the error is permanent or the attempts are spent, DEAD with a dead letter
 // and the customer parked.
-func (c *Consumer) fail(ctx context.Context, tx pgx.Tx, ev *Event, policy RetryPolicy, herr error) (outcome, time.Duration, error) {
+func (c *Consumer) fail(ctx context.Context, tx pgx.Tx, ev *Event, policy RetryPolicy, herr error, processing *wire.AuditRecord) (outcome, time.Duration, error) {
 	headers, _ := json.Marshal(ev.Headers)
 	msg := herr.Error()
 	if len(msg) > 2000 {
@@ -266,7 +265,7 @@ WHERE source = $1 AND event_id = $2`, ev.Source, ev.EventID, status, msg, ev.Bod
 		delay := backoff(ev.Attempt-1, policy.InitialBackoff, policy.MaxBackoff)
 		delay = max(delay, retryAfter(herr))
 		retry := c.auditRecord(ev, wire.ActionRetryScheduled, "", map[string]any{"next_attempt": ev.Attempt + 1, "backoff_ms": delay.Milliseconds()})
-		if err := c.cfg.Audit.Write(ctx, tx, failed, retry); err != nil {
+		if err := c.cfg.Audit.Write(ctx, tx, processing, failed, retry); err != nil {
 			return 0, 0, err
 		}
 		if _, _, err := c.commit(ctx, tx, ev, "failed", outcomeRetry, delay); err != nil {
@@ -283,7 +282,7 @@ WHERE source = $1 AND event_id = $2`, ev.Source, ev.EventID, status, msg, ev.Bod
 ON CONFLICT (customer_id) DO NOTHING`, ev.CustomerID, ev.Source, ev.EventID); err != nil {
 		return 0, 0, err
 	}
-	err := c.cfg.Audit.Write(ctx, tx, failed,
+	err := c.cfg.Audit.Write(ctx, tx, processing, failed,
 		c.auditRecord(ev, wire.ActionDeadLettered, reason, map[string]any{"error": msg}),
 		c.auditRecord(ev, wire.ActionParked, "blocking_event", map[string]any{"blocking_event_id": ev.EventID}))
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/hookstream/hookstream/internal/backoff"
 	"github.com/hookstream/hookstream/internal/wire"
 )
 
@@ -68,7 +69,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	for ctx.Err() == nil {
 		if err := r.leader(ctx); err != nil && ctx.Err() == nil {
 			r.cfg.Logger.Warn("audit relay", "error", err)
-			wait(ctx, time.Second)
+			backoff.Sleep(ctx, time.Second)
 		}
 	}
 	return nil
@@ -90,7 +91,7 @@ func (r *Relay) leader(ctx context.Context) error {
 		if got {
 			break
 		}
-		if !wait(ctx, time.Second) {
+		if !backoff.Sleep(ctx, time.Second) {
 			return nil
 		}
 	}
@@ -103,7 +104,7 @@ func (r *Relay) leader(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if n == 0 && !wait(ctx, r.cfg.Idle) {
+		if n == 0 && !backoff.Sleep(ctx, r.cfg.Idle) {
 			return nil
 		}
 	}
@@ -152,16 +153,4 @@ ORDER BY o.seq LIMIT $1`, r.cfg.Batch)
 		return 0, fmt.Errorf("audit relay: trim outbox: %w", err)
 	}
 	return len(recs), nil
-}
-
-// wait sleeps for d or until ctx ends; it reports whether ctx is still live.
-func wait(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/hookstream/hookstream/internal/backoff"
 	"github.com/hookstream/hookstream/internal/wire"
 )
 
@@ -93,7 +94,7 @@ func (s *Sink) Run(ctx context.Context) error {
 				break
 			}
 			s.cfg.Logger.Warn("audit sink: insert", "error", err)
-			if !wait(ctx, time.Second) {
+			if !backoff.Sleep(ctx, time.Second) {
 				return nil
 			}
 		}

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/hookstream/hookstream/internal/backoff"
 	"github.com/hookstream/hookstream/internal/wire"
 )
 
@@ -52,7 +53,7 @@ func (c *Consumer) processEvent(ctx context.Context, ev *Event) bool {
 			// PostgreSQL or the broker failed us, not the handler: nothing
 			// was recorded; wait and try the same attempt again.
 			c.log.Warn("processing paused", "event_id", ev.EventID, "source", ev.Source, "error", err)
-			if !sleep(ctx, backoff(infra, 100*time.Millisecond, 5*time.Second)) {
+			if !backoff.Sleep(ctx, backoff.Delay(infra, 100*time.Millisecond, 5*time.Second)) {
 				return false
 			}
 			infra++
@@ -65,7 +66,7 @@ func (c *Consumer) processEvent(ctx context.Context, ev *Event) bool {
 		if res == outcomeDone {
 			return true
 		}
-		if !sleep(ctx, delay) {
+		if !backoff.Sleep(ctx, delay) {
 			return false
 		}
 	}
@@ -81,7 +82,7 @@ func (c *Consumer) drainParked(ctx context.Context, customer string) bool {
 		}
 		if err != nil {
 			c.log.Warn("draining parked events paused", "customer_id", customer, "error", err)
-			if !sleep(ctx, time.Second) {
+			if !backoff.Sleep(ctx, time.Second) {
 				return false
 			}
 			continue
@@ -262,7 +263,7 @@ WHERE source = $1 AND event_id = $2`, ev.Source, ev.EventID, status, msg, ev.Bod
 	}
 	failed := c.auditRecord(ev, wire.ActionFailed, "handler_error", map[string]any{"error": msg, "permanent": !Retryable(herr)})
 	if !dead {
-		delay := backoff(ev.Attempt-1, policy.InitialBackoff, policy.MaxBackoff)
+		delay := backoff.Delay(ev.Attempt-1, policy.InitialBackoff, policy.MaxBackoff)
 		delay = max(delay, retryAfter(herr))
 		retry := c.auditRecord(ev, wire.ActionRetryScheduled, "", map[string]any{"next_attempt": ev.Attempt + 1, "backoff_ms": delay.Milliseconds()})
 		if err := c.cfg.Audit.Write(ctx, tx, processing, failed, retry); err != nil {

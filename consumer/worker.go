@@ -2,11 +2,12 @@ package consumer
 
 import (
 	"context"
-	"math/rand/v2"
 	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/hookstream/hookstream/internal/backoff"
 )
 
 // worker owns one partition: it processes the partition's records batch by
@@ -102,33 +103,8 @@ ON CONFLICT (group_id, topic, partition) DO UPDATE SET next_offset = excluded.ne
 			return
 		}
 		w.c.log.Warn("store position", "partition", w.partition, "error", err)
-		if !sleep(w.ctx, backoff(attempt, 100*time.Millisecond, 5*time.Second)) {
+		if !backoff.Sleep(w.ctx, backoff.Delay(attempt, 100*time.Millisecond, 5*time.Second)) {
 			return
 		}
-	}
-}
-
-// backoff is the wait before retry number attempt (0-based): exponential
-// from initial, capped at max, with full jitter in [d/2, d].
-func backoff(attempt int, initial, max time.Duration) time.Duration {
-	d := initial
-	for i := 0; i < attempt && d < max; i++ {
-		d *= 2
-	}
-	if d > max {
-		d = max
-	}
-	half := d / 2
-	return half + time.Duration(rand.Int64N(int64(half)+1))
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }

@@ -25,6 +25,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	var s settings
 	var dataDir, kafkaListen string
 	var consume bool
+	var p processingSettings
 	fs := newFlagSet("dev", stderr)
 	s.registerKafka(fs)
 	s.registerDatabase(fs)
@@ -32,6 +33,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	s.registerPartitions(fs)
 	s.registerLog(fs, "text")
 	fs.stringVar(&dataDir, "data-dir", "HOOKSTREAM_DATA_DIR", ".hookstream", "where the embedded broker and PostgreSQL keep their data")
+	p.register(fs)
 	fs.BoolVar(&consume, "consume", true, "also run the consumer, audit relay and audit sink (false: the receiver alone, for benchmarks)")
 	fs.stringVar(&kafkaListen, "kafka-listen", "HOOKSTREAM_KAFKA_LISTEN", "127.0.0.1:9092", "address of the embedded broker (when HOOKSTREAM_KAFKA_BROKERS is unset)")
 	log, err := s.parse(fs, args, stderr)
@@ -106,7 +108,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if consume {
 		proc, err := startProcessing(ctx, processingOptions{
 			brokers: brokers, databaseURL: dbURL, sources: srcs, instance: s.instance,
-			group: "hookstream", concurrency: 16, log: log,
+			group: p.group, concurrency: p.concurrency, sessionTimeout: p.sessionTimeout, log: log,
 		})
 		if err != nil {
 			return err

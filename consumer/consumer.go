@@ -30,6 +30,10 @@ type RetryPolicy struct {
 	InitialBackoff time.Duration
 	// MaxBackoff caps the wait between attempts. Default 5m.
 	MaxBackoff time.Duration
+	// MaxElapsed bounds the time from the first attempt: a failure whose
+	// next attempt would start later goes DEAD. 0 (the default): no bound
+	// beyond MaxAttempts.
+	MaxElapsed time.Duration
 }
 
 func (p RetryPolicy) withDefaults() RetryPolicy {

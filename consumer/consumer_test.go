@@ -369,3 +369,16 @@ func (tb *testBundle) waitForAtLeast(d time.Duration, want int, query string) {
 		time.Sleep(20 * time.Millisecond) // polling for the state
 	}
 }
+
+// TestRetryWindow: with a retry window, a failing event goes DEAD when its
+// next attempt would start after the window, long before MaxAttempts.
+func TestRetryWindow(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	h := consumer.HandlerFunc(func(context.Context, pgx.Tx, *consumer.Event) error { return errors.New("still down") })
+	tb.produce("generic", "w-0", "cus_w", 0)
+	tb.flush()
+	tb.start(h, consumer.RetryPolicy{MaxAttempts: 1000, InitialBackoff: 20 * time.Millisecond, MaxBackoff: 40 * time.Millisecond, MaxElapsed: 300 * time.Millisecond})
+	tb.waitFor(time.Minute, 1, `SELECT count(*) FROM events WHERE event_id = 'w-0' AND status = 'DEAD' AND attempts BETWEEN 2 AND 30`)
+	tb.waitFor(time.Second, 1, `SELECT count(*) FROM audit_log WHERE event_id = 'w-0' AND action = 'DEAD_LETTERED' AND reason = 'retry_window_exhausted'`)
+}

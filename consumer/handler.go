@@ -28,7 +28,8 @@ type Event struct {
 	// FAILED or gone DEAD, or that was replayed.
 	Redrive bool
 
-	fromParked bool // read back from the events table after an unpark
+	fromParked   bool      // read back from the events table after an unpark
+	firstAttempt time.Time // when the event was first claimed
 }
 
 // Handler processes an event. tx commits together with the event's

@@ -164,7 +164,7 @@ ON CONFLICT (source, event_id) DO UPDATE
 SET status = 'PROCESSING', attempts = events.attempts + 1, kafka_partition = excluded.kafka_partition,
     kafka_offset = excluded.kafka_offset, updated_at = now()
 WHERE events.status IN ('PROCESSING', 'FAILED') OR (events.status = 'DEAD' AND $8) OR (events.status = 'PARKED' AND ($8 OR $9))
-RETURNING attempts`
+RETURNING attempts, created_at`
 
 // attempt runs one attempt in one transaction. A non-nil error means the
 // transaction did not commit and nothing changed.
@@ -184,11 +184,12 @@ func (c *Consumer) attempt(ctx context.Context, ev *Event, policy RetryPolicy) (
 	if err == nil && !isBlocker && !ev.fromParked {
 		return c.park(ctx, tx, ev)
 	}
+	var createdAt time.Time
 	var receivedAt *time.Time
 	if !ev.ReceivedAt.IsZero() {
 		receivedAt = &ev.ReceivedAt
 	}
-	err = tx.QueryRow(ctx, claimSQL, ev.Source, ev.EventID, ev.CustomerID, ev.EventType, ev.Partition, ev.Offset, receivedAt, ev.Redrive, ev.fromParked).Scan(&ev.Attempt)
+	err = tx.QueryRow(ctx, claimSQL, ev.Source, ev.EventID, ev.CustomerID, ev.EventType, ev.Partition, ev.Offset, receivedAt, ev.Redrive, ev.fromParked).Scan(&ev.Attempt, &createdAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		// Already PROCESSED (a redelivery or a duplicate produce), or
 		// DEAD/PARKED and not re-driven: effectively once.
@@ -199,6 +200,14 @@ func (c *Consumer) attempt(ctx context.Context, ev *Event, policy RetryPolicy) (
 	}
 	if err != nil {
 		return 0, 0, err
+	}
+	// The retry window starts at the first claim; a replayed or unparked
+	// event gets a new window, from its first attempt here.
+	if ev.firstAttempt.IsZero() {
+		ev.firstAttempt = createdAt
+		if ev.Redrive || ev.fromParked {
+			ev.firstAttempt = time.Now()
+		}
 	}
 	// Written with the outcome's records (one statement), stamped now.
 	processing := c.auditRecord(ev, wire.ActionProcessing, "", nil)
@@ -252,7 +261,9 @@ func (c *Consumer) fail(ctx context.Context, tx pgx.Tx, ev *Event, policy RetryP
 	if len(msg) > 2000 {
 		msg = msg[:2000]
 	}
-	dead := !Retryable(herr) || ev.Attempt >= policy.MaxAttempts
+	delay := max(backoff.Delay(ev.Attempt-1, policy.InitialBackoff, policy.MaxBackoff), retryAfter(herr))
+	outOfTime := policy.MaxElapsed > 0 && time.Since(ev.firstAttempt)+delay > policy.MaxElapsed
+	dead := !Retryable(herr) || ev.Attempt >= policy.MaxAttempts || outOfTime
 	status := "FAILED"
 	if dead {
 		status = "DEAD"
@@ -263,8 +274,6 @@ WHERE source = $1 AND event_id = $2`, ev.Source, ev.EventID, status, msg, ev.Bod
 	}
 	failed := c.auditRecord(ev, wire.ActionFailed, "handler_error", map[string]any{"error": msg, "permanent": !Retryable(herr)})
 	if !dead {
-		delay := backoff.Delay(ev.Attempt-1, policy.InitialBackoff, policy.MaxBackoff)
-		delay = max(delay, retryAfter(herr))
 		retry := c.auditRecord(ev, wire.ActionRetryScheduled, "", map[string]any{"next_attempt": ev.Attempt + 1, "backoff_ms": delay.Milliseconds()})
 		if err := c.cfg.Audit.Write(ctx, tx, processing, failed, retry); err != nil {
 			return 0, 0, err
@@ -276,8 +285,11 @@ WHERE source = $1 AND event_id = $2`, ev.Source, ev.EventID, status, msg, ev.Bod
 		return outcomeRetry, delay, nil
 	}
 	reason := "attempts_exhausted"
-	if !Retryable(herr) {
+	switch {
+	case !Retryable(herr):
 		reason = "permanent_failure"
+	case outOfTime && ev.Attempt < policy.MaxAttempts:
+		reason = "retry_window_exhausted"
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO parked_customers (customer_id, source, blocking_event_id) VALUES ($1, $2, $3)
 ON CONFLICT (customer_id) DO NOTHING`, ev.CustomerID, ev.Source, ev.EventID); err != nil {

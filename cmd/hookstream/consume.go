@@ -106,7 +106,7 @@ func startProcessing(ctx context.Context, o processingOptions) (_ *processing, e
 	p.close = append(p.close, pool.Close)
 	policies := map[string]consumer.RetryPolicy{}
 	for _, s := range o.sources {
-		policies[s.Name] = consumer.RetryPolicy{MaxAttempts: s.Retry.MaxAttempts, InitialBackoff: s.Retry.InitialBackoff, MaxBackoff: s.Retry.MaxBackoff}
+		policies[s.Name] = consumer.RetryPolicy{MaxAttempts: s.Retry.MaxAttempts, InitialBackoff: s.Retry.InitialBackoff, MaxBackoff: s.Retry.MaxBackoff, MaxElapsed: s.Retry.MaxElapsed}
 	}
 	var kopts []kgo.Opt
 	if o.sessionTimeout > 0 {

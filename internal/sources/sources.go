@@ -76,6 +76,7 @@ type Retry struct {
 	MaxAttempts    int           `yaml:"max_attempts"`    // default 8
 	InitialBackoff time.Duration `yaml:"initial_backoff"` // default 1s
 	MaxBackoff     time.Duration `yaml:"max_backoff"`     // default 5m
+	MaxElapsed     time.Duration `yaml:"max_elapsed"`     // default none: MaxAttempts alone bounds retries
 }
 
 // Source is one provider endpoint: POST /webhooks/{Name}.
@@ -291,6 +292,8 @@ func (s *Source) Validate(field func(string) string) error {
 		return fmt.Errorf("%s: must be positive", field("retry.initial_backoff"))
 	case r.MaxBackoff < r.InitialBackoff:
 		return fmt.Errorf("%s: must be at least retry.initial_backoff", field("retry.max_backoff"))
+	case r.MaxElapsed < 0:
+		return fmt.Errorf("%s: must be positive", field("retry.max_elapsed"))
 	}
 	return nil
 }

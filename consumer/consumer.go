@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -185,6 +186,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 			if w == nil {
 				return // revoked meanwhile: its next owner fetches again
 			}
+			w.highWatermark.Store(p.HighWatermark)
 			select {
 			case w.batches <- p.Records:
 			case <-w.ctx.Done():
@@ -273,5 +275,6 @@ func (c *Consumer) stopWorkers(ps []int32) {
 	c.mu.Unlock()
 	for _, w := range stopped {
 		<-w.done
+		lagRecords.DeleteLabelValues(c.cfg.Topics.Events, strconv.Itoa(int(w.partition)))
 	}
 }

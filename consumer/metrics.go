@@ -21,6 +21,10 @@ var (
 		Help:    "Time from the receiver's acceptance (received-at) to PROCESSED, by source.",
 		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
 	}, []string{"source"})
+	lagRecords = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "hookstream_consumer_lag_records",
+		Help: "Records of an owned partition not yet processed: the high watermark of the last fetch minus the stored position.",
+	}, []string{"topic", "partition"})
 	pausesTotal = promauto.NewCounter(prometheus.CounterOpts{
 		Name: "hookstream_consumer_pauses_total",
 		Help: "Attempts that could not run because PostgreSQL or the broker failed (retried without counting an attempt).",

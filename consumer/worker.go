@@ -2,7 +2,9 @@ package consumer
 
 import (
 	"context"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -20,6 +22,8 @@ type worker struct {
 	cancel    context.CancelFunc
 	done      chan struct{}
 	next      int64 // offset the stored position is at; -1 before the first batch
+	// highWatermark is the partition's end as of the last fetch.
+	highWatermark atomic.Int64
 }
 
 func newWorker(c *Consumer, p int32) *worker {
@@ -97,6 +101,7 @@ ON CONFLICT (group_id, topic, partition) DO UPDATE SET next_offset = excluded.ne
 			w.c.cfg.Group, w.c.cfg.Topics.Events, w.partition, next)
 		if err == nil {
 			w.next = next
+			lagRecords.WithLabelValues(w.c.cfg.Topics.Events, strconv.Itoa(int(w.partition))).Set(float64(max(0, w.highWatermark.Load()-next)))
 			return
 		}
 		if w.ctx.Err() != nil {

@@ -277,6 +277,21 @@ func TestAuditLifecycle(t *testing.T) {
 		}
 	}
 
+	// Lag is reported for the partitions that had records, and is zero now
+	// that everything is processed.
+	lagLines := 0
+	for _, line := range strings.Split(string(metrics), "\n") {
+		if strings.HasPrefix(line, `hookstream_consumer_lag_records{partition=`) && strings.Contains(line, `topic="`+st.topics.Events+`"`) {
+			lagLines++
+			if !strings.HasSuffix(line, " 0") {
+				t.Errorf("lag after catching up: %s", line)
+			}
+		}
+	}
+	if lagLines == 0 {
+		t.Error("no hookstream_consumer_lag_records series")
+	}
+
 	// An outside reader (kcat, a real Kafka client) sees records that
 	// validate against the published JSON Schema.
 	kcat, err := exec.LookPath("kcat")

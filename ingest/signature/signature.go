@@ -29,30 +29,36 @@ var Schemes = []string{SchemeStandardWebhooks, SchemeStripe, SchemeGitHub, Schem
 // DefaultTolerance is how far a signed timestamp may be from now, either way.
 const DefaultTolerance = 5 * time.Minute
 
-// Limits on what a request's signature header may cost to parse.
+// DefaultHeader is the hmac-sha256 scheme's header when none is configured.
+const DefaultHeader = "X-Signature"
+
+// Limits on what a request's signature headers may cost to parse. Over a
+// limit is ErrMalformed.
 const (
-	maxHeaderLen  = 4096
-	maxSignatures = 16
+	maxHeaderLen  = 4096 // bytes of one header value
+	maxSignatures = 16   // entries of a signature list (Standard Webhooks, Stripe)
 )
 
 // Verification failures. The caller answers 401 for each; the kind goes to
-// the audit trail only.
+// the audit trail only. The context they are wrapped in never contains an
+// expected signature.
 var (
-	ErrMissing   = errors.New("signature: missing")
-	ErrMalformed = errors.New("signature: malformed")
-	ErrStale     = errors.New("signature: timestamp outside tolerance")
-	ErrMismatch  = errors.New("signature: no match")
+	ErrMissing   = errors.New("missing signature")         // no signature / id / timestamp header
+	ErrMalformed = errors.New("malformed signature")       // present but unparsable or over a limit
+	ErrStale     = errors.New("stale signature timestamp") // outside the tolerance, either way
+	ErrMismatch  = errors.New("signature mismatch")        // no secret produced a matching signature
 )
 
 // Config of one source's scheme. Secrets arrive resolved.
 type Config struct {
 	// Scheme is one of Schemes. Required.
 	Scheme string
-	// Secrets: one or more; any one may match (rotation).
+	// Secrets: one or more; any one may match (rotation). Sign uses the first.
 	Secrets []string
-	// Tolerance for schemes that sign a timestamp. Default 5m.
+	// Tolerance for schemes that sign a timestamp (standard-webhooks,
+	// stripe). 0 means DefaultTolerance.
 	Tolerance time.Duration
-	// Header of hmac-sha256. Default "X-Signature".
+	// Header of hmac-sha256. Default DefaultHeader.
 	Header string
 	// Encoding of hmac-sha256: "hex" (default) or "base64".
 	Encoding string
@@ -61,30 +67,49 @@ type Config struct {
 // Verifier checks a request's signature.
 type Verifier interface {
 	// Verify checks the headers and raw body; now is the receiver's clock.
+	// It returns nil or an error wrapping ErrMissing, ErrMalformed,
+	// ErrStale or ErrMismatch.
 	Verify(h http.Header, body []byte, now time.Time) error
 }
 
 // Signer produces the headers a provider would send.
 type Signer interface {
-	// Sign returns the signature headers for body at now with the first
-	// secret. msgID is used by standard-webhooks (webhook-id) only.
+	// Sign returns the headers a provider would send for body at now, signed
+	// with the first secret. msgID is the webhook-id of standard-webhooks;
+	// for github and shopify, when not empty, it is sent as the delivery id
+	// header (X-GitHub-Delivery, X-Shopify-Webhook-Id) so the request carries
+	// the scheme's natural dedupe key. Stripe's id lives in the body.
 	Sign(msgID string, body []byte, now time.Time) http.Header
 }
 
 // scheme implements both Verifier and Signer.
 type scheme struct {
 	name      string
-	keys      [][]byte
+	keys      [][]byte // one HMAC key per secret, in configured order
 	tolerance time.Duration
-	header    string
-	base64    bool
+	header    string // hmac-sha256 only
+	base64    bool   // hmac-sha256 only
 }
 
-// NewVerifier returns the verifier of c, or an error naming what is wrong.
-func NewVerifier(c Config) (Verifier, error) { return newScheme(c) }
+// NewVerifier returns the verifier of c, or an error naming what is wrong
+// (and a nil Verifier).
+func NewVerifier(c Config) (Verifier, error) {
+	s, err := newScheme(c)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
 
-// NewSigner returns the signer of c, or an error naming what is wrong.
-func NewSigner(c Config) (Signer, error) { return newScheme(c) }
+// NewSigner returns the signer of c, or an error naming what is wrong (and
+// a nil Signer).
+func NewSigner(c Config) (Signer, error) {
+	s, err := newScheme(c)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
 
 func newScheme(c Config) (*scheme, error) {
 	s := &scheme{name: c.Scheme, tolerance: c.Tolerance}
@@ -92,16 +117,19 @@ func newScheme(c Config) (*scheme, error) {
 		s.tolerance = DefaultTolerance
 	}
 	if s.tolerance < 0 {
-		return nil, errors.New("tolerance must be positive")
+		return nil, fmt.Errorf("tolerance %v must be positive", c.Tolerance)
 	}
 	switch c.Scheme {
 	case SchemeNone:
-		return s, nil
+		return s, nil // secrets, if any, are ignored
 	case SchemeStandardWebhooks, SchemeStripe, SchemeGitHub, SchemeShopify:
 	case SchemeHMACSHA256:
 		s.header = c.Header
 		if s.header == "" {
-			s.header = "X-Signature"
+			s.header = DefaultHeader
+		}
+		if !isToken(s.header) {
+			return nil, fmt.Errorf("signature_header %q is not a valid HTTP header name", c.Header)
 		}
 		switch c.Encoding {
 		case "", "hex":
@@ -121,7 +149,7 @@ func newScheme(c Config) (*scheme, error) {
 	for i, sec := range c.Secrets {
 		key, err := s.key(sec)
 		if err != nil {
-			return nil, fmt.Errorf("secrets[%d]: %w", i, err)
+			return nil, fmt.Errorf("secrets[%d]: %w", i, err) // never the secret itself
 		}
 		s.keys = append(s.keys, key)
 	}
@@ -138,14 +166,33 @@ func (s *scheme) key(secret string) ([]byte, error) {
 		// itself as the key (Stripe's whsec_ prefix included).
 		return []byte(secret), nil
 	}
-	raw := strings.TrimPrefix(secret, "whsec_")
-	key, err := base64.StdEncoding.DecodeString(raw)
+	// Standard Webhooks: the key is the base64 after the optional whsec_.
+	key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(secret, "whsec_"))
 	if err != nil || len(key) == 0 {
-		return nil, errors.New("a standard-webhooks secret is whsec_ followed by base64")
+		return nil, errors.New("a standard-webhooks secret is base64 after the optional whsec_ prefix")
 	}
 	return key, nil
 }
 
+// isToken reports whether s is an RFC 9110 token (a valid header name).
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// sigBase64 decodes signatures: canonical standard base64 only, so one MAC
+// has one accepted spelling.
+var sigBase64 = base64.StdEncoding.Strict()
+
+// mac is HMAC-SHA256 of the concatenated parts.
 func mac(key []byte, parts ...[]byte) []byte {
 	m := hmac.New(sha256.New, key)
 	for _, p := range parts {
@@ -155,12 +202,13 @@ func mac(key []byte, parts ...[]byte) []byte {
 }
 
 // anyKey reports whether some key's MAC over parts equals one of sigs.
+// Every pair is compared in constant time; the loop does not stop at the
+// first match, so its timing says nothing about which secret matched.
 func (s *scheme) anyKey(sigs [][]byte, parts ...[]byte) bool {
 	ok := false
 	for _, k := range s.keys {
 		want := mac(k, parts...)
 		for _, sig := range sigs {
-			// Evaluate every pair: no early exit that would time the match.
 			if hmac.Equal(want, sig) {
 				ok = true
 			}
@@ -170,51 +218,93 @@ func (s *scheme) anyKey(sigs [][]byte, parts ...[]byte) bool {
 }
 
 func (s *scheme) Verify(h http.Header, body []byte, now time.Time) error {
+	var err error
 	switch s.name {
 	case SchemeNone:
 		return nil
 	case SchemeStandardWebhooks:
-		return s.verifyStandard(h, body, now)
+		err = s.verifyStandard(h, body, now)
 	case SchemeStripe:
-		return s.verifyStripe(h, body, now)
+		err = s.verifyStripe(h, body, now)
 	case SchemeGitHub:
-		return s.verifyPrefixedHex(h, "X-Hub-Signature-256", "sha256=", body, true)
+		err = s.verifyBody(h, "X-Hub-Signature-256", "sha256=", true, false, body)
 	case SchemeShopify:
-		return s.verifyEncoded(h, "X-Shopify-Hmac-Sha256", body)
+		err = s.verifyBody(h, "X-Shopify-Hmac-Sha256", "", false, true, body)
 	case SchemeHMACSHA256:
 		if s.base64 {
-			return s.verifyEncoded(h, s.header, body)
+			err = s.verifyBody(h, s.header, "", false, true, body)
+		} else {
+			err = s.verifyBody(h, s.header, "sha256=", false, false, body)
 		}
-		return s.verifyPrefixedHex(h, s.header, "sha256=", body, false)
+	default: // unreachable: newScheme refuses unknown schemes; fail closed anyway
+		err = ErrMismatch
 	}
-	return fmt.Errorf("%w: unknown scheme", ErrMismatch)
+	if err != nil {
+		return fmt.Errorf("%s: %w", s.name, err)
+	}
+	return nil
 }
 
+// header returns the one value of header name, trimmed of surrounding
+// spaces and tabs. Absent or empty is ErrMissing; repeated, over
+// maxHeaderLen or holding control characters is ErrMalformed.
 func header(h http.Header, name string) (string, error) {
-	v := h.Get(name)
+	vs := h.Values(name)
+	if len(vs) > 1 {
+		return "", fmt.Errorf("header %s repeated: %w", name, ErrMalformed)
+	}
+	v := ""
+	if len(vs) == 1 {
+		v = strings.Trim(vs[0], " \t")
+	}
 	if v == "" {
-		return "", fmt.Errorf("%w: header %s", ErrMissing, name)
+		return "", fmt.Errorf("no header %s: %w", name, ErrMissing)
 	}
 	if len(v) > maxHeaderLen {
-		return "", fmt.Errorf("%w: header %s too long", ErrMalformed, name)
+		return "", fmt.Errorf("header %s longer than %d bytes: %w", name, maxHeaderLen, ErrMalformed)
+	}
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
+			return "", fmt.Errorf("header %s has a control character: %w", name, ErrMalformed)
+		}
 	}
 	return v, nil
 }
 
-// verifyPrefixedHex: value is [prefix]hex(HMAC(body)); the prefix is
-// mandatory when required.
-func (s *scheme) verifyPrefixedHex(h http.Header, name, prefix string, body []byte, required bool) error {
+// decodeMAC decodes one hex or base64 SHA-256 HMAC.
+func decodeMAC(v string, b64 bool) ([]byte, bool) {
+	var sig []byte
+	var err error
+	if b64 {
+		sig, err = sigBase64.DecodeString(v)
+	} else {
+		sig, err = hex.DecodeString(v)
+	}
+	return sig, err == nil && len(sig) == sha256.Size
+}
+
+// verifyBody: the header value is [prefix]enc(HMAC(body)); the prefix is
+// mandatory when required, optional otherwise.
+func (s *scheme) verifyBody(h http.Header, name, prefix string, required, b64 bool, body []byte) error {
 	v, err := header(h, name)
 	if err != nil {
 		return err
 	}
-	hexSig, had := strings.CutPrefix(v, prefix)
-	if required && !had {
-		return fmt.Errorf("%w: %s lacks %q", ErrMalformed, name, prefix)
+	enc := v
+	if prefix != "" {
+		var had bool
+		enc, had = strings.CutPrefix(v, prefix)
+		if required && !had {
+			return fmt.Errorf("%s lacks the %q prefix: %w", name, prefix, ErrMalformed)
+		}
 	}
-	sig, err := hex.DecodeString(hexSig)
-	if err != nil || len(sig) != sha256.Size {
-		return fmt.Errorf("%w: %s is not a hex SHA-256 HMAC", ErrMalformed, name)
+	sig, ok := decodeMAC(enc, b64)
+	if !ok {
+		kind := "hex"
+		if b64 {
+			kind = "base64"
+		}
+		return fmt.Errorf("%s is not a %s SHA-256 HMAC: %w", name, kind, ErrMalformed)
 	}
 	if !s.anyKey([][]byte{sig}, body) {
 		return ErrMismatch
@@ -222,37 +312,29 @@ func (s *scheme) verifyPrefixedHex(h http.Header, name, prefix string, body []by
 	return nil
 }
 
-// verifyEncoded: value is base64(HMAC(body)).
-func (s *scheme) verifyEncoded(h http.Header, name string, body []byte) error {
-	v, err := header(h, name)
-	if err != nil {
-		return err
-	}
-	sig, err := base64.StdEncoding.DecodeString(v)
-	if err != nil || len(sig) != sha256.Size {
-		return fmt.Errorf("%w: %s is not a base64 SHA-256 HMAC", ErrMalformed, name)
-	}
-	if !s.anyKey([][]byte{sig}, body) {
-		return ErrMismatch
-	}
-	return nil
-}
-
+// checkTime parses a unix-seconds timestamp (decimal digits only) and
+// checks it is within the tolerance of now, in the past or the future.
 func (s *scheme) checkTime(ts string, now time.Time) error {
+	for i := 0; i < len(ts); i++ {
+		if ts[i] < '0' || ts[i] > '9' {
+			return fmt.Errorf("timestamp is not unix seconds: %w", ErrMalformed)
+		}
+	}
 	sec, err := strconv.ParseInt(ts, 10, 64)
 	if err != nil {
-		return fmt.Errorf("%w: timestamp %q", ErrMalformed, truncate(ts))
+		return fmt.Errorf("timestamp is not unix seconds: %w", ErrMalformed)
 	}
-	d := now.Sub(time.Unix(sec, 0))
-	if d > s.tolerance || d < -s.tolerance {
-		return ErrStale
+	// now.Sub saturates, so an absurd timestamp is merely stale.
+	if d := now.Sub(time.Unix(sec, 0)); d > s.tolerance || d < -s.tolerance {
+		return fmt.Errorf("timestamp %s is %v from now, beyond the %v tolerance: %w", ts, d.Truncate(time.Second), s.tolerance, ErrStale)
 	}
 	return nil
 }
 
 // verifyStandard follows the Standard Webhooks spec: the signed content is
 // "id.timestamp.body"; webhook-signature is a space-separated list of
-// "v1,<base64>" (other versions are ignored).
+// "<version>,<signature>" where only v1 (base64 HMAC-SHA256) is ours to
+// check and other versions (v1a, …) are ignored.
 func (s *scheme) verifyStandard(h http.Header, body []byte, now time.Time) error {
 	id, err := header(h, "webhook-id")
 	if err != nil {
@@ -269,27 +351,27 @@ func (s *scheme) verifyStandard(h http.Header, body []byte, now time.Time) error
 	if err := s.checkTime(ts, now); err != nil {
 		return err
 	}
-	fields := strings.Fields(v)
-	if len(fields) > maxSignatures {
-		return fmt.Errorf("%w: too many signatures", ErrMalformed)
-	}
-	var sigs [][]byte
-	for _, f := range fields {
+	sigs := make([][]byte, 0, 4)
+	n := 0
+	for f := range strings.FieldsSeq(v) {
+		if n++; n > maxSignatures {
+			return fmt.Errorf("webhook-signature has more than %d entries: %w", maxSignatures, ErrMalformed)
+		}
 		ver, enc, ok := strings.Cut(f, ",")
 		if !ok {
-			return fmt.Errorf("%w: webhook-signature entry without version", ErrMalformed)
+			return fmt.Errorf("webhook-signature entry without a version: %w", ErrMalformed)
 		}
 		if ver != "v1" {
 			continue
 		}
-		sig, err := base64.StdEncoding.DecodeString(enc)
-		if err != nil || len(sig) != sha256.Size {
-			return fmt.Errorf("%w: webhook-signature v1 is not a base64 SHA-256 HMAC", ErrMalformed)
+		sig, ok := decodeMAC(enc, true)
+		if !ok {
+			return fmt.Errorf("webhook-signature v1 entry is not a base64 SHA-256 HMAC: %w", ErrMalformed)
 		}
 		sigs = append(sigs, sig)
 	}
 	if len(sigs) == 0 {
-		return fmt.Errorf("%w: no v1 signature", ErrMissing)
+		return fmt.Errorf("webhook-signature has no v1 entry: %w", ErrMalformed)
 	}
 	if !s.anyKey(sigs, []byte(id), []byte("."), []byte(ts), []byte("."), body) {
 		return ErrMismatch
@@ -298,43 +380,46 @@ func (s *scheme) verifyStandard(h http.Header, body []byte, now time.Time) error
 }
 
 // verifyStripe follows Stripe's documentation: Stripe-Signature is
-// "t=<unix>,v1=<hex>[,v1=<hex>…][,v0=…]"; the signed payload is "t.body";
-// only v1 counts.
+// "t=<unix>,v1=<hex>[,v1=<hex>…][,v0=<hex>]"; the signed payload is
+// "t.body"; only v1 counts, any v1 may match, other keys are ignored.
 func (s *scheme) verifyStripe(h http.Header, body []byte, now time.Time) error {
 	v, err := header(h, "Stripe-Signature")
 	if err != nil {
 		return err
 	}
-	items := strings.Split(v, ",")
-	if len(items) > maxSignatures+2 {
-		return fmt.Errorf("%w: too many items", ErrMalformed)
-	}
 	var ts string
-	var sigs [][]byte
-	for _, it := range items {
-		k, val, ok := strings.Cut(strings.TrimSpace(it), "=")
+	sigs := make([][]byte, 0, 4)
+	n := 0
+	for it := range strings.SplitSeq(v, ",") {
+		if n++; n > maxSignatures {
+			return fmt.Errorf("Stripe-Signature has more than %d items: %w", maxSignatures, ErrMalformed)
+		}
+		k, val, ok := strings.Cut(strings.Trim(it, " \t"), "=")
 		if !ok {
-			return fmt.Errorf("%w: Stripe-Signature item without '='", ErrMalformed)
+			return fmt.Errorf("Stripe-Signature item without '=': %w", ErrMalformed)
 		}
 		switch k {
 		case "t":
 			if ts != "" {
-				return fmt.Errorf("%w: two timestamps", ErrMalformed)
+				return fmt.Errorf("Stripe-Signature has two timestamps: %w", ErrMalformed)
+			}
+			if val == "" {
+				return fmt.Errorf("Stripe-Signature has an empty timestamp: %w", ErrMalformed)
 			}
 			ts = val
 		case "v1":
-			sig, err := hex.DecodeString(val)
-			if err != nil || len(sig) != sha256.Size {
-				return fmt.Errorf("%w: v1 is not a hex SHA-256 HMAC", ErrMalformed)
+			sig, ok := decodeMAC(val, false)
+			if !ok {
+				return fmt.Errorf("Stripe-Signature v1 is not a hex SHA-256 HMAC: %w", ErrMalformed)
 			}
 			sigs = append(sigs, sig)
 		}
 	}
 	if ts == "" {
-		return fmt.Errorf("%w: Stripe-Signature has no timestamp", ErrMalformed)
+		return fmt.Errorf("Stripe-Signature has no t=: %w", ErrMalformed)
 	}
 	if len(sigs) == 0 {
-		return fmt.Errorf("%w: Stripe-Signature has no v1 signature", ErrMissing)
+		return fmt.Errorf("Stripe-Signature has no v1=: %w", ErrMalformed)
 	}
 	if err := s.checkTime(ts, now); err != nil {
 		return err
@@ -362,8 +447,14 @@ func (s *scheme) Sign(msgID string, body []byte, now time.Time) http.Header {
 		h.Set("Stripe-Signature", "t="+ts+",v1="+hex.EncodeToString(mac(key, []byte(ts), []byte("."), body)))
 	case SchemeGitHub:
 		h.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac(key, body)))
+		if msgID != "" {
+			h.Set("X-GitHub-Delivery", msgID)
+		}
 	case SchemeShopify:
 		h.Set("X-Shopify-Hmac-Sha256", base64.StdEncoding.EncodeToString(mac(key, body)))
+		if msgID != "" {
+			h.Set("X-Shopify-Webhook-Id", msgID)
+		}
 	case SchemeHMACSHA256:
 		if s.base64 {
 			h.Set(s.header, base64.StdEncoding.EncodeToString(mac(key, body)))
@@ -375,7 +466,8 @@ func (s *scheme) Sign(msgID string, body []byte, now time.Time) http.Header {
 }
 
 // NaturalEventID says where a scheme's provider puts its unique delivery or
-// event id: a header, or a JSON pointer into the body. Schemes without one
+// event id: a header name (non-empty header) or a JSON pointer into the body
+// (non-empty pointer). Schemes without one (hmac-sha256, none, unknown)
 // return ok=false and a source must configure event_id.
 func NaturalEventID(scheme string) (header, pointer string, ok bool) {
 	switch scheme {
@@ -389,11 +481,4 @@ func NaturalEventID(scheme string) (header, pointer string, ok bool) {
 		return "X-Shopify-Webhook-Id", "", true
 	}
 	return "", "", false
-}
-
-func truncate(s string) string {
-	if len(s) > 32 {
-		return s[:32] + "…"
-	}
-	return s
 }

@@ -12,9 +12,11 @@ import (
 	"github.com/hookstream/hookstream/internal/loadgen"
 )
 
-func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	var c loadgen.Config
-	var asJSON bool
+	var asJSON, verify bool
+	var s settings
+	var wait time.Duration
 	fs := newFlagSet("bench", stderr)
 	fs.StringVar(&c.Target, "target", "http://127.0.0.1:8080", "base URL of the receiver")
 	fs.StringVar(&c.Source, "source", "generic", "source to post to")
@@ -30,20 +32,66 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Float64Var(&c.Duplicates, "duplicates", 0, "fraction of requests re-sending an earlier event id")
 	fs.Float64Var(&c.Bad, "bad", 0, "fraction of requests with a bad signature or body")
 	fs.BoolVar(&asJSON, "json", false, "print the summary as one JSON document")
+	fs.BoolVar(&verify, "verify", false, "after the load, check in PostgreSQL and the audit trail what became of every event (HOOKSTREAM_DATABASE_URL, HOOKSTREAM_KAFKA_BROKERS)")
+	fs.DurationVar(&wait, "verify-wait", 5*time.Minute, "how long --verify waits for processing to catch up")
+	s.registerKafka(fs)
+	s.registerDatabase(fs)
 	if err := fs.parse(args); err != nil {
 		return err
 	}
 	if c.Secret == "" && c.Scheme != "none" {
 		return errors.New("secret (HOOKSTREAM_GENERIC_SECRET): required to sign (dev prints it)")
 	}
+	if verify && (s.databaseURL == "" || len(s.brokers()) == 0) {
+		return errors.New("--verify needs HOOKSTREAM_DATABASE_URL and HOOKSTREAM_KAFKA_BROKERS")
+	}
 	c.Progress = stderr
+	start := time.Now()
 	sum, err := loadgen.Run(ctx, c)
 	if err != nil {
 		return err
 	}
+	var ver *loadgen.Verification
+	if verify {
+		pool, err := newPool(ctx, s.databaseURL, 0)
+		if err != nil {
+			return err
+		}
+		defer pool.Close()
+		fmt.Fprintln(stderr, "verifying…")
+		ver, err = loadgen.Verify(ctx, loadgen.VerifyConfig{Pool: pool, Brokers: s.brokers(), Source: c.Source, Wait: wait, Since: start}, sum)
+		if err != nil {
+			return err
+		}
+	}
+	failed := ver != nil && !ver.OK
 	if asJSON {
-		enc := json.NewEncoder(stdout)
-		return enc.Encode(sum)
+		out := struct {
+			*loadgen.Summary
+			Verify *loadgen.Verification `json:"verify,omitempty"`
+		}{sum, ver}
+		if err := json.NewEncoder(stdout).Encode(out); err != nil {
+			return err
+		}
+		if failed {
+			return fmt.Errorf("verification failed: %d violations", len(ver.Violations))
+		}
+		return nil
+	}
+	defer func() {
+		if ver == nil {
+			return
+		}
+		fmt.Fprintf(stdout, "verify       accepted %d, processed %d, rejected %d, audit topic %d / table %d records\n", ver.Accepted, ver.Processed, ver.Rejected, ver.Audit.TopicRecords, ver.Audit.TableRecords)
+		for _, v := range ver.Violations {
+			fmt.Fprintln(stdout, "  VIOLATION", v)
+		}
+		if ver.OK {
+			fmt.Fprintln(stdout, "verify       OK")
+		}
+	}()
+	if failed {
+		defer func() { err = fmt.Errorf("verification failed: %d violations", len(ver.Violations)) }()
 	}
 	fmt.Fprintf(stdout, "requests     %d in %s (%.0f req/s), %d bytes sent\n", sum.Requests, time.Duration(sum.Seconds*float64(time.Second)).Round(time.Millisecond), sum.RequestsPerSecond, sum.BytesSent)
 	codes := make([]string, 0, len(sum.StatusCounts))

@@ -108,6 +108,7 @@ func (c *Config) defaults() error {
 
 // plan is the next request to send.
 type job struct {
+	worker  int // a customer's requests all go through one connection, in order
 	sent    Sent
 	body    []byte
 	headers http.Header
@@ -147,6 +148,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 			seqs[c]++
 			previous = append(previous, s)
 		}
+		cust, _ := strconv.Atoi(strings.TrimPrefix(s.Customer, "cus_"))
 		body := []byte(fmt.Sprintf(`{"event_id":%q,"customer_id":%q,"event_type":"bench.event","payload":{"seq":%d,"pad":%q}}`, s.EventID, s.Customer, s.Seq, pad))
 		h := signer.Sign(s.EventID, body, time.Now())
 		h.Set("Content-Type", "application/json")
@@ -157,10 +159,16 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 				h = http.Header{"Content-Type": {"application/json"}, cfg.Header: {strings.Repeat("0", 64)}}
 			}
 		}
-		return job{sent: s, body: body, headers: h}, true
+		return job{worker: cust % cfg.Concurrency, sent: s, body: body, headers: h}, true
 	}
 
-	jobs := make(chan job, cfg.Concurrency*2)
+	// One queue per connection: a customer's events are sent one after the
+	// other, each after the previous one's answer, as a provider does, so
+	// their order in Kafka is their sequence order.
+	queues := make([]chan job, cfg.Concurrency)
+	for i := range queues {
+		queues[i] = make(chan job, 4)
+	}
 	runCtx := ctx
 	var cancel context.CancelFunc = func() {}
 	if cfg.Duration > 0 {
@@ -169,7 +177,11 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	defer cancel()
 	start := time.Now()
 	go func() {
-		defer close(jobs)
+		defer func() {
+			for _, q := range queues {
+				close(q)
+			}
+		}()
 		interval := time.Duration(0)
 		if cfg.Rate > 0 {
 			interval = time.Duration(float64(time.Second) / cfg.Rate)
@@ -192,7 +204,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 				j.due = due
 			}
 			select {
-			case jobs <- j:
+			case queues[j.worker] <- j:
 			case <-runCtx.Done():
 				return
 			}
@@ -207,11 +219,11 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	var done atomic.Int64
 	var wg sync.WaitGroup
 	url := strings.TrimRight(cfg.Target, "/") + "/webhooks/" + cfg.Source
-	for range cfg.Concurrency {
+	for w := range cfg.Concurrency {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for j := range jobs {
+			for j := range queues[w] {
 				t0 := time.Now()
 				if !j.due.IsZero() {
 					t0 = j.due // open loop: latency counts from when it was due

@@ -37,8 +37,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
 		os.Exit(1)
 	}
-	defer os.RemoveAll(dir)
-	testenv.Main(m)
+	testenv.Main(m, func() { os.RemoveAll(dir) })
 }
 
 // devProcess is a running `hookstream dev`.

@@ -34,8 +34,12 @@ func atExit(f func()) {
 	teardown = append(teardown, f)
 }
 
-// Main runs the tests and then stops every service the package started.
-func Main(m *testing.M) {
+// Main runs the tests, then stops every service the package started and
+// runs cleanups (Main exits the process, so a caller's defers would not run).
+func Main(m *testing.M, cleanups ...func()) {
+	for _, f := range cleanups {
+		atExit(f)
+	}
 	code := m.Run()
 	mu.Lock()
 	fs := teardown

@@ -2,6 +2,8 @@ package devstack
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -11,7 +13,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
-	"strings"
 	"syscall"
 )
 
@@ -58,10 +59,16 @@ func StartPostgres(ctx context.Context, cfg PostgresConfig) (*Postgres, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Postgres{cfg: cfg, bin: bin, pgdata: filepath.Join(dir, "data"), run: filepath.Join(dir, "run"), log: filepath.Join(dir, "postgres.log")}
-	if p.cred, err = serverCredential(); err != nil {
+	cred, err := serverCredential()
+	if err != nil {
 		return nil, err
 	}
+	if cred != nil {
+		if dir, err = reachableDir(ctx, cred, dir, cfg.Logf); err != nil {
+			return nil, err
+		}
+	}
+	p := &Postgres{cfg: cfg, bin: bin, cred: cred, pgdata: filepath.Join(dir, "data"), run: filepath.Join(dir, "run"), log: filepath.Join(dir, "postgres.log")}
 	for _, d := range []string{dir, p.run} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("postgres: %w", err)
@@ -70,12 +77,6 @@ func StartPostgres(ctx context.Context, cfg PostgresConfig) (*Postgres, error) {
 			if err := os.Chown(d, int(p.cred.Uid), int(p.cred.Gid)); err != nil {
 				return nil, fmt.Errorf("postgres: %w", err)
 			}
-		}
-	}
-	if p.cred != nil {
-		// The server user must reach the directory through every parent.
-		if out, err := p.command(ctx, "/bin/sh", "-c", `test -w "$1" && test -x "$1"`, "sh", dir).CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("postgres: the data directory %s is not reachable by the unprivileged user %q that PostgreSQL must run as (a parent directory such as /root is closed to it): choose --data-dir under a world-traversable path such as /tmp or /var/lib, or set HOOKSTREAM_DATABASE_URL (%s)", dir, "postgres", strings.TrimSpace(string(out)))
 		}
 	}
 	if _, err := os.Stat(filepath.Join(p.pgdata, "PG_VERSION")); errors.Is(err, os.ErrNotExist) {
@@ -154,6 +155,54 @@ func (p *Postgres) command(ctx context.Context, name string, args ...string) *ex
 		cmd.Env = append(cmd.Env, "HOME="+os.TempDir(), "USER=postgres", "LOGNAME=postgres")
 	}
 	return cmd
+}
+
+// reachableDir returns where the server's files go when it runs as the
+// unprivileged user: dir itself when that user can reach it, or else (a
+// clone under /root, say) a directory of its own under /var/tmp that dir
+// becomes a symbolic link to, so that the data still sits "under" the data
+// dir for the user and survives reboots.
+func reachableDir(ctx context.Context, cred *syscall.Credential, dir string, logf func(string, ...any)) (string, error) {
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real
+	}
+	reachable := func(d string) bool {
+		probe := &Postgres{cred: cred}
+		return probe.command(ctx, "/bin/sh", "-c", `test -w "$1" && test -x "$1"`, "sh", d).Run() == nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("postgres: %w", err)
+	}
+	if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
+		return "", fmt.Errorf("postgres: %w", err)
+	}
+	if reachable(dir) {
+		return dir, nil
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) > 0 {
+		return "", fmt.Errorf("postgres: the data directory %s is not reachable by the unprivileged user \"postgres\" that PostgreSQL must run as (a parent directory such as /root is closed to it): choose --data-dir under a world-traversable path such as /tmp or /var/lib, or set HOOKSTREAM_DATABASE_URL", dir)
+	}
+	sum := sha256.Sum256([]byte(dir))
+	elsewhere := "/var/tmp" // kept across reboots, unlike /tmp
+	if _, err := os.Stat(elsewhere); err != nil {
+		elsewhere = os.TempDir()
+	}
+	elsewhere = filepath.Join(elsewhere, "hookstream-postgres-"+hex.EncodeToString(sum[:6]))
+	if err := os.MkdirAll(elsewhere, 0o700); err != nil {
+		return "", fmt.Errorf("postgres: %w", err)
+	}
+	if err := os.Chown(elsewhere, int(cred.Uid), int(cred.Gid)); err != nil {
+		return "", fmt.Errorf("postgres: %w", err)
+	}
+	if err := os.Remove(dir); err != nil {
+		return "", fmt.Errorf("postgres: %w", err)
+	}
+	if err := os.Symlink(elsewhere, dir); err != nil {
+		return "", fmt.Errorf("postgres: %w", err)
+	}
+	logf("the postgres user cannot reach %s; PostgreSQL's files live in %s (linked from there)", dir, elsewhere)
+	return elsewhere, nil
 }
 
 // serverCredential is nil when this process may run PostgreSQL itself, and

@@ -71,6 +71,11 @@ type Config struct {
 	// Concurrency is how many customers of one partition are processed at
 	// once. Default 16.
 	Concurrency int
+	// CommitInterval bounds the handler time one group transaction
+	// gathers before it commits: what a crash re-delivers (in order, to
+	// handlers and destinations that see Idempotency-Key) is at most
+	// about this much work per group. Default 200ms.
+	CommitInterval time.Duration
 	// Instance names this process in audit records. Default "consumer".
 	Instance string
 	// Logger. Default slog.Default().
@@ -92,6 +97,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Concurrency <= 0 {
 		c.Concurrency = 16
+	}
+	if c.CommitInterval <= 0 {
+		c.CommitInterval = 200 * time.Millisecond
 	}
 	if c.Instance == "" {
 		c.Instance = "consumer"

@@ -252,10 +252,39 @@ payload = NULL, headers = NULL, last_error = NULL WHERE source = $1 AND event_id
 	return c.fail(ctx, tx, ev, policy, herr, processing)
 }
 
-// fail records a handler failure: FAILED with a retry scheduled, or, when
-// the error is permanent or the attempts are spent, DEAD with a dead letter
-// and the customer parked.
+// fail records a handler failure and commits: FAILED with a retry
+// scheduled, or DEAD with a dead letter and the customer parked.
 func (c *Consumer) fail(ctx context.Context, tx pgx.Tx, ev *Event, policy RetryPolicy, herr error, processing *wire.AuditRecord) (outcome, time.Duration, error) {
+	f, err := c.recordFailure(ctx, tx, ev, policy, herr, processing)
+	if err != nil {
+		return 0, 0, err
+	}
+	if f.dead {
+		if _, _, err := c.commit(ctx, tx, ev, "dead", outcomeDone, 0); err != nil {
+			return 0, 0, err
+		}
+		c.logFailure(ev, f)
+		return outcomeDone, 0, nil
+	}
+	if _, _, err := c.commit(ctx, tx, ev, "failed", outcomeRetry, f.delay); err != nil {
+		return 0, 0, err
+	}
+	c.logFailure(ev, f)
+	return outcomeRetry, f.delay, nil
+}
+
+// failure is what recordFailure decided.
+type failure struct {
+	dead  bool
+	delay time.Duration // before the next attempt, when not dead
+	msg   string
+}
+
+// recordFailure writes a handler failure into tx without committing it:
+// FAILED with a retry scheduled, or, when the error is permanent or the
+// attempts or the retry window are spent, DEAD with a dead letter and the
+// customer parked.
+func (c *Consumer) recordFailure(ctx context.Context, tx pgx.Tx, ev *Event, policy RetryPolicy, herr error, processing *wire.AuditRecord) (failure, error) {
 	headers, _ := json.Marshal(ev.Headers)
 	msg := herr.Error()
 	if len(msg) > 2000 {
@@ -270,19 +299,15 @@ func (c *Consumer) fail(ctx context.Context, tx pgx.Tx, ev *Event, policy RetryP
 	}
 	if _, err := tx.Exec(ctx, `UPDATE events SET status = $3, last_error = $4, payload = $5, headers = $6, updated_at = now()
 WHERE source = $1 AND event_id = $2`, ev.Source, ev.EventID, status, msg, ev.Body, headers); err != nil {
-		return 0, 0, err
+		return failure{}, err
 	}
 	failed := c.auditRecord(ev, wire.ActionFailed, "handler_error", map[string]any{"error": msg, "permanent": !Retryable(herr)})
 	if !dead {
 		retry := c.auditRecord(ev, wire.ActionRetryScheduled, "", map[string]any{"next_attempt": ev.Attempt + 1, "backoff_ms": delay.Milliseconds()})
 		if err := c.cfg.Audit.Write(ctx, tx, processing, failed, retry); err != nil {
-			return 0, 0, err
+			return failure{}, err
 		}
-		if _, _, err := c.commit(ctx, tx, ev, "failed", outcomeRetry, delay); err != nil {
-			return 0, 0, err
-		}
-		c.log.Warn("event failed; retry scheduled", "event_id", ev.EventID, "source", ev.Source, "attempt", ev.Attempt, "backoff", delay, "error", msg)
-		return outcomeRetry, delay, nil
+		return failure{delay: delay, msg: msg}, nil
 	}
 	reason := "attempts_exhausted"
 	switch {
@@ -293,25 +318,30 @@ WHERE source = $1 AND event_id = $2`, ev.Source, ev.EventID, status, msg, ev.Bod
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO parked_customers (customer_id, source, blocking_event_id) VALUES ($1, $2, $3)
 ON CONFLICT (customer_id) DO NOTHING`, ev.CustomerID, ev.Source, ev.EventID); err != nil {
-		return 0, 0, err
+		return failure{}, err
 	}
 	err := c.cfg.Audit.Write(ctx, tx, processing, failed,
 		c.auditRecord(ev, wire.ActionDeadLettered, reason, map[string]any{"error": msg}),
 		c.auditRecord(ev, wire.ActionParked, "blocking_event", map[string]any{"blocking_event_id": ev.EventID}))
 	if err != nil {
-		return 0, 0, err
+		return failure{}, err
 	}
 	// The dead letter is written before the commit: if the commit fails the
 	// attempt runs again and the dead-letter topic may hold a second copy,
 	// but it never lacks one.
 	if err := c.deadLetter(ctx, ev, msg); err != nil {
-		return 0, 0, err
+		return failure{}, err
 	}
-	if _, _, err := c.commit(ctx, tx, ev, "dead", outcomeDone, 0); err != nil {
-		return 0, 0, err
+	return failure{dead: true, msg: msg}, nil
+}
+
+// logFailure logs a committed failure.
+func (c *Consumer) logFailure(ev *Event, f failure) {
+	if f.dead {
+		c.log.Error("event dead-lettered; customer parked", "event_id", ev.EventID, "source", ev.Source, "customer_id", ev.CustomerID, "attempts", ev.Attempt, "error", f.msg)
+		return
 	}
-	c.log.Error("event dead-lettered; customer parked", "event_id", ev.EventID, "source", ev.Source, "customer_id", ev.CustomerID, "attempts", ev.Attempt, "error", msg)
-	return outcomeDone, 0, nil
+	c.log.Warn("event failed; retry scheduled", "event_id", ev.EventID, "source", ev.Source, "attempt", ev.Attempt, "backoff", f.delay, "error", f.msg)
 }
 
 func (c *Consumer) deadLetter(ctx context.Context, ev *Event, msg string) error {

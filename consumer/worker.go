@@ -3,7 +3,6 @@ package consumer
 import (
 	"context"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -46,47 +45,6 @@ func (w *worker) run() {
 			w.c.cl.MarkCommitRecords(last)
 		}
 	}
-}
-
-// processBatch runs each customer's records in order, up to Concurrency
-// customers at once. It reports whether every record reached a durable
-// outcome (false: the partition was revoked or the consumer is stopping).
-func (w *worker) processBatch(recs []*kgo.Record) bool {
-	lanes := map[string][]*kgo.Record{}
-	var order []string
-	for _, r := range recs {
-		if r.Offset < w.next {
-			continue // already behind the stored position (a refetch)
-		}
-		k := string(r.Key)
-		if _, ok := lanes[k]; !ok {
-			order = append(order, k)
-		}
-		lanes[k] = append(lanes[k], r)
-	}
-	sem := make(chan struct{}, w.c.cfg.Concurrency)
-	var wg sync.WaitGroup
-	for _, k := range order {
-		lane := lanes[k]
-		select {
-		case sem <- struct{}{}:
-		case <-w.ctx.Done():
-			wg.Wait()
-			return false
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			for _, r := range lane {
-				if !w.c.process(w.ctx, r) {
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	return w.ctx.Err() == nil
 }
 
 // storePosition records where this partition resumes. It retries until the

@@ -25,6 +25,8 @@ type TailOptions struct {
 	Follow     bool
 	EventID    string
 	CustomerID string
+	// KafkaOpts are applied to the reading client (TLS, SASL). Default none.
+	KafkaOpts []kgo.Opt
 }
 
 // Tail prints the audit topic's records as JSON lines, oldest first per
@@ -33,7 +35,7 @@ func Tail(ctx context.Context, o TailOptions, w io.Writer) error {
 	if o.Topic == "" {
 		o.Topic = wire.DefaultAuditTopic
 	}
-	return readTopic(ctx, o.Brokers, o.Topic, o.Follow, func(r *kgo.Record) error {
+	return readTopic(ctx, o.Brokers, o.KafkaOpts, o.Topic, o.Follow, func(r *kgo.Record) error {
 		if o.EventID != "" || o.CustomerID != "" {
 			var a wire.AuditRecord
 			if err := json.Unmarshal(r.Value, &a); err != nil {
@@ -50,8 +52,9 @@ func Tail(ctx context.Context, o TailOptions, w io.Writer) error {
 
 // readTopic calls fn for each record of topic: up to the end offsets seen at
 // the start, or forever when follow is set.
-func readTopic(ctx context.Context, brokers []string, topic string, follow bool, fn func(*kgo.Record) error) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+func readTopic(ctx context.Context, brokers []string, opts []kgo.Opt, topic string, follow bool, fn func(*kgo.Record) error) error {
+	base := []kgo.Opt{kgo.SeedBrokers(brokers...), kgo.ClientID("hookstream-audit-reader"), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())}
+	cl, err := kgo.NewClient(append(base, opts...)...)
 	if err != nil {
 		return err
 	}
@@ -133,14 +136,15 @@ func (r *Report) OK() bool { return len(r.MissingFromTable) == 0 && len(r.Missin
 // Verify compares the audit topic and the audit_log table over records at
 // or after since. The topic is compacted: records of an event older than the
 // topic's min.compaction.lag.ms may have been replaced by newer ones, so the
-// window should stay within it (the default lag is 7 days).
-func Verify(ctx context.Context, pool *pgxpool.Pool, brokers []string, topic string, since time.Time) (*Report, error) {
+// window should stay within it (the default lag is 7 days). opts are
+// applied to the client that reads the topic (TLS, SASL).
+func Verify(ctx context.Context, pool *pgxpool.Pool, brokers []string, topic string, since time.Time, opts ...kgo.Opt) (*Report, error) {
 	if topic == "" {
 		topic = wire.DefaultAuditTopic
 	}
 	rep := &Report{Since: since, MissingFromTable: []string{}, MissingFromTopic: []string{}}
 	inTopic := map[string]bool{}
-	err := readTopic(ctx, brokers, topic, false, func(r *kgo.Record) error {
+	err := readTopic(ctx, brokers, opts, topic, false, func(r *kgo.Record) error {
 		var a wire.AuditRecord
 		if err := json.Unmarshal(r.Value, &a); err != nil || a.AuditID == "" || a.At.Before(since) {
 			return nil

@@ -22,8 +22,11 @@ type SinkConfig struct {
 	// Topic is the audit topic. Default wire.DefaultAuditTopic.
 	Topic string
 	// Group is the sink's consumer group. Default "hookstream-audit-sink".
-	Group  string
-	Logger *slog.Logger
+	Group string
+	// KafkaOpts are applied to the sink's client after its own settings
+	// (TLS, SASL, metrics). Default none.
+	KafkaOpts []kgo.Opt
+	Logger    *slog.Logger
 }
 
 // Sink copies the receiver's records from the audit topic into audit_log.
@@ -50,14 +53,16 @@ func NewSink(cfg SinkConfig) (*Sink, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	cl, err := kgo.NewClient(
+	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
+		kgo.ClientID("hookstream-audit-sink"),
 		kgo.ConsumerGroup(cfg.Group),
 		kgo.ConsumeTopics(cfg.Topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.DisableAutoCommit(),
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
-	)
+	}
+	cl, err := kgo.NewClient(append(opts, cfg.KafkaOpts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("audit: sink: %w", err)
 	}

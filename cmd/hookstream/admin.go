@@ -43,11 +43,11 @@ func runTopics(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if _, err := s.parse(fs, args, stderr); err != nil {
 		return err
 	}
-	return ensureTopics(ctx, s.brokers(), int32(s.partitions), int16(replication), stdout)
+	return ensureTopics(ctx, s.kafkaConfig("hookstream-topics"), int32(s.partitions), int16(replication), stdout)
 }
 
-func ensureTopics(ctx context.Context, brokers []string, partitions int32, replication int16, stdout io.Writer) error {
-	adm, cl, err := kafka.NewAdmin(kafka.Config{Brokers: brokers})
+func ensureTopics(ctx context.Context, kcfg kafka.Config, partitions int32, replication int16, stdout io.Writer) error {
+	adm, cl, err := kafka.NewAdmin(kcfg)
 	if err != nil {
 		return fmt.Errorf("kafka-brokers (HOOKSTREAM_KAFKA_BROKERS): %w", err)
 	}

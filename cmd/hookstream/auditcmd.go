@@ -25,15 +25,15 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.BoolVar(&follow, "follow", false, "keep printing new records until interrupted")
 		fs.StringVar(&eventID, "event-id", "", "only records of this event id")
 		fs.StringVar(&customer, "customer", "", "only records of this customer id")
-		if err := fs.parse(args[1:]); err != nil {
+		if err := s.parseFlags(fs, args[1:]); err != nil {
 			return err
 		}
-		return audit.Tail(ctx, audit.TailOptions{Brokers: s.brokers(), Follow: follow, EventID: eventID, CustomerID: customer}, stdout)
+		return audit.Tail(ctx, audit.TailOptions{Brokers: s.brokers(), KafkaOpts: s.kafkaOpts, Follow: follow, EventID: eventID, CustomerID: customer}, stdout)
 	}
 	var since time.Duration
 	s.registerDatabase(fs)
 	fs.DurationVar(&since, "since", 24*time.Hour, "compare records of this window (keep it within the topic's min.compaction.lag.ms)")
-	if err := fs.parse(args[1:]); err != nil {
+	if err := s.parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
 	if s.databaseURL == "" {
@@ -44,7 +44,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer pool.Close()
-	rep, err := audit.Verify(ctx, pool, s.brokers(), "", time.Now().Add(-since))
+	rep, err := audit.Verify(ctx, pool, s.brokers(), "", time.Now().Add(-since), s.kafkaOpts...)
 	if err != nil {
 		return err
 	}

@@ -36,7 +36,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	fs.DurationVar(&wait, "verify-wait", 5*time.Minute, "how long --verify waits for processing to catch up")
 	s.registerKafka(fs)
 	s.registerDatabase(fs)
-	if err := fs.parse(args); err != nil {
+	if err := s.parseFlags(fs, args); err != nil {
 		return err
 	}
 	if c.Secret == "" && c.Scheme != "none" {
@@ -59,7 +59,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		}
 		defer pool.Close()
 		fmt.Fprintln(stderr, "verifying…")
-		ver, err = loadgen.Verify(ctx, loadgen.VerifyConfig{Pool: pool, Brokers: s.brokers(), Source: c.Source, Wait: wait, Since: start}, sum)
+		ver, err = loadgen.Verify(ctx, loadgen.VerifyConfig{Pool: pool, Brokers: s.brokers(), KafkaOpts: s.kafkaOpts, Source: c.Source, Wait: wait, Since: start}, sum)
 		if err != nil {
 			return err
 		}

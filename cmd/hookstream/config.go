@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/hookstream/hookstream/internal/kafka"
 )
 
@@ -28,8 +30,12 @@ type settings struct {
 	logFormat      string
 	instance       string
 	shutdownGrace  time.Duration
+	kafkaSecurity  kafka.Security
 
 	hasPartitions bool // registerPartitions was called
+	hasKafka      bool // registerKafka was called
+	// kafkaOpts apply kafkaSecurity to a client; set by validate.
+	kafkaOpts []kgo.Opt
 }
 
 // envVar is one setting's environment variable, for -h and error messages.
@@ -70,6 +76,18 @@ func (fs *flagSet) intVar(p *int, name, env string, def int, usage string) {
 	fs.IntVar(p, name, v, usage+" ("+env+")")
 }
 
+func (fs *flagSet) boolVar(p *bool, name, env string, def bool, usage string) {
+	v := def
+	if s, ok := os.LookupEnv(env); ok {
+		b, err := strconv.ParseBool(strings.TrimSpace(s))
+		if err != nil {
+			fs.errs = append(fs.errs, fmt.Errorf("%s: %q is not a boolean (true or false)", env, s))
+		}
+		v = b
+	}
+	fs.BoolVar(p, name, v, usage+" ("+env+")")
+}
+
 func (fs *flagSet) durationVar(p *time.Duration, name, env string, def time.Duration, usage string) {
 	v := def
 	if s, ok := os.LookupEnv(env); ok {
@@ -99,6 +117,21 @@ func (fs *flagSet) parse(args []string) error {
 func (s *settings) registerKafka(fs *flagSet) {
 	fs.stringVar(&s.kafkaBrokers, "kafka-brokers", "HOOKSTREAM_KAFKA_BROKERS", "", "comma-separated Kafka seed brokers")
 	fs.durationVar(&s.produceTimeout, "produce-timeout", "HOOKSTREAM_PRODUCE_TIMEOUT", 5*time.Second, "how long a request waits for the broker's acknowledgement before 503")
+	s.registerKafkaSecurity(fs)
+}
+
+// registerKafkaSecurity: TLS and SASL, applied to every client the command
+// creates.
+func (s *settings) registerKafkaSecurity(fs *flagSet) {
+	s.hasKafka = true
+	k := &s.kafkaSecurity
+	fs.boolVar(&k.TLS, "kafka-tls", "HOOKSTREAM_KAFKA_TLS", false, "dial the brokers over TLS (implied by the other kafka-tls flags)")
+	fs.stringVar(&k.CAFile, "kafka-tls-ca", "HOOKSTREAM_KAFKA_TLS_CA", "", "PEM file of the CAs that sign the brokers' certificates (default: the system's roots)")
+	fs.stringVar(&k.CertFile, "kafka-tls-cert", "HOOKSTREAM_KAFKA_TLS_CERT", "", "PEM client certificate for mutual TLS (with kafka-tls-key)")
+	fs.stringVar(&k.KeyFile, "kafka-tls-key", "HOOKSTREAM_KAFKA_TLS_KEY", "", "PEM key of kafka-tls-cert")
+	fs.stringVar(&k.SASLMechanism, "kafka-sasl-mechanism", "HOOKSTREAM_KAFKA_SASL_MECHANISM", "", "SASL mechanism: plain, scram-sha-256 or scram-sha-512 (default: no SASL)")
+	fs.stringVar(&k.SASLUser, "kafka-sasl-user", "HOOKSTREAM_KAFKA_SASL_USER", "", "SASL user name")
+	fs.stringVar(&k.SASLPassword, "kafka-sasl-password", "HOOKSTREAM_KAFKA_SASL_PASSWORD", "", "SASL password (prefer the variable: a flag shows in the process list)")
 }
 
 func (s *settings) registerDatabase(fs *flagSet) {
@@ -137,6 +170,15 @@ func (s *settings) parse(fs *flagSet, args []string, stderr io.Writer) (*slog.Lo
 	return s.logger(stderr)
 }
 
+// parseFlags is parse for commands that log nothing: args and variables
+// are parsed and checked.
+func (s *settings) parseFlags(fs *flagSet, args []string) error {
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	return s.validate()
+}
+
 func (s *settings) validate() error {
 	if s.hasPartitions && (s.partitions < 1 || s.partitions > 10000) {
 		return fmt.Errorf("partitions (HOOKSTREAM_PARTITIONS): must be between 1 and 10000, got %d", s.partitions)
@@ -144,7 +186,20 @@ func (s *settings) validate() error {
 	if s.produceTimeout < 0 {
 		return fmt.Errorf("produce-timeout (HOOKSTREAM_PRODUCE_TIMEOUT): must be positive, got %s", s.produceTimeout)
 	}
+	if s.hasKafka {
+		opts, err := s.kafkaSecurity.Opts()
+		if err != nil {
+			return err
+		}
+		s.kafkaOpts = opts
+	}
 	return nil
+}
+
+// kafkaConfig is how this command's clients reach the brokers; clientID
+// names the client in broker logs and in the client_id label of its metrics.
+func (s *settings) kafkaConfig(clientID string) kafka.Config {
+	return kafka.Config{Brokers: s.brokers(), ClientID: clientID, Opts: s.kafkaOpts}
 }
 
 func (s *settings) logger(w io.Writer) (*slog.Logger, error) {

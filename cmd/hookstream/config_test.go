@@ -34,9 +34,15 @@ func TestBadConfigNamesTheField(t *testing.T) {
 		{[]string{"replay"}, nil, "give exactly one of"},
 		{[]string{"replay", "--event-id", "e"}, nil, "--event-id needs --source"},
 		{[]string{"nope"}, nil, `unknown command "nope"`},
+		{[]string{"serve", "--sources", bad}, map[string]string{"HOOKSTREAM_KAFKA_SASL_MECHANISM": "gssapi"}, `kafka-sasl-mechanism (HOOKSTREAM_KAFKA_SASL_MECHANISM): "gssapi" is not one of plain, scram-sha-256, scram-sha-512`},
+		{[]string{"consume", "--kafka-tls-ca", "/nonexistent/ca.pem"}, nil, "kafka-tls-ca (HOOKSTREAM_KAFKA_TLS_CA): open /nonexistent/ca.pem"},
+		{[]string{"topics", "--kafka-sasl-mechanism", "plain", "--kafka-sasl-user", "u"}, nil, "kafka-sasl-password (HOOKSTREAM_KAFKA_SASL_PASSWORD): required"},
+		{[]string{"replay", "--status", "DEAD"}, map[string]string{"HOOKSTREAM_KAFKA_TLS": "yes please"}, `HOOKSTREAM_KAFKA_TLS: "yes please" is not a boolean`},
+		{[]string{"audit", "tail"}, map[string]string{"HOOKSTREAM_KAFKA_SASL_MECHANISM": "md5"}, "kafka-sasl-mechanism (HOOKSTREAM_KAFKA_SASL_MECHANISM)"},
 	}
 	for _, c := range cases {
-		for _, k := range []string{"HOOKSTREAM_SOURCES", "HOOKSTREAM_DATABASE_URL", "HOOKSTREAM_KAFKA_BROKERS", "HOOKSTREAM_PARTITIONS", "HOOKSTREAM_PRODUCE_TIMEOUT", "HOOKSTREAM_LOG_LEVEL"} {
+		for _, k := range []string{"HOOKSTREAM_SOURCES", "HOOKSTREAM_DATABASE_URL", "HOOKSTREAM_KAFKA_BROKERS", "HOOKSTREAM_PARTITIONS", "HOOKSTREAM_PRODUCE_TIMEOUT", "HOOKSTREAM_LOG_LEVEL",
+			"HOOKSTREAM_KAFKA_TLS", "HOOKSTREAM_KAFKA_TLS_CA", "HOOKSTREAM_KAFKA_SASL_MECHANISM", "HOOKSTREAM_KAFKA_SASL_USER", "HOOKSTREAM_KAFKA_SASL_PASSWORD"} {
 			t.Setenv(k, "")
 			os.Unsetenv(k)
 		}

@@ -9,10 +9,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/hookstream/hookstream/audit"
 	"github.com/hookstream/hookstream/consumer"
+	"github.com/hookstream/hookstream/internal/httpserver"
 	"github.com/hookstream/hookstream/internal/kafka"
 	"github.com/hookstream/hookstream/internal/sources"
 	"github.com/hookstream/hookstream/internal/wire"
@@ -28,6 +30,7 @@ func runConsume(ctx context.Context, args []string, _ io.Writer, stderr io.Write
 	p.register(fs)
 	fs.stringVar(&s.sourcesFile, "sources", "HOOKSTREAM_SOURCES", "", "YAML sources file (destinations and retry policies; without it every event is processed by a no-op)")
 	fs.stringVar(&s.instance, "instance", "HOOKSTREAM_INSTANCE", defaultInstance(), "name of this process in audit records")
+	fs.stringVar(&s.httpAddr, "http-addr", "HOOKSTREAM_HTTP_ADDR", ":8081", "listen address of /healthz, /readyz and /metrics (empty: no listener); the default is not serve's :8080 so both run on one host")
 	log, err := s.parse(fs, args, stderr)
 	if err != nil {
 		return err
@@ -43,17 +46,59 @@ func runConsume(ctx context.Context, args []string, _ io.Writer, stderr io.Write
 	}
 	startPprof(log)
 	proc, err := startProcessing(ctx, processingOptions{
-		brokers: s.brokers(), databaseURL: s.databaseURL, sources: srcs, instance: s.instance,
+		brokers: s.brokers(), kafkaOpts: s.kafkaOpts, databaseURL: s.databaseURL, sources: srcs, instance: s.instance,
 		group: p.group, concurrency: p.concurrency, sessionTimeout: p.sessionTimeout, log: log,
 	})
 	if err != nil {
 		return err
 	}
-	log.Info("consumer running", "group", p.group)
-	<-ctx.Done()
+	var stopped <-chan struct{} // nil without a listener: never ready
+	var srv *httpserver.Server
+	if s.httpAddr != "" {
+		if srv, err = proc.serve(ctx, s.httpAddr, log); err != nil {
+			proc.stop()
+			return err
+		}
+		stopped = srv.Stopped()
+		log.Info("consumer running", "group", p.group, "http_addr", srv.Addr())
+	} else {
+		log.Info("consumer running", "group", p.group)
+	}
+	select {
+	case <-ctx.Done():
+	case <-stopped:
+	}
 	log.Info("shutting down")
+	if srv != nil {
+		// Health and metrics stay up while processing drains; the
+		// listener goes last.
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := srv.Stop(sctx); err != nil {
+				log.Error("http shutdown", "error", err)
+			}
+		}()
+	}
 	proc.stop()
 	return nil
+}
+
+// serve starts the consumer's HTTP listener: /healthz, /readyz (broker and
+// database reachable) and /metrics, no other routes.
+func (p *processing) serve(ctx context.Context, addr string, log *slog.Logger) (*httpserver.Server, error) {
+	srv := httpserver.New(httpserver.Config{
+		Addr: addr,
+		Ready: []httpserver.Check{
+			{Name: "kafka", Check: func(ctx context.Context) error { return kafka.Ping(ctx, p.producer) }},
+			{Name: "postgres", Check: p.pool.Ping},
+		},
+		Logger: log,
+	})
+	if err := srv.Start(ctx); err != nil {
+		return nil, fmt.Errorf("http-addr (HOOKSTREAM_HTTP_ADDR): %w", err)
+	}
+	return srv, nil
 }
 
 type processingSettings struct {
@@ -70,6 +115,7 @@ func (p *processingSettings) register(fs *flagSet) {
 
 type processingOptions struct {
 	brokers        []string
+	kafkaOpts      []kgo.Opt // TLS, SASL
 	databaseURL    string
 	sources        []sources.Source
 	topics         wire.Topics
@@ -83,9 +129,11 @@ type processingOptions struct {
 // processing is the consumer role: a group member, the audit relay and the
 // audit sink.
 type processing struct {
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	close  []func()
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	close    []func()
+	pool     *pgxpool.Pool
+	producer *kgo.Client // the audit relay's, for readiness
 }
 
 func startProcessing(ctx context.Context, o processingOptions) (_ *processing, err error) {
@@ -104,11 +152,14 @@ func startProcessing(ctx context.Context, o processingOptions) (_ *processing, e
 		return nil, err
 	}
 	p.close = append(p.close, pool.Close)
+	p.pool = pool
 	policies := map[string]consumer.RetryPolicy{}
 	for _, s := range o.sources {
 		policies[s.Name] = consumer.RetryPolicy{MaxAttempts: s.Retry.MaxAttempts, InitialBackoff: s.Retry.InitialBackoff, MaxBackoff: s.Retry.MaxBackoff, MaxElapsed: s.Retry.MaxElapsed}
 	}
-	var kopts []kgo.Opt
+	// Every client gets the TLS and SASL options and exports its metrics
+	// (each its own kprom hook: kprom keeps one client's collectors).
+	kopts := append([]kgo.Opt{kafka.Metrics()}, o.kafkaOpts...)
 	if o.sessionTimeout > 0 {
 		kopts = append(kopts, kgo.SessionTimeout(o.sessionTimeout))
 	}
@@ -121,16 +172,17 @@ func startProcessing(ctx context.Context, o processingOptions) (_ *processing, e
 	if err != nil {
 		return nil, err
 	}
-	producer, err := kafka.NewProducer(kafka.Config{Brokers: o.brokers, ClientID: "hookstream-audit-relay"})
+	producer, err := kafka.NewProducer(kafka.Config{Brokers: o.brokers, ClientID: "hookstream-audit-relay", Opts: o.kafkaOpts, Metrics: true})
 	if err != nil {
 		return nil, err
 	}
 	p.close = append(p.close, producer.Close)
+	p.producer = producer
 	relay, err := audit.NewRelay(audit.RelayConfig{Pool: pool, Producer: producer, Topic: o.topics.Audit, Logger: o.log})
 	if err != nil {
 		return nil, err
 	}
-	sink, err := audit.NewSink(audit.SinkConfig{Brokers: o.brokers, Pool: pool, Topic: o.topics.Audit, Logger: o.log})
+	sink, err := audit.NewSink(audit.SinkConfig{Brokers: o.brokers, KafkaOpts: append([]kgo.Opt{kafka.Metrics()}, o.kafkaOpts...), Pool: pool, Topic: o.topics.Audit, Logger: o.log})
 	if err != nil {
 		return nil, err
 	}

@@ -57,7 +57,7 @@ func (r *recorder) count() int {
 // startConsume runs `hookstream consume` as its own process.
 func startConsume(t *testing.T, env []string, name string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(binary, "consume", "--instance", name, "--concurrency", "4", "--log-level", "warn", "--session-timeout", "6s")
+	cmd := exec.Command(binary, "consume", "--instance", name, "--concurrency", "4", "--log-level", "warn", "--session-timeout", "6s", "--http-addr", "127.0.0.1:0")
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stderr = &testLog{t: t, prefix: name}
 	if err := cmd.Start(); err != nil {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/hookstream/hookstream/ingest/signature"
 	"github.com/hookstream/hookstream/internal/devstack"
+	"github.com/hookstream/hookstream/internal/kafka"
 	"github.com/hookstream/hookstream/internal/migrate"
 	"github.com/hookstream/hookstream/internal/sources"
 	"github.com/hookstream/hookstream/schemas"
@@ -56,8 +57,11 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}()
 
-	brokers := s.brokers()
+	brokers, kafkaOpts := s.brokers(), s.kafkaOpts
 	if len(brokers) == 0 {
+		if len(kafkaOpts) > 0 {
+			return errors.New("kafka-tls, kafka-sasl-* (HOOKSTREAM_KAFKA_TLS…, HOOKSTREAM_KAFKA_SASL_…): apply to the brokers of HOOKSTREAM_KAFKA_BROKERS; the embedded broker speaks plaintext")
+		}
 		k, err := devstack.StartKafka(ctx, devstack.KafkaConfig{DataDir: filepath.Join(dataDir, "kafka"), ListenAddr: kafkaListen})
 		if err != nil {
 			return fmt.Errorf("embedded broker: %w", err)
@@ -88,7 +92,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if _, err := migrate.Up(ctx, dbURL); err != nil {
 		return err
 	}
-	if err := ensureTopics(ctx, brokers, int32(s.partitions), -1, io.Discard); err != nil {
+	if err := ensureTopics(ctx, kafka.Config{Brokers: brokers, ClientID: "hookstream-topics", Opts: kafkaOpts}, int32(s.partitions), -1, io.Discard); err != nil {
 		return err
 	}
 
@@ -98,7 +102,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	startPprof(log)
 	st, err := startReceiver(ctx, receiverOptions{
-		brokers: brokers, databaseURL: dbURL, addr: s.httpAddr, sources: srcs,
+		brokers: brokers, kafkaOpts: kafkaOpts, databaseURL: dbURL, addr: s.httpAddr, sources: srcs,
 		instance: s.instance, produceTimeout: s.produceTimeout, shutdownGrace: s.shutdownGrace, adminToken: s.adminToken, log: log,
 	})
 	if err != nil {
@@ -107,7 +111,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	cleanups = append(cleanups, st.stop)
 	if consume {
 		proc, err := startProcessing(ctx, processingOptions{
-			brokers: brokers, databaseURL: dbURL, sources: srcs, instance: s.instance,
+			brokers: brokers, kafkaOpts: kafkaOpts, databaseURL: dbURL, sources: srcs, instance: s.instance,
 			group: p.group, concurrency: p.concurrency, sessionTimeout: p.sessionTimeout, log: log,
 		})
 		if err != nil {

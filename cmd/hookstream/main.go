@@ -32,6 +32,7 @@ func commands() []command {
 		{"bench", "post signed webhooks to a receiver and summarise the answers", runBench},
 		{"migrate", "apply the database migrations", runMigrate},
 		{"topics", "create the Kafka topics with their configs", runTopics},
+		{"healthcheck", "exit 0 when a hookstream HTTP endpoint answers 2xx (container health checks)", runHealthcheck},
 		{"version", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {
 			fmt.Fprintln(stdout, "hookstream", version)
 			return nil
@@ -85,7 +86,7 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "hookstream — reliable webhook ingestion on Kafka and PostgreSQL")
 	fmt.Fprintln(w, "\nUsage: hookstream <command> [flags]\n\nCommands:")
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-11s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nRun 'hookstream <command> -h' for the flags of a command.")
 	fmt.Fprintln(w, "Every flag can also be set by its HOOKSTREAM_* environment variable (shown in -h).")

@@ -29,7 +29,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.DurationVar(&since, "since", 0, "with --status or --customer: only events updated within this window")
 	fs.StringVar(&reason, "reason", "replayed from the command line", "reason recorded in the audit trail")
 	fs.stringVar(&s.instance, "instance", "HOOKSTREAM_INSTANCE", defaultInstance(), "name of this process in audit records")
-	if err := fs.parse(args); err != nil {
+	if err := s.parseFlags(fs, args); err != nil {
 		return err
 	}
 	selectors := 0
@@ -53,7 +53,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer pool.Close()
-	producer, err := kafka.NewProducer(kafka.Config{Brokers: s.brokers(), ClientID: "hookstream-replay"})
+	producer, err := kafka.NewProducer(s.kafkaConfig("hookstream-replay"))
 	if err != nil {
 		return fmt.Errorf("kafka-brokers (HOOKSTREAM_KAFKA_BROKERS): %w", err)
 	}

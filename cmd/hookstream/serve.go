@@ -29,7 +29,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	startPprof(log)
 	st, err := startReceiver(ctx, receiverOptions{
-		brokers: s.brokers(), databaseURL: s.databaseURL, addr: s.httpAddr, sources: srcs,
+		brokers: s.brokers(), kafkaOpts: s.kafkaOpts, databaseURL: s.databaseURL, addr: s.httpAddr, sources: srcs,
 		instance: s.instance, produceTimeout: s.produceTimeout, shutdownGrace: s.shutdownGrace, adminToken: s.adminToken, log: log,
 	})
 	if err != nil {

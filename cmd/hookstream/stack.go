@@ -31,6 +31,7 @@ type receiverStack struct {
 
 type receiverOptions struct {
 	brokers        []string
+	kafkaOpts      []kgo.Opt // TLS, SASL
 	databaseURL    string
 	addr           string
 	sources        []sources.Source
@@ -52,7 +53,7 @@ func startReceiver(ctx context.Context, o receiverOptions) (_ *receiverStack, er
 			s.close()
 		}
 	}()
-	s.producer, err = kafka.NewProducer(kafka.Config{Brokers: o.brokers, ClientID: "hookstream-ingest", ProduceTimeout: o.produceTimeout})
+	s.producer, err = kafka.NewProducer(kafka.Config{Brokers: o.brokers, ClientID: "hookstream-ingest", ProduceTimeout: o.produceTimeout, Opts: o.kafkaOpts, Metrics: true})
 	if err != nil {
 		return nil, fmt.Errorf("kafka-brokers (HOOKSTREAM_KAFKA_BROKERS): %w", err)
 	}

@@ -21,6 +21,12 @@ type Config struct {
 	ClientID string
 	// ProduceTimeout is the record delivery timeout. Default 5s.
 	ProduceTimeout time.Duration
+	// Opts are applied to the client after hookstream's settings: TLS and
+	// SASL (Security.Opts), test tweaks. Default none.
+	Opts []kgo.Opt
+	// Metrics exports the client's metrics on /metrics (see Metrics).
+	// Default false.
+	Metrics bool
 }
 
 // ParseBrokers splits a comma-separated broker list, dropping blanks.
@@ -75,11 +81,19 @@ func NewProducer(cfg Config, opts ...kgo.Opt) (*kgo.Client, error) {
 		// partition and analytics tools agree.
 		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
 	}
-	cl, err := kgo.NewClient(append(base, opts...)...)
+	cl, err := kgo.NewClient(append(append(base, cfg.extra()...), opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("kafka: %w", err)
 	}
 	return cl, nil
+}
+
+func (c Config) extra() []kgo.Opt {
+	opts := append([]kgo.Opt(nil), c.Opts...)
+	if c.Metrics {
+		opts = append(opts, Metrics())
+	}
+	return opts
 }
 
 // NewAdmin returns an admin client and the client under it; close the latter.
@@ -88,7 +102,7 @@ func NewAdmin(cfg Config) (*kadm.Client, *kgo.Client, error) {
 	if len(cfg.Brokers) == 0 {
 		return nil, nil, errors.New("kafka: no brokers configured (HOOKSTREAM_KAFKA_BROKERS)")
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...), kgo.ClientID(cfg.ClientID))
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...), kgo.ClientID(cfg.ClientID)}, cfg.extra()...)...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("kafka: %w", err)
 	}

@@ -8,14 +8,18 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/hookstream/hookstream/audit"
 )
 
 // VerifyConfig says where the outcome of a run is.
 type VerifyConfig struct {
-	Pool       *pgxpool.Pool
-	Brokers    []string
+	Pool    *pgxpool.Pool
+	Brokers []string
+	// KafkaOpts are applied to the client that reads the audit topic (TLS,
+	// SASL). Default none.
+	KafkaOpts  []kgo.Opt
 	AuditTopic string // default hookstream.audit
 	Source     string
 	// Wait bounds how long processing may take to catch up. Default 5m.
@@ -136,7 +140,7 @@ func Verify(ctx context.Context, cfg VerifyConfig, sum *Summary) (*Verification,
 	// The audit trail: topic and table hold the same records once the relay
 	// and the sink have caught up.
 	for {
-		rep, err := audit.Verify(ctx, cfg.Pool, cfg.Brokers, cfg.AuditTopic, cfg.Since.Add(-time.Minute))
+		rep, err := audit.Verify(ctx, cfg.Pool, cfg.Brokers, cfg.AuditTopic, cfg.Since.Add(-time.Minute), cfg.KafkaOpts...)
 		if err != nil {
 			return nil, err
 		}

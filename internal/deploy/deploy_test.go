@@ -1,0 +1,260 @@
+package deploy
+
+import (
+	"context"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"testing"
+
+	"github.com/compose-spec/compose-go/v2/cli"
+	"github.com/compose-spec/compose-go/v2/types"
+)
+
+// load parses docker-compose.yml with compose-go, the loader Docker Compose
+// uses: schema validation, interpolation, anchors and merges, consistency
+// (depends_on naming existing services).
+func load(t *testing.T) *types.Project {
+	t.Helper()
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts, err := cli.NewProjectOptions(
+		[]string{filepath.Join(root, "docker-compose.yml")},
+		cli.WithWorkingDirectory(root),
+		// Only what the file itself defaults: no variable of the machine
+		// running the test, no .env file.
+		cli.WithEnv([]string{}),
+		cli.WithDiscardEnvFile,
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := opts.LoadProject(context.Background())
+	if err != nil {
+		t.Fatalf("docker-compose.yml does not load: %v", err)
+	}
+	return p
+}
+
+func service(t *testing.T, p *types.Project, name string) types.ServiceConfig {
+	t.Helper()
+	s, err := p.GetService(name)
+	if err != nil {
+		t.Fatalf("service %s: %v", name, err)
+	}
+	return s
+}
+
+var hookstreamServices = []string{"migrate", "topics", "receiver", "consumer-1", "consumer-2"}
+
+func TestComposeServicesAndImages(t *testing.T) {
+	t.Parallel()
+	p := load(t)
+	want := append([]string{"kafka", "postgres"}, hookstreamServices...)
+	got := p.ServiceNames()
+	for _, name := range want {
+		if !slices.Contains(got, name) {
+			t.Errorf("service %s missing (have %v)", name, got)
+		}
+	}
+
+	// Real Apache Kafka in KRaft mode: the official image, 3.9 or 4.x.
+	kafka := service(t, p, "kafka")
+	if m := regexp.MustCompile(`^apache/kafka:(\d+)\.(\d+)`).FindStringSubmatch(kafka.Image); m == nil {
+		t.Errorf("kafka image %q is not apache/kafka:<version>", kafka.Image)
+	} else if major, minor := atoi(m[1]), atoi(m[2]); !(major == 3 && minor == 9) && major != 4 {
+		t.Errorf("kafka image %q: want Apache Kafka 3.9 or 4.x", kafka.Image)
+	}
+	if kafka.Environment["KAFKA_PROCESS_ROLES"] == nil {
+		t.Error("kafka: KAFKA_PROCESS_ROLES unset: not KRaft")
+	}
+
+	// The official PostgreSQL image, current major (18, released 2025-09).
+	pg := service(t, p, "postgres")
+	if m := regexp.MustCompile(`^(?:docker\.io/)?(?:library/)?postgres:(\d+)`).FindStringSubmatch(pg.Image); m == nil {
+		t.Errorf("postgres image %q is not the official postgres:<major>", pg.Image)
+	} else if atoi(m[1]) < 18 {
+		t.Errorf("postgres image %q: want the current major, 18 or later", pg.Image)
+	}
+	// Since 18 the image keeps PGDATA under /var/lib/postgresql/<major>;
+	// a volume on the old …/data path is refused at start.
+	for _, v := range pg.Volumes {
+		if v.Target == "/var/lib/postgresql/data" {
+			t.Error("postgres: volume on /var/lib/postgresql/data; PostgreSQL 18+ wants /var/lib/postgresql")
+		}
+	}
+
+	// Every hookstream role runs the one image built from the Dockerfile.
+	for _, name := range hookstreamServices {
+		if img := service(t, p, name).Image; img != "hookstream:local" {
+			t.Errorf("%s: image %q, want hookstream:local", name, img)
+		}
+	}
+	if service(t, p, "migrate").Build == nil {
+		t.Error("migrate: no build: nothing builds hookstream:local")
+	}
+	for name, cmd := range map[string]string{"migrate": "migrate", "topics": "topics", "receiver": "serve", "consumer-1": "consume", "consumer-2": "consume"} {
+		if got := service(t, p, name).Command; len(got) != 1 || got[0] != cmd {
+			t.Errorf("%s: command %v, want [%s]", name, got, cmd)
+		}
+	}
+}
+
+func TestComposeStartOrder(t *testing.T) {
+	t.Parallel()
+	p := load(t)
+	const healthy, completed = types.ServiceConditionHealthy, types.ServiceConditionCompletedSuccessfully
+	want := map[string]map[string]string{
+		"migrate":    {"postgres": healthy},
+		"topics":     {"migrate": completed, "kafka": healthy},
+		"receiver":   {"migrate": completed, "topics": completed, "kafka": healthy, "postgres": healthy},
+		"consumer-1": {"migrate": completed, "topics": completed, "kafka": healthy, "postgres": healthy},
+		"consumer-2": {"migrate": completed, "topics": completed, "kafka": healthy, "postgres": healthy},
+	}
+	for name, deps := range want {
+		s := service(t, p, name)
+		for dep, cond := range deps {
+			d, ok := s.DependsOn[dep]
+			switch {
+			case !ok:
+				t.Errorf("%s: does not depend on %s", name, dep)
+			case d.Condition != cond:
+				t.Errorf("%s: depends on %s with condition %q, want %q", name, dep, d.Condition, cond)
+			}
+		}
+	}
+}
+
+func TestComposeHealthChecksAndRestarts(t *testing.T) {
+	t.Parallel()
+	p := load(t)
+	// Long-running services: a health check (what service_healthy waits
+	// for) and a restart policy.
+	for _, name := range []string{"kafka", "postgres", "receiver", "consumer-1", "consumer-2"} {
+		s := service(t, p, name)
+		if s.HealthCheck == nil || s.HealthCheck.Disable || len(s.HealthCheck.Test) < 2 {
+			t.Errorf("%s: no health check", name)
+		}
+		if s.Restart != types.RestartPolicyUnlessStopped && s.Restart != types.RestartPolicyAlways {
+			t.Errorf("%s: restart %q, want unless-stopped or always", name, s.Restart)
+		}
+	}
+	// The hookstream image is distroless: no shell, so its checks exec the
+	// binary's own probe against the service's HTTP port.
+	for name, port := range map[string]string{"receiver": "8080", "consumer-1": "8081", "consumer-2": "8081"} {
+		test := service(t, p, name).HealthCheck.Test
+		if len(test) < 3 || test[0] != "CMD" || test[1] != "/usr/local/bin/hookstream" || test[2] != "healthcheck" {
+			t.Errorf("%s: health check %q, want [CMD /usr/local/bin/hookstream healthcheck …]", name, test)
+			continue
+		}
+		if !slices.Contains(test, "http://127.0.0.1:"+port+"/readyz") {
+			t.Errorf("%s: health check %q does not probe /readyz on port %s", name, test, port)
+		}
+	}
+	// One-shots must not be restarted after they complete.
+	for _, name := range []string{"migrate", "topics"} {
+		if r := service(t, p, name).Restart; r != "" && r != types.RestartPolicyNo {
+			t.Errorf("%s: restart %q on a one-shot", name, r)
+		}
+	}
+}
+
+func TestComposeHookstreamEnvironment(t *testing.T) {
+	t.Parallel()
+	p := load(t)
+	env := func(s types.ServiceConfig, k string) string {
+		if v := s.Environment[k]; v != nil {
+			return *v
+		}
+		return ""
+	}
+	need := map[string][]string{
+		"migrate":    {"HOOKSTREAM_DATABASE_URL"},
+		"topics":     {"HOOKSTREAM_KAFKA_BROKERS", "HOOKSTREAM_PARTITIONS"},
+		"receiver":   {"HOOKSTREAM_KAFKA_BROKERS", "HOOKSTREAM_DATABASE_URL", "HOOKSTREAM_SOURCES", "HOOKSTREAM_HTTP_ADDR"},
+		"consumer-1": {"HOOKSTREAM_KAFKA_BROKERS", "HOOKSTREAM_DATABASE_URL", "HOOKSTREAM_CONSUMER_GROUP", "HOOKSTREAM_HTTP_ADDR", "HOOKSTREAM_INSTANCE"},
+		"consumer-2": {"HOOKSTREAM_KAFKA_BROKERS", "HOOKSTREAM_DATABASE_URL", "HOOKSTREAM_CONSUMER_GROUP", "HOOKSTREAM_HTTP_ADDR", "HOOKSTREAM_INSTANCE"},
+	}
+	for name, keys := range need {
+		s := service(t, p, name)
+		for _, k := range keys {
+			if env(s, k) == "" {
+				t.Errorf("%s: %s unset", name, k)
+			}
+		}
+		// Inside the compose network the broker is kafka's internal
+		// listener, never the host's 127.0.0.1.
+		if b := env(s, "HOOKSTREAM_KAFKA_BROKERS"); b != "" && b != "kafka:29092" {
+			t.Errorf("%s: HOOKSTREAM_KAFKA_BROKERS=%q, want kafka:29092", name, b)
+		}
+		if u := env(s, "HOOKSTREAM_DATABASE_URL"); u != "" && !regexp.MustCompile(`^postgres(ql)?://[^@]+@postgres:5432/`).MatchString(u) {
+			t.Errorf("%s: HOOKSTREAM_DATABASE_URL=%q does not point at the postgres service", name, u)
+		}
+	}
+	c1, c2 := service(t, p, "consumer-1"), service(t, p, "consumer-2")
+	if g1, g2 := env(c1, "HOOKSTREAM_CONSUMER_GROUP"), env(c2, "HOOKSTREAM_CONSUMER_GROUP"); g1 != g2 {
+		t.Errorf("consumers in different groups: %q and %q", g1, g2)
+	}
+	if i1, i2 := env(c1, "HOOKSTREAM_INSTANCE"), env(c2, "HOOKSTREAM_INSTANCE"); i1 == i2 {
+		t.Errorf("both consumers are instance %q: audit records could not tell them apart", i1)
+	}
+	// The receiver's sources file is mounted where HOOKSTREAM_SOURCES says.
+	rcv := service(t, p, "receiver")
+	if !slices.ContainsFunc(rcv.Volumes, func(v types.ServiceVolumeConfig) bool { return v.Target == env(rcv, "HOOKSTREAM_SOURCES") }) {
+		t.Errorf("receiver: nothing mounted at HOOKSTREAM_SOURCES=%s", env(rcv, "HOOKSTREAM_SOURCES"))
+	}
+}
+
+func TestComposePorts(t *testing.T) {
+	t.Parallel()
+	p := load(t)
+	want := map[string]struct {
+		published string
+		target    uint32
+	}{
+		"kafka":      {"9092", 9092},
+		"postgres":   {"5432", 5432},
+		"receiver":   {"8080", 8080},
+		"consumer-1": {"8081", 8081},
+		"consumer-2": {"8082", 8081},
+	}
+	published := map[string]string{}
+	for name, w := range want {
+		s := service(t, p, name)
+		found := false
+		for _, port := range s.Ports {
+			if port.Published == w.published && port.Target == w.target {
+				found = true
+				// Local stack: nothing listens on every interface.
+				if port.HostIP != "127.0.0.1" {
+					t.Errorf("%s: port %s published on %q, want 127.0.0.1", name, port.Published, port.HostIP)
+				}
+			}
+			if other, dup := published[port.Published]; dup {
+				t.Errorf("%s and %s both publish host port %s", name, other, port.Published)
+			}
+			published[port.Published] = name
+		}
+		if !found {
+			t.Errorf("%s: no port %s:%d (have %+v)", name, w.published, w.target, s.Ports)
+		}
+	}
+	// A consumer's port is the one its HTTP listener is configured on.
+	for _, name := range []string{"consumer-1", "consumer-2"} {
+		s := service(t, p, name)
+		if addr := s.Environment["HOOKSTREAM_HTTP_ADDR"]; addr == nil || *addr != ":"+strconv.Itoa(int(want[name].target)) {
+			t.Errorf("%s: HOOKSTREAM_HTTP_ADDR %v does not match its port %d", name, addr, want[name].target)
+		}
+	}
+}
+
+func atoi(s string) int {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return -1
+	}
+	return n
+}

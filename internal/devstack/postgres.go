@@ -1,138 +1,190 @@
 package devstack
 
 import (
+	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"syscall"
+	"time"
 )
 
 // PostgresConfig configures a private PostgreSQL server.
 type PostgresConfig struct {
-	// DataDir holds the cluster (data/), its socket (run/) and log. Required.
+	// DataDir holds everything of the server: the cluster (data/), the
+	// Unix socket (run/), the log (postgres.log) and the lock file.
+	// Required. When this process is root the server runs as the user
+	// "postgres", and DataDir is handed to that user; if that user cannot
+	// reach a new, empty DataDir (a clone under /root), the files go to a
+	// new directory under /var/tmp instead and DataDir becomes a symbolic
+	// link to it.
 	DataDir string
-	// Port on 127.0.0.1; 0 picks a free one.
+	// Port on 127.0.0.1. Default 0: a free port, picked anew by every
+	// StartPostgres (Start after Stop keeps it).
 	Port int
-	// NoSync trades durability for speed (initdb --no-sync, fsync=off):
-	// for tests only.
+	// NoSync trades crash safety for speed (initdb --no-sync, fsync=off,
+	// synchronous_commit=off, full_page_writes=off): data survives Stop
+	// but maybe not a crash of the machine. For tests. Default false.
 	NoSync bool
-	// Logf reports progress; nil is silent.
+	// Ephemeral makes the server and its files throwaway: Close removes
+	// them, and a watchdog process stops the server and removes them when
+	// this process exits without Close, even when it is killed (a test
+	// binary that panics or times out). The watchdog runs as the server
+	// user, so DataDir itself goes only if its parent lets that user
+	// remove it (the sticky /tmp does, for the user's own directory).
+	// Default false.
+	Ephemeral bool
+	// Logf reports what is done (initdb, a relocated data directory, an
+	// orphaned server restarted); nil discards it.
 	Logf func(format string, args ...any)
 }
 
-// Postgres is a running private server.
+// Postgres is a private PostgreSQL server. While it runs, this value owns
+// its data directory (a lock file in it), so no other process starts or
+// stops a server there.
 type Postgres struct {
-	cfg    PostgresConfig
-	bin    string
-	port   int
-	cred   *syscall.Credential
-	pgdata string
-	run    string
-	log    string
+	cfg     PostgresConfig
+	link    string // absolute DataDir as given, maybe a link to dir
+	dir     string // where the files are
+	bin     string // directory of initdb, pg_ctl and postgres
+	cred    *syscall.Credential
+	pgdata  string
+	sockDir string // "" when the path would be too long for a socket
+	logFile string
+	port    int
+
+	mu       sync.Mutex // serialises Start, Stop and Close
+	lock     *dirLock   // held from start to stop
+	watchdog *watchdog
+	closed   bool
 }
 
-// ErrNoBinaries: the PostgreSQL server binaries are not on this machine.
-var ErrNoBinaries = errors.New("PostgreSQL server binaries (initdb, pg_ctl) not found on PATH or in /usr/lib/postgresql/*/bin: install them (Debian/Ubuntu: apt-get install postgresql) or set HOOKSTREAM_DATABASE_URL to an existing server")
+// ErrNoBinaries means the PostgreSQL server binaries are not on this machine.
+var ErrNoBinaries = errors.New("PostgreSQL server binaries (initdb, pg_ctl) not found on PATH nor in /usr/lib/postgresql/*/bin or /usr/pgsql-*/bin: install them (Debian/Ubuntu: apt-get install postgresql; Fedora/RHEL: dnf install postgresql-server; macOS: brew install postgresql) or set HOOKSTREAM_DATABASE_URL to an existing server")
 
-// StartPostgres initialises the cluster on first use and starts it.
+// serverUser is the unprivileged account the server runs as when this
+// process is root; Debian's and the PGDG packages create it.
+const serverUser = "postgres"
+
+// StartPostgres creates the cluster in DataDir on first use (initdb) and
+// starts the server. A server still running in DataDir because the process
+// that started it died (kill -9, a crash) is stopped and started again with
+// this config; a server that a live process owns is left alone, with an
+// error wrapping ErrDataDirInUse.
 func StartPostgres(ctx context.Context, cfg PostgresConfig) (*Postgres, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("postgres: DataDir is required")
 	}
+	if cfg.Port < 0 || cfg.Port > 65535 {
+		return nil, fmt.Errorf("postgres: port %d out of range", cfg.Port)
+	}
 	if cfg.Logf == nil {
 		cfg.Logf = func(string, ...any) {}
 	}
-	dir, err := filepath.Abs(cfg.DataDir)
+	link, err := filepath.Abs(cfg.DataDir)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("postgres: data directory: %w", err)
 	}
-	bin, err := findBinaries()
-	if err != nil {
+	if err := shellSafe(link); err != nil {
 		return nil, err
 	}
 	cred, err := serverCredential()
 	if err != nil {
 		return nil, err
 	}
-	if cred != nil {
-		if dir, err = reachableDir(ctx, cred, dir, cfg.Logf); err != nil {
+	dir, err := resolveDir(link, cred, cfg.Logf)
+	if err != nil {
+		return nil, err
+	}
+	if err := shellSafe(dir); err != nil { // where a link led
+		return nil, err
+	}
+	p := &Postgres{
+		cfg:     cfg,
+		link:    link,
+		dir:     dir,
+		cred:    cred,
+		pgdata:  filepath.Join(dir, "data"),
+		logFile: filepath.Join(dir, "postgres.log"),
+		port:    cfg.Port,
+	}
+	// A Unix socket path is limited to 107 bytes; beyond that the server
+	// listens on TCP only, which is all hookstream uses.
+	if run := filepath.Join(dir, "run"); len(run)+len("/.s.PGSQL.65535.lock") <= 107 {
+		p.sockDir = run
+		if err := os.Mkdir(run, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("postgres: socket directory: %w", err)
+		}
+	}
+	if p.lock, err = lockDir(dir); err != nil {
+		return nil, fmt.Errorf("postgres: %w (another `hookstream dev`? give each its own --data-dir)", err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			_ = p.release(context.WithoutCancel(ctx))
+		}
+	}()
+	// chown -R: every file must be the server user's, including what root
+	// created here (the lock file, the socket directory, files of an
+	// earlier run as another user), and the watchdog must be able to
+	// remove them all.
+	if err := p.chownTree(); err != nil {
+		return nil, err
+	}
+	if p.bin, err = findBinaries(pgVersion(p.pgdata), os.Getenv("PATH"), binGlobs); err != nil {
+		return nil, err
+	}
+	if cfg.Ephemeral {
+		if p.watchdog, err = startWatchdog(p); err != nil {
 			return nil, err
 		}
 	}
-	p := &Postgres{cfg: cfg, bin: bin, cred: cred, pgdata: filepath.Join(dir, "data"), run: filepath.Join(dir, "run"), log: filepath.Join(dir, "postgres.log")}
-	for _, d := range []string{dir, p.run} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return nil, fmt.Errorf("postgres: %w", err)
+	if err := p.initdb(ctx); err != nil {
+		return nil, err
+	}
+	running, err := p.running(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if running {
+		// We hold the lock, so whoever started it is gone: an orphan of a
+		// killed `hookstream dev` or test binary. It may run with other
+		// settings (its port); restart it rather than guess.
+		cfg.Logf("stopping a PostgreSQL server left running in %s by a process that exited", p.pgdata)
+		if err := p.stop(ctx); err != nil {
+			return nil, err
 		}
-		if p.cred != nil {
-			if err := os.Chown(d, int(p.cred.Uid), int(p.cred.Gid)); err != nil {
+	}
+	for attempt := 1; ; attempt++ {
+		if cfg.Port == 0 {
+			if p.port, err = freePort(); err != nil {
 				return nil, fmt.Errorf("postgres: %w", err)
 			}
 		}
-	}
-	if _, err := os.Stat(filepath.Join(p.pgdata, "PG_VERSION")); errors.Is(err, os.ErrNotExist) {
-		cfg.Logf("initdb %s", p.pgdata)
-		args := []string{"-D", p.pgdata, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C"}
-		if cfg.NoSync {
-			args = append(args, "--no-sync")
-		}
-		if out, err := p.command(ctx, filepath.Join(bin, "initdb"), args...).CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("postgres: initdb: %w\n%s", err, out)
+		err = p.start(ctx)
+		// A free port was only free a moment ago; when another process
+		// took it meanwhile, pick another.
+		if err == nil || cfg.Port != 0 || attempt == 3 || !errors.Is(err, errPortInUse) {
+			break
 		}
 	}
-	// A server left running by a parent that was killed: stop it, so this
-	// one starts with our settings.
-	if err := p.command(ctx, filepath.Join(bin, "pg_ctl"), "status", "-D", p.pgdata).Run(); err == nil {
-		cfg.Logf("stopping a PostgreSQL server left running in %s", p.pgdata)
-		if err := p.Stop(ctx); err != nil {
-			return nil, err
-		}
-	}
-	p.port = cfg.Port
-	if p.port == 0 {
-		if p.port, err = freePort(); err != nil {
-			return nil, err
-		}
-	}
-	if err := p.Start(ctx); err != nil {
+	if err != nil {
 		return nil, err
 	}
+	ok = true
 	return p, nil
-}
-
-// Start starts the server (again) on the same port and data.
-func (p *Postgres) Start(ctx context.Context) error {
-	opts := fmt.Sprintf("-c listen_addresses=127.0.0.1 -p %d -k %s -c max_connections=200 -c shared_buffers=128MB", p.port, p.run)
-	if p.cfg.NoSync {
-		opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-	}
-	out, err := p.command(ctx, filepath.Join(p.bin, "pg_ctl"), "start", "-w", "-t", "60", "-D", p.pgdata, "-l", p.log, "-o", opts).CombinedOutput()
-	if err != nil {
-		tail, _ := os.ReadFile(p.log)
-		if len(tail) > 2000 {
-			tail = tail[len(tail)-2000:]
-		}
-		return fmt.Errorf("postgres: pg_ctl start: %w\n%s\nlog %s:\n%s", err, out, p.log, tail)
-	}
-	return nil
-}
-
-// Stop stops the server (fast shutdown: sessions end, data is safe).
-func (p *Postgres) Stop(ctx context.Context) error {
-	out, err := p.command(ctx, filepath.Join(p.bin, "pg_ctl"), "stop", "-w", "-t", "60", "-m", "fast", "-D", p.pgdata).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("postgres: pg_ctl stop: %w\n%s", err, out)
-	}
-	return nil
 }
 
 // URL is a connection URL for the superuser and the postgres database.
@@ -140,118 +192,600 @@ func (p *Postgres) URL() string {
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", p.port)
 }
 
-// Port is the server's TCP port.
+// Port is the server's TCP port on 127.0.0.1.
 func (p *Postgres) Port() int { return p.port }
 
-// command runs as the server user, in its own process group so that a
-// terminal's Ctrl-C reaches hookstream (which then stops the server in
-// order) and not the server directly.
+// Dir is the absolute directory holding the server's files: DataDir, or
+// where DataDir links to.
+func (p *Postgres) Dir() string { return p.dir }
+
+// Start starts the server again after Stop, on the same port and data. It
+// is a no-op when it runs.
+func (p *Postgres) Start(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return errors.New("postgres: Start after Close")
+	}
+	if p.lock == nil {
+		l, err := lockDir(p.dir)
+		if err != nil {
+			return fmt.Errorf("postgres: %w", err)
+		}
+		p.lock = l
+	}
+	running, err := p.running(ctx)
+	if err != nil || running {
+		return err
+	}
+	return p.start(ctx)
+}
+
+// Stop stops the server with a fast shutdown (sessions are ended,
+// committed data is safe) and gives up the data directory, so another
+// StartPostgres, in this process or another, may use it. Start starts it
+// again. It is a no-op when the server is not running.
+func (p *Postgres) Stop(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || p.lock == nil {
+		return nil
+	}
+	running, err := p.running(ctx)
+	if err == nil && running {
+		err = p.stop(ctx)
+	}
+	if err != nil {
+		return err // still ours: the server may still run
+	}
+	p.lock.unlock()
+	p.lock = nil
+	return nil
+}
+
+// Close stops the server and, with Ephemeral, removes its files. Calling it
+// again is a no-op; Start after Close fails.
+func (p *Postgres) Close(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil
+	}
+	p.closed = true
+	var err error
+	if p.lock != nil {
+		if running, rerr := p.running(ctx); rerr != nil {
+			err = rerr
+		} else if running {
+			err = p.stop(ctx)
+		}
+	}
+	return errors.Join(err, p.release(ctx))
+}
+
+// release ends the watchdog, which for Ephemeral stops the server if it
+// still runs and removes the files, and unlocks the data directory.
+func (p *Postgres) release(ctx context.Context) error {
+	var err error
+	if p.watchdog != nil {
+		err = p.watchdog.finish(ctx)
+		p.watchdog = nil
+		// The watchdog runs as the server user, who may not remove the
+		// directory itself from a parent it does not own; nor the link.
+		for _, d := range []string{p.dir, p.link} {
+			if rerr := os.RemoveAll(d); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("postgres: remove %s: %w", d, rerr))
+			}
+		}
+	}
+	p.lock.unlock()
+	p.lock = nil
+	return err
+}
+
+// errPortInUse marks a start that failed because the port was taken.
+var errPortInUse = errors.New("port in use")
+
+// start runs pg_ctl start and waits until the server accepts connections.
+func (p *Postgres) start(ctx context.Context) error {
+	// pg_ctl runs the server through /bin/sh with these options pasted in,
+	// so values are shell-quoted; inside, the directory is double-quoted
+	// for PostgreSQL's list syntax, which would split it at a space.
+	// Without a directory of our own the Unix socket is off rather than in
+	// the default directory, which may not exist or be writable here.
+	socket := "''"
+	if p.sockDir != "" {
+		socket = shellQuote(`"` + p.sockDir + `"`)
+	}
+	opts := []string{
+		"-c listen_addresses=127.0.0.1",
+		"-c port=" + strconv.Itoa(p.port),
+		"-c unix_socket_directories=" + socket,
+		// hookstream's pools plus parallel tests; the default 100 is tight.
+		"-c max_connections=200",
+	}
+	if p.cfg.NoSync {
+		opts = append(opts, "-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off")
+	}
+	// Only the part of the log written by this start explains its failure.
+	logStart := int64(0)
+	if st, err := os.Stat(p.logFile); err == nil {
+		logStart = st.Size()
+	}
+	if p.deadPostmaster() {
+		// Only we (holding the lock) start servers here, and the process
+		// the pid file names has exited: the file is stale, whatever
+		// kill(pid, 0) says. The same goes for the socket's lock file.
+		p.cfg.Logf("removing the pid files of a PostgreSQL server that was killed")
+		stale := []string{filepath.Join(p.pgdata, "postmaster.pid")}
+		if p.sockDir != "" {
+			sockets, _ := filepath.Glob(filepath.Join(p.sockDir, ".s.PGSQL.*"))
+			stale = append(stale, sockets...)
+		}
+		for _, f := range stale {
+			if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("postgres: remove stale pid file: %w", err)
+			}
+		}
+	}
+	// After a kill -9 of the postmaster, its backends notice and exit on
+	// their own within moments; until then the server refuses to start
+	// (shared memory "still in use"). Retry that case for a bounded time.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		out, err := p.command(ctx, filepath.Join(p.bin, "pg_ctl"), "start", "-w", "-t", "60",
+			"-D", p.pgdata, "-l", p.logFile, "-o", strings.Join(opts, " ")).CombinedOutput()
+		if err == nil {
+			return nil
+		}
+		tail := p.logSince(logStart)
+		err = fmt.Errorf("postgres: pg_ctl start on 127.0.0.1:%d: %w\n%s\nserver log %s:\n%s", p.port, err, bytes.TrimSpace(out), p.logFile, tail)
+		switch {
+		case strings.Contains(tail, "Address already in use"):
+			return fmt.Errorf("%w: %w", errPortInUse, err)
+		case strings.Contains(tail, "is still in use") && time.Now().Before(deadline):
+			if werr := waitTick(ctx, 200*time.Millisecond); werr != nil {
+				return errors.Join(err, werr)
+			}
+			logStart = p.logSize()
+		default:
+			return err
+		}
+	}
+}
+
+// stop runs pg_ctl stop -m fast and waits until the server is gone.
+func (p *Postgres) stop(ctx context.Context) error {
+	out, err := p.command(ctx, filepath.Join(p.bin, "pg_ctl"), "stop", "-w", "-t", "60", "-m", "fast", "-D", p.pgdata).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("postgres: pg_ctl stop: %w\n%s", err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// running asks pg_ctl whether a server runs in the data directory. pg_ctl
+// checks that the postmaster.pid process is alive, so a pid file left by a
+// crash counts as not running.
+func (p *Postgres) running(ctx context.Context) (bool, error) {
+	out, err := p.command(ctx, filepath.Join(p.bin, "pg_ctl"), "status", "-D", p.pgdata).CombinedOutput()
+	var exitErr *exec.ExitError
+	switch {
+	case err == nil:
+		return !p.deadPostmaster(), nil
+	case errors.As(err, &exitErr) && exitErr.ExitCode() == 3: // not running
+		return false, nil
+	default:
+		return false, fmt.Errorf("postgres: pg_ctl status: %w\n%s", err, bytes.TrimSpace(out))
+	}
+}
+
+// deadPostmaster reports whether postmaster.pid names a process that has
+// exited but is not reaped yet: a zombie. The postmaster's parent is init
+// (pg_ctl exits after starting it), and an init that reaps late, as in
+// some containers and sandboxes, or a hookstream running as PID 1, leaves
+// a killed postmaster a zombie for a while or for good. pg_ctl and the
+// server see the pid alive (kill(pid, 0) succeeds on a zombie) and would
+// report a server that does not exist and refuse to start a new one.
+// Linux only (/proc); elsewhere it is always false.
+func (p *Postgres) deadPostmaster() bool {
+	b, err := os.ReadFile(filepath.Join(p.pgdata, "postmaster.pid"))
+	if err != nil {
+		return false
+	}
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	pid, err := strconv.Atoi(string(bytes.TrimSpace(line)))
+	if err != nil || pid <= 0 {
+		return false
+	}
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	// "pid (comm) state ...": comm may hold spaces and parentheses.
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return false
+	}
+	fields := bytes.Fields(stat[i+1:])
+	return len(fields) > 0 && (string(fields[0]) == "Z" || string(fields[0]) == "X")
+}
+
+// initdb creates the cluster when there is none. It works in a scratch
+// directory renamed into place at the end, so an initdb interrupted by a
+// crash leaves nothing that looks like a cluster.
+func (p *Postgres) initdb(ctx context.Context) error {
+	if pgVersion(p.pgdata) != "" {
+		return nil
+	}
+	if _, err := os.Stat(p.pgdata); err == nil {
+		return fmt.Errorf("postgres: %s exists but holds no PostgreSQL cluster (no PG_VERSION): remove it to start afresh", p.pgdata)
+	}
+	scratch := p.pgdata + ".initdb"
+	if err := os.RemoveAll(scratch); err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
+	p.cfg.Logf("initdb %s", p.pgdata)
+	args := []string{"-D", scratch, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C"}
+	if p.cfg.NoSync {
+		args = append(args, "--no-sync")
+	}
+	if out, err := p.command(ctx, filepath.Join(p.bin, "initdb"), args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("postgres: initdb: %w\n%s", err, bytes.TrimSpace(out))
+	}
+	if err := os.Rename(scratch, p.pgdata); err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
+	return nil
+}
+
+// resolveDir creates DataDir and returns the directory the server's files
+// go in. That is DataDir itself (or what it links to), except when this
+// process is root and the server user cannot reach DataDir, say a clone
+// under /root with mode 0700: then a new, empty DataDir is replaced by a
+// symbolic link to a new directory under /var/tmp (kept across reboots,
+// unlike /tmp), so that `hookstream dev` works from anywhere and its data
+// still sits "in" DataDir. A DataDir that already holds files is not moved
+// behind the user's back; that is an error saying what to do.
+func resolveDir(dataDir string, cred *syscall.Credential, logf func(string, ...any)) (string, error) {
+	dir := dataDir
+	if real, err := filepath.EvalSymlinks(dataDir); err == nil {
+		dir = real
+	}
+	// Parents 0755: created by root with 0700 they would shut the server
+	// user out of its own directory.
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return "", fmt.Errorf("postgres: data directory: %w", err)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return "", fmt.Errorf("postgres: data directory: %w", err)
+	}
+	if cred == nil {
+		return dir, nil
+	}
+	if err := os.Lchown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
+		return "", fmt.Errorf("postgres: hand %s to user %s: %w", dir, serverUser, err)
+	}
+	if reachable(dir, cred) {
+		return dir, nil
+	}
+	blocker := closedAncestor(dir, cred)
+	if blocker == "" {
+		blocker = dir
+	}
+	if entries, err := os.ReadDir(dir); err != nil || len(entries) > 0 {
+		mode := ""
+		if st, err := os.Stat(blocker); err == nil {
+			mode = fmt.Sprintf(" (mode %04o, owner uid %d)", st.Mode().Perm(), st.Sys().(*syscall.Stat_t).Uid)
+		}
+		return "", fmt.Errorf("postgres: PostgreSQL refuses to run as root, so it runs as the user %q, and that user cannot reach the data directory %s, which already holds files: %s%s is closed to it. "+
+			"Fix one of: choose a data directory elsewhere (hookstream dev --data-dir /var/tmp/hookstream); "+
+			"let the user pass through (chmod o+x %s); or set HOOKSTREAM_DATABASE_URL to an existing server",
+			serverUser, dir, blocker, mode, blocker)
+	}
+	base := "/var/tmp"
+	if st, err := os.Stat(base); err != nil || !st.IsDir() {
+		base = os.TempDir()
+	}
+	// A new name each time, not one derived from DataDir: after someone
+	// deletes DataDir to start afresh, an old cluster must not come back
+	// (its stored consumer offsets would not match a fresh broker).
+	elsewhere, err := os.MkdirTemp(base, "hookstream-postgres-")
+	if err != nil {
+		return "", fmt.Errorf("postgres: relocate data directory: %w", err)
+	}
+	if err := os.Lchown(elsewhere, int(cred.Uid), int(cred.Gid)); err != nil {
+		os.Remove(elsewhere)
+		return "", fmt.Errorf("postgres: relocate data directory: %w", err)
+	}
+	if !reachable(elsewhere, cred) {
+		os.Remove(elsewhere)
+		return "", fmt.Errorf("postgres: user %q can reach neither the data directory %s (%s is closed to it) nor %s: choose a data directory elsewhere or set HOOKSTREAM_DATABASE_URL", serverUser, dir, blocker, elsewhere)
+	}
+	if err := os.Remove(dir); err != nil {
+		os.Remove(elsewhere)
+		return "", fmt.Errorf("postgres: relocate data directory: %w", err)
+	}
+	if err := os.Symlink(elsewhere, dir); err != nil {
+		os.Remove(elsewhere)
+		return "", fmt.Errorf("postgres: relocate data directory: %w", err)
+	}
+	logf("user %s cannot reach %s (%s is closed to it): PostgreSQL's files are in %s, and %s links there", serverUser, dir, blocker, elsewhere, dir)
+	return elsewhere, nil
+}
+
+// reachable asks the kernel, as the server user, whether it can use dir,
+// rather than reading mode bits: ACLs and group membership then count as
+// they will for the server.
+func reachable(dir string, cred *syscall.Credential) bool {
+	probe := serverCommand(context.Background(), cred, "/bin/sh", "-c", `test -d "$1" && test -w "$1" && test -x "$1"`, "sh", dir)
+	return probe.Run() == nil
+}
+
+// chownTree hands every file under DataDir to the server user (chown -R),
+// for directories that root touched or that an earlier run as another
+// user created.
+func (p *Postgres) chownTree() error {
+	if p.cred == nil {
+		return nil
+	}
+	uid, gid := int(p.cred.Uid), int(p.cred.Gid)
+	err := filepath.WalkDir(p.dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if st, ok := info.Sys().(*syscall.Stat_t); ok && int(st.Uid) == uid && int(st.Gid) == gid {
+			return nil
+		}
+		return os.Lchown(path, uid, gid)
+	})
+	if err != nil {
+		return fmt.Errorf("postgres: hand %s to user %s: %w", p.dir, serverUser, err)
+	}
+	return nil
+}
+
+// closedAncestor returns the first directory on the way to dir that the
+// credential's user may not pass through, by mode bits; "" if none.
+func closedAncestor(dir string, cred *syscall.Credential) string {
+	var path []string
+	for d := dir; ; d = filepath.Dir(d) {
+		path = append(path, d)
+		if d == filepath.Dir(d) {
+			break
+		}
+	}
+	slices.Reverse(path)
+	for _, d := range path {
+		info, err := os.Stat(d)
+		if err != nil {
+			return d
+		}
+		st := info.Sys().(*syscall.Stat_t)
+		perm := info.Mode().Perm()
+		var x fs.FileMode
+		switch {
+		case st.Uid == cred.Uid:
+			x = 0o100
+		case st.Gid == cred.Gid || slices.Contains(cred.Groups, st.Gid):
+			x = 0o010
+		default:
+			x = 0o001
+		}
+		if perm&x == 0 {
+			return d
+		}
+	}
+	return ""
+}
+
 func (p *Postgres) command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	return serverCommand(ctx, p.cred, name, args...)
+}
+
+// serverCommand prepares a command run as the server user (cred; nil is
+// this process's user), in its own process group: a terminal's Ctrl-C then
+// reaches hookstream, which stops the server in order, and not the server
+// directly.
+func serverCommand(ctx context.Context, cred *syscall.Credential, name string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: p.cred}
-	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
+	cmd.Dir = "/" // the server user may not be able to enter our working directory
 	cmd.Env = append(os.Environ(), "LC_ALL=C")
-	if p.cred != nil {
-		cmd.Env = append(cmd.Env, "HOME="+os.TempDir(), "USER=postgres", "LOGNAME=postgres")
+	if cred != nil {
+		cmd.Env = append(cmd.Env, "HOME="+os.TempDir(), "USER="+serverUser, "LOGNAME="+serverUser)
 	}
 	return cmd
 }
 
-// reachableDir returns where the server's files go when it runs as the
-// unprivileged user: dir itself when that user can reach it, or else (a
-// clone under /root, say) a directory of its own under /var/tmp that dir
-// becomes a symbolic link to, so that the data still sits "under" the data
-// dir for the user and survives reboots.
-func reachableDir(ctx context.Context, cred *syscall.Credential, dir string, logf func(string, ...any)) (string, error) {
-	if real, err := filepath.EvalSymlinks(dir); err == nil {
-		dir = real
+// logSince returns the server log written after offset, at most its last 4 KiB.
+func (p *Postgres) logSince(offset int64) string {
+	f, err := os.Open(p.logFile)
+	if err != nil {
+		return ""
 	}
-	reachable := func(d string) bool {
-		probe := &Postgres{cred: cred}
-		return probe.command(ctx, "/bin/sh", "-c", `test -w "$1" && test -x "$1"`, "sh", d).Run() == nil
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Size()-offset > 4096 {
+		offset = st.Size() - 4096
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", fmt.Errorf("postgres: %w", err)
+	if _, err := f.Seek(offset, io.SeekStart); err != nil {
+		return ""
 	}
-	if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
-		return "", fmt.Errorf("postgres: %w", err)
+	b, _ := io.ReadAll(f)
+	return string(bytes.TrimSpace(b))
+}
+
+func (p *Postgres) logSize() int64 {
+	st, err := os.Stat(p.logFile)
+	if err != nil {
+		return 0
 	}
-	if reachable(dir) {
-		return dir, nil
-	}
-	entries, _ := os.ReadDir(dir)
-	if len(entries) > 0 {
-		return "", fmt.Errorf("postgres: the data directory %s is not reachable by the unprivileged user \"postgres\" that PostgreSQL must run as (a parent directory such as /root is closed to it): choose --data-dir under a world-traversable path such as /tmp or /var/lib, or set HOOKSTREAM_DATABASE_URL", dir)
-	}
-	sum := sha256.Sum256([]byte(dir))
-	elsewhere := "/var/tmp" // kept across reboots, unlike /tmp
-	if _, err := os.Stat(elsewhere); err != nil {
-		elsewhere = os.TempDir()
-	}
-	elsewhere = filepath.Join(elsewhere, "hookstream-postgres-"+hex.EncodeToString(sum[:6]))
-	if err := os.MkdirAll(elsewhere, 0o700); err != nil {
-		return "", fmt.Errorf("postgres: %w", err)
-	}
-	if err := os.Chown(elsewhere, int(cred.Uid), int(cred.Gid)); err != nil {
-		return "", fmt.Errorf("postgres: %w", err)
-	}
-	if err := os.Remove(dir); err != nil {
-		return "", fmt.Errorf("postgres: %w", err)
-	}
-	if err := os.Symlink(elsewhere, dir); err != nil {
-		return "", fmt.Errorf("postgres: %w", err)
-	}
-	logf("the postgres user cannot reach %s; PostgreSQL's files live in %s (linked from there)", dir, elsewhere)
-	return elsewhere, nil
+	return st.Size()
 }
 
 // serverCredential is nil when this process may run PostgreSQL itself, and
-// the "postgres" user's when it is root.
+// the server user's when it is root.
 func serverCredential() (*syscall.Credential, error) {
 	if os.Geteuid() != 0 {
 		return nil, nil
 	}
-	u, err := user.Lookup("postgres")
+	u, err := user.Lookup(serverUser)
 	if err != nil {
-		return nil, fmt.Errorf("postgres: running as root, and PostgreSQL refuses to run as root, but there is no unprivileged user %q to run it as: create it (useradd --system postgres) or set HOOKSTREAM_DATABASE_URL", "postgres")
+		return nil, fmt.Errorf("postgres: this process is root and PostgreSQL refuses to run as root, but there is no user %q to run it as: create it (useradd --system --user-group %s), run as another user, or set HOOKSTREAM_DATABASE_URL", serverUser, serverUser)
 	}
-	uid, _ := strconv.ParseUint(u.Uid, 10, 32)
-	gid, _ := strconv.ParseUint(u.Gid, 10, 32)
-	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+	uid, err := strconv.ParseUint(u.Uid, 10, 32)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: user %s: uid %q: %w", serverUser, u.Uid, err)
+	}
+	gid, err := strconv.ParseUint(u.Gid, 10, 32)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: user %s: gid %q: %w", serverUser, u.Gid, err)
+	}
+	cred := &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+	// Without Groups the child keeps no supplementary groups at all (Go
+	// clears root's); give it the user's own, as a login would.
+	if ids, err := u.GroupIds(); err == nil {
+		for _, id := range ids {
+			if g, err := strconv.ParseUint(id, 10, 32); err == nil {
+				cred.Groups = append(cred.Groups, uint32(g))
+			}
+		}
+	}
+	return cred, nil
 }
 
-// findBinaries returns the directory holding initdb and pg_ctl: PATH first,
-// then the newest /usr/lib/postgresql/<version>/bin.
-func findBinaries() (string, error) {
-	if p, err := exec.LookPath("initdb"); err == nil {
-		dir := filepath.Dir(p)
-		if _, err := os.Stat(filepath.Join(dir, "pg_ctl")); err == nil {
-			return dir, nil
+// binGlobs are where distributions install the server binaries, one
+// directory per major version (Debian/Ubuntu, then PGDG RPMs).
+var binGlobs = []string{"/usr/lib/postgresql/*/bin", "/usr/pgsql-*/bin"}
+
+// findBinaries returns the directory holding initdb, pg_ctl and postgres:
+// PATH first, then the newest versioned install directory. For an existing
+// cluster (want = its PG_VERSION) only binaries of that major version
+// will do, since a server cannot open another major version's files.
+func findBinaries(want, pathEnv string, globs []string) (string, error) {
+	complete := func(dir string) bool {
+		for _, tool := range []string{"initdb", "pg_ctl", "postgres"} {
+			if st, err := os.Stat(filepath.Join(dir, tool)); err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
+				return false
+			}
+		}
+		return true
+	}
+	var candidates []string
+	for _, d := range filepath.SplitList(pathEnv) {
+		if d == "" {
+			continue
+		}
+		// Resolve symlinks (/usr/local/bin/pg_ctl -> /usr/lib/postgresql/15/bin)
+		// so pg_ctl finds its postgres and so the version can be read.
+		if real, err := filepath.EvalSymlinks(filepath.Join(d, "pg_ctl")); err == nil {
+			candidates = append(candidates, filepath.Dir(real))
 		}
 	}
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
-	sort.Slice(dirs, func(i, j int) bool { return versionOf(dirs[i]) > versionOf(dirs[j]) })
-	for _, d := range dirs {
-		if _, err := os.Stat(filepath.Join(d, "initdb")); err == nil {
+	var versioned []string
+	for _, g := range globs {
+		m, _ := filepath.Glob(g)
+		versioned = append(versioned, m...)
+	}
+	slices.SortStableFunc(versioned, func(a, b string) int { return versionOf(b) - versionOf(a) })
+	candidates = append(candidates, versioned...)
+	var found []string
+	for _, d := range candidates {
+		if !complete(d) {
+			continue
+		}
+		if want == "" {
 			return d, nil
 		}
+		v := binVersion(d)
+		if v == want {
+			return d, nil
+		}
+		found = append(found, fmt.Sprintf("%s (%s)", d, v))
+	}
+	if want != "" && len(found) > 0 {
+		return "", fmt.Errorf("postgres: the data directory holds a PostgreSQL %s cluster, but the server binaries found are another major version: %s. Install PostgreSQL %s (Debian/Ubuntu: apt-get install postgresql-%s), or start afresh with another data directory", want, strings.Join(found, ", "), want, want)
 	}
 	return "", ErrNoBinaries
 }
 
-func versionOf(binDir string) float64 {
-	v, _ := strconv.ParseFloat(filepath.Base(filepath.Dir(binDir)), 64)
+// versionOf reads the major version from an install directory such as
+// /usr/lib/postgresql/15/bin or /usr/pgsql-15/bin; 0 when there is none.
+func versionOf(binDir string) int {
+	s := filepath.Base(filepath.Dir(binDir))
+	s = strings.TrimPrefix(s, "pgsql-")
+	major, _, _ := strings.Cut(s, ".")
+	v, _ := strconv.Atoi(major)
 	return v
+}
+
+// binVersion is the major version of the binaries in dir, from the
+// directory name or else from `pg_ctl --version`.
+func binVersion(dir string) string {
+	if v := versionOf(dir); v > 0 {
+		return strconv.Itoa(v)
+	}
+	out, err := exec.Command(filepath.Join(dir, "pg_ctl"), "--version").Output()
+	if err != nil {
+		return "unknown"
+	}
+	// "pg_ctl (PostgreSQL) 15.8 (Debian 15.8-0+deb12u1)"
+	fields := strings.Fields(string(out))
+	if len(fields) < 3 {
+		return "unknown"
+	}
+	major, _, _ := strings.Cut(fields[2], ".")
+	return major
+}
+
+// pgVersion is the major version of the cluster in pgdata, "" if none.
+func pgVersion(pgdata string) string {
+	b, err := os.ReadFile(filepath.Join(pgdata, "PG_VERSION"))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// shellSafe refuses a data directory path that pg_ctl cannot carry: it
+// pastes the path between double quotes into a shell command line.
+func shellSafe(dir string) error {
+	if strings.ContainsAny(dir, "\"$`\\\n") {
+		return fmt.Errorf("postgres: data directory %q: the characters \" $ ` \\ and newline are not supported in its path", dir)
+	}
+	return nil
+}
+
+// shellQuote quotes s for the shell that pg_ctl runs the server with.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// waitTick waits d or until ctx ends, for retry loops that have a deadline.
+func waitTick(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func freePort() (int, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("find a free port: %w", err)
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// Another process may take it before it is used; callers that bind it
+// retry or accept that.
 func FreePort() (int, error) { return freePort() }

@@ -22,17 +22,24 @@ const (
 	kafkaImage    = "apache/kafka:4.1.0"
 )
 
+// startPostgresContainer runs PostgreSQL in Docker, removed when Main ends
+// (or by testcontainers' reaper when the test binary dies first).
 func startPostgresContainer(ctx context.Context) (string, error) {
 	c, err := tcpostgres.Run(ctx, postgresImage,
 		tcpostgres.WithDatabase("postgres"),
 		tcpostgres.WithUsername("postgres"),
 		tcpostgres.WithPassword("postgres"),
 		tcpostgres.BasicWaitStrategies(),
+		// The module already turns fsync off; parallel tests need more
+		// than the default 100 connections, as with devstack.
+		testcontainers.WithCmdArgs("-c", "max_connections=200"),
 	)
+	if c != nil {
+		atExit(func() { _ = testcontainers.TerminateContainer(c) })
+	}
 	if err != nil {
 		return "", fmt.Errorf("testcontainers postgres: %w", err)
 	}
-	atExit(func() { _ = testcontainers.TerminateContainer(c) })
 	return c.ConnectionString(ctx, "sslmode=disable")
 }
 
@@ -67,9 +74,11 @@ func startKafkaContainer(ctx context.Context) ([]string, error) {
 		}),
 		testcontainers.WithWaitStrategy(wait.ForLog("Kafka Server started").WithStartupTimeout(2*time.Minute)),
 	)
+	if c != nil {
+		atExit(func() { _ = testcontainers.TerminateContainer(c) })
+	}
 	if err != nil {
 		return nil, fmt.Errorf("testcontainers kafka: %w", err)
 	}
-	atExit(func() { _ = testcontainers.TerminateContainer(c) })
 	return []string{"127.0.0.1:" + hostPort}, nil
 }

@@ -1,15 +1,43 @@
-// Package testenv is the one place tests get their services from.
+// Package testenv is the one place tests get PostgreSQL and Kafka from
+// (STYLE.md, item 7). Tests never start services themselves, so one switch
+// (the environment) moves the whole suite between a laptop, Docker and CI.
 //
-// PostgreSQL, in order: HOOKSTREAM_TEST_DATABASE_URL; else testcontainers-go
-// (postgres:17-alpine) when a Docker engine answers; else a private server
-// from the machine's PostgreSQL binaries (internal/devstack). The server is
-// migrated once into a template database and every test gets its own clone.
+// PostgreSQL (Postgres), the first that applies, once per test binary:
 //
-// Kafka, in order: HOOKSTREAM_TEST_KAFKA_BROKERS; else testcontainers-go
-// (apache/kafka, KRaft) when a Docker engine answers; else an in-process
-// kfake broker. Every test gets its own topics.
+//  1. HOOKSTREAM_TEST_DATABASE_URL: an existing server. The role needs
+//     CREATEDB; PostgreSQL 13 or newer (DROP DATABASE ... WITH (FORCE)).
+//  2. testcontainers-go, postgres:17-alpine, when a Docker engine answers
+//     (testcontainers' own discovery: DOCKER_HOST, Docker contexts,
+//     ~/.testcontainers.properties, rootless sockets; asked once, briefly).
+//  3. A private server from the machine's PostgreSQL binaries
+//     (internal/devstack), in a temporary directory, without fsync.
 //
-// When CI is set, a service that cannot start fails the test; otherwise the
-// test is skipped with the reason. Packages call Main from TestMain so that
-// what was started is stopped when the test binary ends.
+// The server gets a template database, migrated once; every Postgres call
+// clones it (CREATE DATABASE ... TEMPLATE, milliseconds) and drops the
+// clone when the test ends, so tests run in parallel on databases of their
+// own.
+//
+// Kafka (Kafka), the first that applies, once per test binary:
+//
+//  1. HOOKSTREAM_TEST_KAFKA_BROKERS: comma-separated seed brokers.
+//  2. testcontainers-go, apache/kafka in KRaft single-node mode, when a
+//     Docker engine answers.
+//  3. An in-process kfake broker, in memory.
+//
+// Brokers are shared; Topics gives every test topics of its own.
+//
+// NewKafka and NewPostgres are different: a private server that the test
+// stops and starts (outage and restart tests). They are always the
+// in-process kfake broker and a devstack PostgreSQL, whatever the
+// environment says, because the test must control their lifetime.
+//
+// When a service cannot start, the test is skipped with the reason, or,
+// when CI is set to anything, fails with it: a CI run must not go green by
+// skipping. Everything here is safe for parallel tests.
+//
+// Packages call Main from TestMain, so that what was started is stopped
+// when the tests end. A test binary that dies without that (a panic, a
+// timeout, kill -9) still leaves nothing running: the devstack server has
+// a watchdog, testcontainers' reaper removes containers, and kfake dies
+// with the process.
 package testenv

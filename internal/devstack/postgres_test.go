@@ -206,7 +206,12 @@ func TestPostgresStartAfterServerKilled(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "the killed server still answers", func() bool { return !answers(pg.URL()) })
+	// Until the postmaster has exited (a zombie counts as exited), pg_ctl
+	// rightly reports it running and Start leaves it be.
+	eventually(t, 30*time.Second, "the killed server is still running", func() bool {
+		running, err := pg.running(ctx)
+		return err == nil && !running && !answers(pg.URL())
+	})
 	if err := pg.Start(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -3,8 +3,9 @@
 // audit_id in both, and no dual write:
 //
 //   - decisions made inside a PostgreSQL transaction (consumer, admin) are
-//     written to audit_log and the outbox in that transaction (Writer), and
-//     the Relay publishes them to the topic in commit order;
+//     written to audit_log in that transaction (Writer), and the Relay
+//     publishes them to the topic once committed, in transaction order,
+//     keeping its position in the table audit_relay;
 //   - decisions made by the receiver are produced to the topic before its
 //     reply, and the Sink copies them into the table.
 //

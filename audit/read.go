@@ -121,8 +121,8 @@ type Report struct {
 	// TopicRecords and TableRecords count the records in the window.
 	TopicRecords int `json:"topic_records"`
 	TableRecords int `json:"table_records"`
-	// Pending counts table records still in the outbox (not yet published):
-	// not a disagreement.
+	// Pending counts table records the relay has not published yet: not a
+	// disagreement.
 	Pending int `json:"pending"`
 	// MissingFromTable lists audit_ids in the topic but not the table;
 	// MissingFromTopic the reverse.
@@ -155,8 +155,8 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, brokers []string, topic str
 	if err != nil {
 		return nil, err
 	}
-	rows, err := pool.Query(ctx, `SELECT a.audit_id::text, o.seq IS NOT NULL FROM audit_log a
-LEFT JOIN audit_outbox o USING (seq) WHERE a.at >= $1`, since)
+	rows, err := pool.Query(ctx, `SELECT a.audit_id::text, coalesce(a.xid IS NOT NULL AND (a.xid, a.seq) > (c.xid, c.seq), false)
+FROM audit_log a, audit_relay c WHERE a.at >= $1`, since)
 	if err != nil {
 		return nil, fmt.Errorf("audit: read table: %w", err)
 	}

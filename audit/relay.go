@@ -26,16 +26,18 @@ type RelayConfig struct {
 	Producer Producer      // required; idempotent, acks=all
 	// Topic is the audit topic. Default wire.DefaultAuditTopic.
 	Topic string
-	// Batch bounds the records published per round. Default 500.
+	// Batch bounds the records published per round. Default 2000.
 	Batch int
-	// Idle is how long the relay waits when the outbox is empty. Default 50ms.
+	// Idle is how long the relay waits when nothing is left to publish.
+	// Default 50ms.
 	Idle   time.Duration
 	Logger *slog.Logger
 }
 
-// Relay publishes audit_log rows queued in the outbox to the audit topic,
-// in commit order. One relay runs at a time (a PostgreSQL advisory lock);
-// others wait to take over.
+// Relay publishes the audit_log rows written by Writer to the audit topic,
+// in the order of their transactions. One relay runs at a time (a
+// PostgreSQL advisory lock); others wait to take over. Its position is the
+// audit_relay row.
 type Relay struct {
 	cfg RelayConfig
 }
@@ -52,7 +54,7 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 		cfg.Topic = wire.DefaultAuditTopic
 	}
 	if cfg.Batch <= 0 {
-		cfg.Batch = 500
+		cfg.Batch = 2000
 	}
 	if cfg.Idle <= 0 {
 		cfg.Idle = 50 * time.Millisecond
@@ -64,7 +66,8 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 }
 
 // Run publishes until ctx ends. Errors (database or broker unavailable) are
-// logged and retried: the outbox keeps every record until it is published.
+// logged and retried: the table keeps every record, and the position moves
+// only once the broker has acknowledged.
 func (r *Relay) Run(ctx context.Context) error {
 	for ctx.Err() == nil {
 		if err := r.leader(ctx); err != nil && ctx.Err() == nil {
@@ -113,22 +116,28 @@ func (r *Relay) leader(ctx context.Context) error {
 
 // PublishOnce publishes one batch and returns how many records it
 // published. Only rows of transactions older than every transaction still
-// running are taken, so a row committed later with a lower seq is never
-// skipped; rows go out in seq order and leave the outbox once the broker
-// has acknowledged all of them.
+// running are taken: any transaction that writes later has a higher id,
+// so, taken in (xid, seq) order, no row is ever skipped. Rows go out in
+// that order — a transaction's rows together, in the order written, and
+// the transactions of one event in the order they ran — and the position
+// moves once the broker has acknowledged all of them.
 func (r *Relay) PublishOnce(ctx context.Context, conn *pgx.Conn) (int, error) {
-	rows, err := conn.Query(ctx, `SELECT `+selectColumns+`, o.seq
-FROM audit_outbox o JOIN audit_log a USING (seq)
-WHERE o.xid < pg_snapshot_xmin(pg_current_snapshot())
-ORDER BY o.seq LIMIT $1`, r.cfg.Batch)
+	// The position is read each round (it is one row): a relay that took
+	// over from another starts where that one stopped.
+	rows, err := conn.Query(ctx, `WITH c AS (SELECT xid, seq FROM audit_relay WHERE id = 1)
+SELECT `+selectColumns+`, a.xid::text, a.seq
+FROM audit_log a
+WHERE a.xid IS NOT NULL AND (a.xid, a.seq) > ((SELECT xid FROM c), (SELECT seq FROM c))
+  AND a.xid < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY a.xid, a.seq LIMIT $1`, r.cfg.Batch)
 	if err != nil {
-		return 0, fmt.Errorf("audit relay: read outbox: %w", err)
+		return 0, fmt.Errorf("audit relay: read: %w", err)
 	}
 	var recs []*kgo.Record
-	var seqs []int64
+	var xid string
+	var seq int64
 	for rows.Next() {
-		var seq int64
-		rec, err := scanRecord(rows, &seq)
+		rec, err := scanRecord(rows, &xid, &seq)
 		if err != nil {
 			rows.Close()
 			return 0, fmt.Errorf("audit relay: %w", err)
@@ -138,10 +147,10 @@ ORDER BY o.seq LIMIT $1`, r.cfg.Batch)
 			rows.Close()
 			return 0, err
 		}
-		recs, seqs = append(recs, kr), append(seqs, seq)
+		recs = append(recs, kr)
 	}
 	if err := rows.Err(); err != nil {
-		return 0, fmt.Errorf("audit relay: read outbox: %w", err)
+		return 0, fmt.Errorf("audit relay: read: %w", err)
 	}
 	if len(recs) == 0 {
 		return 0, nil
@@ -149,8 +158,8 @@ ORDER BY o.seq LIMIT $1`, r.cfg.Batch)
 	if err := r.cfg.Producer.ProduceSync(ctx, recs...).FirstErr(); err != nil {
 		return 0, fmt.Errorf("audit relay: publish: %w", err)
 	}
-	if _, err := conn.Exec(ctx, `DELETE FROM audit_outbox WHERE seq = ANY($1)`, seqs); err != nil {
-		return 0, fmt.Errorf("audit relay: trim outbox: %w", err)
+	if _, err := conn.Exec(ctx, `UPDATE audit_relay SET xid = $1::xid8, seq = $2, updated_at = now() WHERE id = 1`, xid, seq); err != nil {
+		return 0, fmt.Errorf("audit relay: move position: %w", err)
 	}
 	return len(recs), nil
 }

@@ -13,40 +13,38 @@ import (
 )
 
 // Writer writes audit records into audit_log inside the caller's
-// transaction, and queues them for the Relay.
+// transaction, where the Relay finds them once it has committed.
 type Writer struct{}
 
-// Write inserts recs in tx, in order, and adds them to the outbox.
+// Write inserts recs in tx, in order.
 func (Writer) Write(ctx context.Context, tx pgx.Tx, recs ...*wire.AuditRecord) error {
 	return insert(ctx, tx, true, recs)
 }
 
 // insertSQL inserts a set of records in one statement (arrays in, one row
-// each) and, when $18 is set, queues the inserted ones for the relay in the
-// same statement, in the given order, so that the two cannot diverge. A
-// record already present (same audit_id) is skipped.
-const insertSQL = `WITH a AS (
-  INSERT INTO audit_log (audit_id, schema_version, event_id, source, customer_id, event_type, action, reason,
-                         http_status, attempt, kafka_partition, kafka_offset, actor, instance, request_id, at, detail)
-  SELECT r.audit_id, r.schema_version, NULLIF(r.event_id, ''), NULLIF(r.source, ''), NULLIF(r.customer_id, ''),
-         NULLIF(r.event_type, ''), r.action, NULLIF(r.reason, ''), NULLIF(r.http_status, 0), NULLIF(r.attempt, 0),
-         r.kafka_partition, r.kafka_offset, r.actor, r.instance, NULLIF(r.request_id, ''), r.at, r.detail
-  FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-              $9::int[], $10::int[], $11::int[], $12::bigint[], $13::text[], $14::text[], $15::text[],
-              $16::timestamptz[], $17::jsonb[])
-       WITH ORDINALITY AS r(audit_id, schema_version, event_id, source, customer_id, event_type, action, reason,
-                            http_status, attempt, kafka_partition, kafka_offset, actor, instance, request_id, at, detail, n)
-  ORDER BY r.n
-  ON CONFLICT (audit_id) DO NOTHING
-  RETURNING seq
-)
-INSERT INTO audit_outbox (seq) SELECT seq FROM a WHERE $18 ORDER BY seq`
+// each), in the given order. With $18 set they are for the relay to
+// publish (xid: the writing transaction's id); without it (the sink's
+// copies of records already on the topic) they are not. A record already
+// present (same audit_id) is skipped.
+const insertSQL = `INSERT INTO audit_log (audit_id, schema_version, event_id, source, customer_id, event_type, action, reason,
+                       http_status, attempt, kafka_partition, kafka_offset, actor, instance, request_id, at, detail, xid)
+SELECT r.audit_id, r.schema_version, NULLIF(r.event_id, ''), NULLIF(r.source, ''), NULLIF(r.customer_id, ''),
+       NULLIF(r.event_type, ''), r.action, NULLIF(r.reason, ''), NULLIF(r.http_status, 0), NULLIF(r.attempt, 0),
+       r.kafka_partition, r.kafka_offset, r.actor, r.instance, NULLIF(r.request_id, ''), r.at, r.detail,
+       CASE WHEN $18 THEN pg_current_xact_id() END
+FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+            $9::int[], $10::int[], $11::int[], $12::bigint[], $13::text[], $14::text[], $15::text[],
+            $16::timestamptz[], $17::jsonb[])
+     WITH ORDINALITY AS r(audit_id, schema_version, event_id, source, customer_id, event_type, action, reason,
+                          http_status, attempt, kafka_partition, kafka_offset, actor, instance, request_id, at, detail, n)
+ORDER BY r.n
+ON CONFLICT (audit_id) DO NOTHING`
 
 type execer interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 }
 
-func insert(ctx context.Context, db execer, outbox bool, recs []*wire.AuditRecord) error {
+func insert(ctx context.Context, db execer, publish bool, recs []*wire.AuditRecord) error {
 	if len(recs) == 0 {
 		return nil
 	}
@@ -74,7 +72,7 @@ func insert(ctx context.Context, db execer, outbox bool, recs []*wire.AuditRecor
 		partitions[i], offsets[i], ats[i], details[i] = r.Partition, r.Offset, r.At, detail
 	}
 	_, err := db.Exec(ctx, insertSQL, ids, versions, eventIDs, srcs, customers, types, actions, reasons,
-		statuses, attempts, partitions, offsets, actors, instances, requestIDs, ats, details, outbox)
+		statuses, attempts, partitions, offsets, actors, instances, requestIDs, ats, details, publish)
 	if err != nil {
 		return fmt.Errorf("audit: insert: %w", err)
 	}

@@ -18,6 +18,11 @@ import (
 // versions it applied. It is safe to run concurrently from several processes:
 // goose takes a session lock.
 func Up(ctx context.Context, url string) ([]int64, error) {
+	return UpTo(ctx, url, goose.MaxVersion)
+}
+
+// UpTo applies the pending migrations up to and including version.
+func UpTo(ctx context.Context, url string, version int64) ([]int64, error) {
 	db, err := sql.Open("pgx", url)
 	if err != nil {
 		return nil, fmt.Errorf("migrate: open database: %w", err)
@@ -31,7 +36,7 @@ func Up(ctx context.Context, url string) ([]int64, error) {
 	if err != nil {
 		return nil, fmt.Errorf("migrate: %w", err)
 	}
-	res, err := p.Up(ctx)
+	res, err := p.UpTo(ctx, version)
 	if err != nil {
 		return nil, fmt.Errorf("migrate: %w", err)
 	}

@@ -84,6 +84,9 @@ func (s *Sink) Run(ctx context.Context) error {
 		})
 		var recs []*wire.AuditRecord
 		fs.EachRecord(func(r *kgo.Record) {
+			if actor, ok := header(r, wire.HeaderAuditActor); ok && actor != string(wire.ActorIngest) {
+				return // the relay's: already in the table
+			}
 			var a wire.AuditRecord
 			if err := json.Unmarshal(r.Value, &a); err != nil || a.AuditID == "" {
 				s.cfg.Logger.Error("audit sink: record is not an audit record; skipped", "partition", r.Partition, "offset", r.Offset, "error", err)
@@ -114,4 +117,14 @@ func (s *Sink) insert(ctx context.Context, recs []*wire.AuditRecord) error {
 		return nil
 	}
 	return insert(ctx, s.cfg.Pool, false, recs)
+}
+
+// header is the value of r's header key.
+func header(r *kgo.Record, key string) (string, bool) {
+	for _, h := range r.Headers {
+		if h.Key == key {
+			return string(h.Value), true
+		}
+	}
+	return "", false
 }

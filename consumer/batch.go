@@ -16,7 +16,8 @@ import (
 )
 
 // A partition's batch is processed as lanes, one per customer with its
-// events in offset order. Lanes are spread over up to Concurrency groups;
+// events in offset order. Lanes are spread over up to Concurrency groups
+// (fewer when the handlers are fast: see groupsFor);
 // each group runs in one transaction: one statement claims every event of
 // the group, the handlers run one after the other (each customer in order),
 // each in a savepoint of its own taken only if it touches the database, and
@@ -70,7 +71,11 @@ func (w *worker) processBatch(recs []*kgo.Record) bool {
 	if len(lanes) == 0 {
 		return w.ctx.Err() == nil
 	}
-	groups := make([][]*lane, min(w.c.cfg.Concurrency, len(lanes)))
+	events := 0
+	for _, l := range lanes {
+		events += len(l.events)
+	}
+	groups := make([][]*lane, w.c.groupsFor(events, len(lanes)))
 	for i, l := range lanes {
 		groups[i%len(groups)] = append(groups[i%len(groups)], l)
 	}
@@ -87,6 +92,30 @@ func (w *worker) processBatch(recs []*kgo.Record) bool {
 	}
 	wg.Wait()
 	return !abandoned.Load() && w.ctx.Err() == nil
+}
+
+// groupWork is the handler time a group of a batch should hold, about: a
+// batch is spread over as many groups as its handlers need for that, up to
+// Concurrency. Fast handlers (the no-op, a local write) share one
+// transaction; slow ones (an HTTP destination) run side by side.
+const groupWork = 25 * time.Millisecond
+
+// groupsFor is how many groups a batch of events across lanes customers
+// gets, from the handlers' recent average time.
+func (c *Consumer) groupsFor(events, lanes int) int {
+	need := int(time.Duration(events)*time.Duration(c.handlerAvg.Load())/groupWork) + 1
+	return max(1, min(need, c.cfg.Concurrency, lanes))
+}
+
+// observeHandler folds one handler call into the running average (weight
+// 1/16).
+func (c *Consumer) observeHandler(d time.Duration) {
+	for {
+		old := c.handlerAvg.Load()
+		if c.handlerAvg.CompareAndSwap(old, old+(int64(d)-old)/16) {
+			return
+		}
+	}
 }
 
 // runGroup drives a group of lanes to durable outcomes: the group
@@ -281,7 +310,9 @@ func (c *Consumer) groupAttempt(ctx context.Context, lanes []*lane) (rest, more 
 			}
 			processing := c.auditRecord(ev, wire.ActionProcessing, "", nil)
 			sp := &lazySavepoint{ctx: ctx, parent: tx}
+			hstart := time.Now()
 			herr := c.cfg.Handler.Handle(ctx, sp, ev)
+			c.observeHandler(time.Since(hstart))
 			if ctx.Err() != nil {
 				return nil, nil, ctx.Err()
 			}

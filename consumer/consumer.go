@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -69,7 +70,8 @@ type Config struct {
 	// defaults for every source.
 	Retry func(source string) RetryPolicy
 	// Concurrency is how many customers of one partition are processed at
-	// once. Default 16.
+	// once, at most: each runs in a transaction of its own, so the
+	// consumer uses fewer when handlers are fast. Default 16.
 	Concurrency int
 	// CommitInterval bounds the handler time one group transaction
 	// gathers before it commits: what a crash re-delivers (in order, to
@@ -130,6 +132,10 @@ type Consumer struct {
 
 	mu      sync.Mutex
 	workers map[int32]*worker
+
+	// handlerAvg is the recent average handler time in nanoseconds; it
+	// starts high so the first batches get every group they can use.
+	handlerAvg atomic.Int64
 }
 
 // New connects the group member; Run consumes.
@@ -139,6 +145,7 @@ func New(cfg Config) (*Consumer, error) {
 		return nil, err
 	}
 	c := &Consumer{cfg: cfg, log: cfg.Logger, workers: map[int32]*worker{}}
+	c.handlerAvg.Store(int64(groupWork))
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.ClientID("hookstream-consumer"),

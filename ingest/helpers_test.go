@@ -282,6 +282,9 @@ func (tb *testBundle) audits() []wire.AuditRecord {
 		if got := header(r, wire.HeaderAuditAction); got != string(a.Action) {
 			tb.t.Errorf("audit action header %q, want %q", got, a.Action)
 		}
+		if got := header(r, wire.HeaderAuditActor); got != string(a.Actor) {
+			tb.t.Errorf("audit actor header %q, want %q", got, a.Actor)
+		}
 		out = append(out, a)
 	}
 	return out

@@ -94,6 +94,7 @@ func (r *AuditRecord) KafkaRecord(topic string) (*kgo.Record, error) {
 		Value: v,
 		Headers: []kgo.RecordHeader{
 			{Key: HeaderAuditAction, Value: []byte(r.Action)},
+			{Key: HeaderAuditActor, Value: []byte(r.Actor)},
 			{Key: HeaderAuditSchemaVersion, Value: schemaVersionHeader},
 		},
 	}, nil

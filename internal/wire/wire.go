@@ -51,5 +51,6 @@ const (
 // Record header names on hookstream.audit.
 const (
 	HeaderAuditAction        = "action"
+	HeaderAuditActor         = "actor"
 	HeaderAuditSchemaVersion = "schema-version"
 )

@@ -2,6 +2,7 @@
 GO        ?= go
 PKGS      ?= ./...
 TEST_FLAGS ?= -race -count=1 -timeout 15m
+REDOC_VERSION ?= 3.0.1
 
 .PHONY: help
 help: ## show this help
@@ -26,6 +27,14 @@ test-race: test ## alias of test: the suite always runs with -race
 lint: ## gofmt and go vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
 	$(GO) vet $(PKGS)
+
+.PHONY: docs-assets
+docs-assets: ## re-fetch the /docs page's Redoc bundle from npm (REDOC_VERSION)
+	@tmp=$$(mktemp -d) && cd $$tmp && npm pack --silent redoc@$(REDOC_VERSION) >/dev/null && \
+	  tar -xzf redoc-$(REDOC_VERSION).tgz package/bundles/redoc.standalone.js package/LICENSE && \
+	  cp package/bundles/redoc.standalone.js $(CURDIR)/internal/apidocs/assets/redoc.standalone.js && \
+	  cp package/LICENSE $(CURDIR)/internal/apidocs/assets/redoc.LICENSE && \
+	  rm -rf $$tmp && sha256sum $(CURDIR)/internal/apidocs/assets/redoc.standalone.js
 
 .PHONY: fuzz
 fuzz: ## run each fuzz target for FUZZTIME (default 30s)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/hookstream/hookstream/ingest"
 	"github.com/hookstream/hookstream/ingest/signature"
+	"github.com/hookstream/hookstream/internal/apidocs/apidocstest"
 	"github.com/hookstream/hookstream/internal/httpserver"
 	"github.com/hookstream/hookstream/internal/kafka"
 	"github.com/hookstream/hookstream/internal/sources"
@@ -92,6 +93,8 @@ type testBundle struct {
 	adm      *kadm.Client
 	pool     *pgxpool.Pool
 	producer *kgo.Client
+	// client checks every response against schemas/openapi.yaml.
+	client *http.Client
 }
 
 type setupOpts struct {
@@ -112,7 +115,7 @@ func setup(t *testing.T, opts ...func(*setupOpts)) *testBundle {
 	if o.databaseURL == "" {
 		o.databaseURL = testenv.Postgres(t)
 	}
-	tb := &testBundle{t: t, brokers: o.brokers, topics: testenv.Topics(t, o.brokers)}
+	tb := &testBundle{t: t, brokers: o.brokers, topics: testenv.Topics(t, o.brokers), client: apidocstest.Client(t)}
 
 	srcs, err := sources.Parse([]byte(testSourcesYAML), ".", func(string) (string, bool) { return "", false })
 	if err != nil {
@@ -185,7 +188,7 @@ func (tb *testBundle) post(path string, h http.Header, body []byte) (int, http.H
 			req.Header.Add(k, v)
 		}
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := tb.client.Do(req)
 	if err != nil {
 		tb.t.Fatalf("POST %s: %v", path, err)
 	}

@@ -261,7 +261,7 @@ func TestBadInput(t *testing.T) {
 		t.Errorf("huge header: status %d, want 431", status)
 	}
 	req, _ := http.NewRequest(http.MethodGet, tb.url+"/webhooks/generic", nil)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := tb.client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,7 +21,7 @@ func (st *stack) admin(method, path, token string) (int, []byte) {
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := st.client.Do(req)
 	if err != nil {
 		st.t.Fatal(err)
 	}

@@ -30,6 +30,7 @@ import (
 	"github.com/hookstream/hookstream/consumer"
 	"github.com/hookstream/hookstream/ingest"
 	"github.com/hookstream/hookstream/internal/admin"
+	"github.com/hookstream/hookstream/internal/apidocs/apidocstest"
 	"github.com/hookstream/hookstream/internal/httpserver"
 	"github.com/hookstream/hookstream/internal/kafka"
 	"github.com/hookstream/hookstream/internal/sources"
@@ -51,13 +52,16 @@ type stack struct {
 	brokers []string
 	topics  wire.Topics
 	pool    *pgxpool.Pool
+	// client checks every response of the receiver and the admin API
+	// against schemas/openapi.yaml.
+	client *http.Client
 }
 
 // start runs receiver, consumer, relay and sink in this process.
 func start(t *testing.T, h consumer.Handler, policy consumer.RetryPolicy) *stack {
 	t.Helper()
 	brokers := testenv.Kafka(t)
-	st := &stack{t: t, brokers: brokers, topics: testenv.Topics(t, brokers)}
+	st := &stack{t: t, brokers: brokers, topics: testenv.Topics(t, brokers), client: apidocstest.Client(t)}
 	var err error
 	st.pool, err = pgxpool.New(context.Background(), testenv.Postgres(t)+"&pool_max_conns=30")
 	if err != nil {
@@ -128,7 +132,7 @@ func (st *stack) post(eventID, customer string, sign bool) int {
 	}
 	req.Header.Set("X-Signature", sig)
 	req.Header.Set("X-Request-Id", "req-"+eventID)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := st.client.Do(req)
 	if err != nil {
 		st.t.Fatal(err)
 	}
@@ -254,7 +258,7 @@ func TestAuditLifecycle(t *testing.T) {
 	}
 
 	// The counters moved (other tests of this binary may add to them).
-	resp, err := http.Get(st.url + "/metrics")
+	resp, err := st.client.Get(st.url + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,5 +1,6 @@
 // Package httpserver runs hookstream's HTTP listener: the routes components
-// register, plus /healthz, /readyz and /metrics, with a draining shutdown.
+// register, plus /healthz, /readyz, /metrics and the API documentation
+// (/openapi.json, /docs: internal/apidocs), with a draining shutdown.
 package httpserver
 
 import (
@@ -16,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/hookstream/hookstream/ingest"
+	"github.com/hookstream/hookstream/internal/apidocs"
 )
 
 // Check is one readiness dependency.
@@ -82,6 +84,7 @@ func New(cfg Config) *Server {
 	s := &Server{cfg: cfg, done: make(chan struct{})}
 	r.GET("/readyz", s.ready)
 	r.GET("/metrics", gin.WrapH(promhttp.Handler()))
+	apidocs.Register(r)
 	for _, reg := range cfg.Routes {
 		reg(r)
 	}

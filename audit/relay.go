@@ -129,7 +129,7 @@ SELECT `+selectColumns+`, a.xid::text, a.seq
 FROM audit_log a
 WHERE a.xid IS NOT NULL AND (a.xid, a.seq) > ((SELECT xid FROM c), (SELECT seq FROM c))
   AND a.xid < pg_snapshot_xmin(pg_current_snapshot())
-ORDER BY a.xid, a.seq LIMIT $1`, r.cfg.Batch)
+ORDER BY a.xid, a.seq LIMIT $1`, pgx.QueryExecModeExec, r.cfg.Batch) // planned each time, like the consumer's look-ups
 	if err != nil {
 		return 0, fmt.Errorf("audit relay: read: %w", err)
 	}

@@ -226,7 +226,7 @@ func (c *Consumer) attempt(ctx context.Context, ev *Event, policy RetryPolicy) (
 		if err := sp.Commit(ctx); err != nil {
 			return 0, 0, err
 		}
-		if _, err := tx.Exec(ctx, `UPDATE events SET status = 'PROCESSED', processed_at = now(), updated_at = now(),
+		if _, err := tx.Exec(ctx, `UPDATE events SET status = 'PROCESSED', processed_at = clock_timestamp(), updated_at = now(),
 payload = NULL, headers = NULL, last_error = NULL WHERE source = $1 AND event_id = $2`, ev.Source, ev.EventID); err != nil {
 			return 0, 0, err
 		}

@@ -178,7 +178,11 @@ func (d *PostgresDuplicates) query(batch []*lookup) {
 		srcs[i], ids[i] = l.source, l.eventID
 	}
 	found := make(map[[2]string]Status, len(batch))
-	rows, err := d.pool.Query(ctx, statusQuery, srcs, ids)
+	// Planned for each batch (an unnamed statement): a cached generic plan
+	// made while events was small joins by scanning the whole table, and
+	// keeps doing so as it grows (measured: 8 ms per look-up at 40k rows,
+	// against 0.1 ms with a plan for the batch at hand).
+	rows, err := d.pool.Query(ctx, statusQuery, pgx.QueryExecModeExec, srcs, ids)
 	if err == nil {
 		var src, id, st string
 		_, err = pgx.ForEachRow(rows, []any{&src, &id, &st}, func() error {

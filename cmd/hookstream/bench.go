@@ -83,6 +83,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 			return
 		}
 		fmt.Fprintf(stdout, "verify       accepted %d, processed %d, rejected %d, audit topic %d / table %d records\n", ver.Accepted, ver.Processed, ver.Rejected, ver.Audit.TopicRecords, ver.Audit.TableRecords)
+		e := ver.EndToEndMs
+		fmt.Fprintf(stdout, "202->PROCESSED ms  p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f\n", e.P50, e.P90, e.P99, e.P999, e.Max)
 		for _, v := range ver.Violations {
 			fmt.Fprintln(stdout, "  VIOLATION", v)
 		}

@@ -282,6 +282,12 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		}
 		sum.StatusCounts[k]++
 	}
+	sum.LatencyMs = percentiles(lat)
+	return sum, nil
+}
+
+// percentiles of every sample (sorted in place), in milliseconds.
+func percentiles(lat []time.Duration) Percentiles {
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	q := func(p float64) float64 {
 		if len(lat) == 0 {
@@ -290,6 +296,5 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		i := int(p * float64(len(lat)-1))
 		return float64(lat[i].Microseconds()) / 1000
 	}
-	sum.LatencyMs = Percentiles{P50: q(.5), P90: q(.9), P99: q(.99), P999: q(.999), Max: q(1)}
-	return sum, nil
+	return Percentiles{P50: q(.5), P90: q(.9), P99: q(.99), P999: q(.999), Max: q(1)}
 }

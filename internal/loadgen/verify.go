@@ -36,6 +36,11 @@ type Verification struct {
 	Rejected   int           `json:"rejected"`
 	Violations []string      `json:"violations"`
 	Audit      *audit.Report `json:"audit,omitempty"`
+	// EndToEndMs is, over the accepted events that were processed, the
+	// time from the receiver's arrival stamp (received_at, a little before
+	// its 202) to the PROCESSED write (processed_at, just before its
+	// commit), from PostgreSQL.
+	EndToEndMs Percentiles `json:"end_to_end_ms"`
 }
 
 // Verify checks, from PostgreSQL and the audit trail, that every event
@@ -92,11 +97,22 @@ func Verify(ctx context.Context, cfg VerifyConfig, sum *Summary) (*Verification,
 		}
 	}
 	sort.Strings(notDone)
+	rows, err := cfg.Pool.Query(ctx, `SELECT (extract(epoch FROM processed_at - received_at) * 1e6)::bigint FROM events
+WHERE source = $1 AND event_id = ANY($2) AND status = 'PROCESSED' AND received_at IS NOT NULL`, cfg.Source, ids)
+	if err != nil {
+		return nil, err
+	}
+	var us int64
+	var e2e []time.Duration
+	if _, err := pgx.ForEachRow(rows, []any{&us}, func() error { e2e = append(e2e, time.Duration(us)*time.Microsecond); return nil }); err != nil {
+		return nil, err
+	}
+	v.EndToEndMs = percentiles(e2e)
 	for _, s := range limit(notDone, 20) {
 		v.Violations = append(v.Violations, "accepted but not PROCESSED: "+s)
 	}
 
-	rows, err := cfg.Pool.Query(ctx, `SELECT event_id, count(*) FROM audit_log WHERE source = $1 AND action = 'PROCESSED' AND event_id = ANY($2) GROUP BY event_id HAVING count(*) > 1`, cfg.Source, ids)
+	rows, err = cfg.Pool.Query(ctx, `SELECT event_id, count(*) FROM audit_log WHERE source = $1 AND action = 'PROCESSED' AND event_id = ANY($2) GROUP BY event_id HAVING count(*) > 1`, cfg.Source, ids)
 	if err != nil {
 		return nil, err
 	}

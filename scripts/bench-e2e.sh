@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# End to end at a fixed rate (BENCHMARKS.md): signed webhooks through the
+# receiver, processed by a separate consumer process, verified.
+#
+#   scripts/bench-e2e.sh [rate] [duration] [customers]
+#
+# Starts `hookstream dev --consume=false` (embedded broker, private
+# PostgreSQL with fsync on, the receiver) and `hookstream consume` as its
+# own process, then runs `hookstream bench --rate R --verify --json`
+# (open loop) against the receiver. While the load runs it samples the
+# resident memory of each process once a second and prints the peak:
+# dev (broker + receiver; kfake keeps the whole log in memory, so it grows
+# with every record), consume, bench, and PostgreSQL (proportional set
+# size summed over its processes, so shared buffers count once).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rate=${1:-5000}
+dur=${2:-30s}
+customers=${3:-1000}
+
+work=$(mktemp -d /tmp/hookstream-bench-XXXXXX)
+chmod 755 "$work"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+go build -o "$work/hookstream" ./cmd/hookstream
+secret=bench-secret
+HOOKSTREAM_GENERIC_SECRET=$secret HOOKSTREAM_LOG_LEVEL=warn \
+  "$work/hookstream" dev --consume=false --data-dir "$work/data" --http-addr 127.0.0.1:8088 --kafka-listen 127.0.0.1:19094 \
+  > "$work/dev.out" 2> "$work/dev.err" & devpid=$!; pids+=($devpid)
+for _ in $(seq 1 120); do grep -q "Press Ctrl-C" "$work/dev.out" 2>/dev/null && break; sleep 0.5; done
+grep -q "Press Ctrl-C" "$work/dev.out" || { cat "$work/dev.err"; exit 1; }
+export HOOKSTREAM_DATABASE_URL=$(sed -n 's/^  PostgreSQL: //p' "$work/dev.out")
+export HOOKSTREAM_KAFKA_BROKERS=127.0.0.1:19094
+HOOKSTREAM_LOG_LEVEL=warn "$work/hookstream" consume --http-addr 127.0.0.1:8089 \
+  > "$work/consume.out" 2> "$work/consume.err" & conspid=$!; pids+=($conspid)
+for _ in $(seq 1 60); do curl -sf http://127.0.0.1:8089/readyz >/dev/null && break; sleep 0.5; done
+
+"$work/hookstream" bench --target http://127.0.0.1:8088 --secret "$secret" --rate "$rate" --duration "$dur" \
+  --customers "$customers" --concurrency 256 --verify --json > "$work/bench.json" 2> "$work/bench.err" & benchpid=$!
+
+kb() { awk '/VmRSS/{print $2}' /proc/"$1"/status 2>/dev/null || echo 0; }
+pgmain=$(pgrep -u postgres -f -- "-D $work" | head -1 || true)
+pgtree() {
+  local t=0
+  [ -n "$pgmain" ] || { echo 0; return; }
+  for p in $pgmain $(pgrep -P "$pgmain" || true); do
+    t=$((t + $(awk '/^Pss:/{print $2}' /proc/$p/smaps_rollup 2>/dev/null || echo 0)))
+  done
+  echo $t
+}
+peak_dev=0 peak_cons=0 peak_bench=0 peak_pg=0
+while kill -0 "$benchpid" 2>/dev/null; do
+  d=$(kb $devpid) c=$(kb $conspid) b=$(kb $benchpid) g=$(pgtree)
+  [ "$d" -gt "$peak_dev" ] && peak_dev=$d
+  [ "$c" -gt "$peak_cons" ] && peak_cons=$c
+  [ "$b" -gt "$peak_bench" ] && peak_bench=$b
+  [ "$g" -gt "$peak_pg" ] && peak_pg=$g
+  sleep 1
+done
+wait "$benchpid" || true
+cat "$work/bench.json"
+echo "peak memory: dev (broker+receiver) RSS $((peak_dev/1024)) MB, consume RSS $((peak_cons/1024)) MB, bench RSS $((peak_bench/1024)) MB, PostgreSQL PSS $((peak_pg/1024)) MB"

@@ -66,10 +66,10 @@ func (w *worker) lanesOf(recs []*kgo.Record) []*lane {
 // processBatch runs a batch's lanes in up to Concurrency groups at once. It
 // reports whether every event reached a durable outcome (false: the
 // partition was revoked or the consumer is stopping).
-func (w *worker) processBatch(recs []*kgo.Record) bool {
+func (w *worker) processBatch(recs []*kgo.Record) (ok, stored bool) {
 	lanes := w.lanesOf(recs)
 	if len(lanes) == 0 {
-		return w.ctx.Err() == nil
+		return w.ctx.Err() == nil, false
 	}
 	events := 0
 	for _, l := range lanes {
@@ -79,20 +79,48 @@ func (w *worker) processBatch(recs []*kgo.Record) bool {
 	for i, l := range lanes {
 		groups[i%len(groups)] = append(groups[i%len(groups)], l)
 	}
+	if len(groups) == 1 {
+		// One transaction may finish the whole batch: then it also
+		// stores the partition's position, and effects and position move
+		// together.
+		pos := &position{partition: w.partition, next: recs[len(recs)-1].Offset + 1}
+		if !w.c.runGroup(w.ctx, groups[0], pos) {
+			return false, false
+		}
+		return w.ctx.Err() == nil, pos.stored
+	}
 	var wg sync.WaitGroup
 	var abandoned atomic.Bool
 	for _, g := range groups {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if !w.c.runGroup(w.ctx, g) {
+			if !w.c.runGroup(w.ctx, g, nil) {
 				abandoned.Store(true)
 			}
 		}()
 	}
 	wg.Wait()
-	return !abandoned.Load() && w.ctx.Err() == nil
+	return !abandoned.Load() && w.ctx.Err() == nil, false
 }
+
+func (p *position) markStored(ok bool) {
+	if p != nil && ok {
+		p.stored = true
+	}
+}
+
+// position is a partition's next offset, for the transaction that
+// finishes its batch to store.
+type position struct {
+	partition int32
+	next      int64
+	stored    bool
+}
+
+const storePositionSQL = `INSERT INTO consumer_offsets (group_id, topic, partition, next_offset)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (group_id, topic, partition) DO UPDATE SET next_offset = excluded.next_offset, updated_at = now()`
 
 // groupWork is the handler time a group of a batch should hold, about: a
 // batch is spread over as many groups as its handlers need for that, up to
@@ -118,13 +146,18 @@ func (c *Consumer) observeHandler(d time.Duration) {
 	}
 }
 
+// maxGroupEvents bounds the events one group transaction takes (its look-up
+// and its statements), so that a consumer far behind works through its
+// backlog in transactions of a steady size.
+const maxGroupEvents = 1000
+
 // runGroup drives a group of lanes to durable outcomes: the group
 // transaction first (repeated while PostgreSQL or the broker fails us),
 // then what it left, one event at a time, each lane in order.
-func (c *Consumer) runGroup(ctx context.Context, lanes []*lane) bool {
+func (c *Consumer) runGroup(ctx context.Context, lanes []*lane, pos *position) bool {
 	var rest []*lane
 	for infra := 0; len(lanes) > 0; {
-		r, more, err := c.groupAttempt(ctx, lanes)
+		r, more, err := c.groupAttempt(ctx, lanes, pos)
 		if ctx.Err() != nil {
 			return false
 		}
@@ -212,7 +245,7 @@ type known struct {
 // tails) left for one-by-one processing, and those it did not reach within
 // CommitInterval, for the next group transaction. A non-nil error means
 // nothing committed.
-func (c *Consumer) groupAttempt(ctx context.Context, lanes []*lane) (rest, more []*lane, err error) {
+func (c *Consumer) groupAttempt(ctx context.Context, lanes []*lane, pos *position) (rest, more []*lane, err error) {
 	start := time.Now()
 	tx, err := c.cfg.Pool.Begin(ctx)
 	if err != nil {
@@ -236,8 +269,10 @@ func (c *Consumer) groupAttempt(ctx context.Context, lanes []*lane) (rest, more 
 	}
 
 	// What the group takes: each unparked lane up to its first re-driven
-	// event.
+	// event, and no more than maxGroupEvents in all; what is over goes to
+	// the next transaction.
 	fast := make([][]*Event, len(lanes))
+	capped := make([]bool, len(lanes)) // the lane's tail waits for the next transaction
 	var sources, ids []string
 	for i, l := range lanes {
 		if parked[l.customer] {
@@ -247,6 +282,9 @@ func (c *Consumer) groupAttempt(ctx context.Context, lanes []*lane) (rest, more 
 		cut := slices.IndexFunc(l.events, func(ev *Event) bool { return ev.Redrive || ev.fromParked })
 		if cut < 0 {
 			cut = len(l.events)
+		}
+		if room := maxGroupEvents - len(ids); cut > room {
+			cut, capped[i] = max(room, 0), true
 		}
 		fast[i] = l.events[:cut]
 		for _, ev := range fast[i] {
@@ -273,7 +311,7 @@ func (c *Consumer) groupAttempt(ctx context.Context, lanes []*lane) (rest, more 
 		}
 	}
 	taken := map[eventKey]bool{} // run in this transaction (an event can be in a batch twice)
-	ran := 0
+	var handled time.Duration    // handler time gathered in this transaction
 
 	var recs []*wire.AuditRecord
 	var processed, duplicates []*Event
@@ -286,9 +324,9 @@ func (c *Consumer) groupAttempt(ctx context.Context, lanes []*lane) (rest, more 
 		if parked[l.customer] {
 			continue // left whole, above
 		}
-		tail, delay, later := l.events[len(fast[i]):], time.Duration(0), false
+		tail, delay, later := l.events[len(fast[i]):], time.Duration(0), capped[i]
 		for j, ev := range fast[i] {
-			if ran > 0 && time.Since(start) > c.cfg.CommitInterval {
+			if handled > c.cfg.CommitInterval {
 				// Enough uncommitted handler work: commit, and go on
 				// from here in the next transaction.
 				tail, later = l.events[j:], true
@@ -304,7 +342,6 @@ func (c *Consumer) groupAttempt(ctx context.Context, lanes []*lane) (rest, more 
 				continue
 			}
 			taken[k] = true
-			ran++
 			ev.Attempt = st.attempts + 1
 			if ev.firstAttempt.IsZero() {
 				ev.firstAttempt = st.createdAt
@@ -316,7 +353,9 @@ func (c *Consumer) groupAttempt(ctx context.Context, lanes []*lane) (rest, more 
 			sp := &lazySavepoint{ctx: ctx, parent: tx}
 			hstart := time.Now()
 			herr := c.cfg.Handler.Handle(ctx, sp, ev)
-			c.observeHandler(time.Since(hstart))
+			took := time.Since(hstart)
+			handled += took
+			c.observeHandler(took)
 			if ctx.Err() != nil {
 				return nil, nil, ctx.Err()
 			}
@@ -350,7 +389,7 @@ func (c *Consumer) groupAttempt(ctx context.Context, lanes []*lane) (rest, more 
 				return nil, nil, err
 			}
 			failures = append(failures, failed{ev, f})
-			tail, delay = l.events[j:], f.delay
+			tail, delay, later = l.events[j:], f.delay, false
 			if f.dead {
 				tail, delay = l.events[j+1:], 0 // they will find the customer parked
 			}
@@ -385,9 +424,16 @@ func (c *Consumer) groupAttempt(ctx context.Context, lanes []*lane) (rest, more 
 	if err := c.cfg.Audit.Write(ctx, tx, recs...); err != nil {
 		return nil, nil, err
 	}
+	finishes := pos != nil && len(rest) == 0 && len(more) == 0
+	if finishes {
+		if _, err := tx.Exec(ctx, storePositionSQL, c.cfg.Group, c.cfg.Topics.Events, pos.partition, pos.next); err != nil {
+			return nil, nil, err
+		}
+	}
 	if err := tx.Commit(ctx); err != nil {
 		return nil, nil, err
 	}
+	pos.markStored(finishes)
 	took := time.Since(start).Seconds()
 	for _, ev := range processed {
 		outcomesTotal.WithLabelValues(ev.Source, "processed").Inc()

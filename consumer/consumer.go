@@ -202,11 +202,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 				return // revoked meanwhile: its next owner fetches again
 			}
 			w.highWatermark.Store(p.HighWatermark)
-			select {
-			case w.batches <- p.Records:
-			case <-w.ctx.Done():
-			case <-ctx.Done():
-			}
+			w.enqueue(ctx, p.Records)
 		})
 	}
 }

@@ -3,6 +3,7 @@ package consumer
 import (
 	"context"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -13,21 +14,58 @@ import (
 
 // worker owns one partition: it processes the partition's records batch by
 // batch, each customer in offset order and different customers at once.
+// The poll loop adds fetched records to pending without waiting for the
+// batch in progress (so one busy partition does not hold up the others);
+// the worker takes everything pending as its next batch. Only a partition
+// maxPending records behind makes the poll loop wait.
 type worker struct {
 	c         *Consumer
 	partition int32
-	batches   chan []*kgo.Record
 	ctx       context.Context
 	cancel    context.CancelFunc
 	done      chan struct{}
 	next      int64 // offset the stored position is at; -1 before the first batch
 	// highWatermark is the partition's end as of the last fetch.
 	highWatermark atomic.Int64
+
+	mu      sync.Mutex
+	pending []*kgo.Record
+	wake    chan struct{} // records were added
+	taken   chan struct{} // pending was emptied
 }
+
+// maxPending bounds the records waiting for a worker (memory).
+const maxPending = 4096
 
 func newWorker(c *Consumer, p int32) *worker {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &worker{c: c, partition: p, batches: make(chan []*kgo.Record, 1), ctx: ctx, cancel: cancel, done: make(chan struct{}), next: -1}
+	return &worker{c: c, partition: p, ctx: ctx, cancel: cancel, done: make(chan struct{}), next: -1,
+		wake: make(chan struct{}, 1), taken: make(chan struct{}, 1)}
+}
+
+// enqueue adds fetched records, waiting while maxPending are already
+// waiting. It reports false when the worker or ctx stopped first.
+func (w *worker) enqueue(ctx context.Context, recs []*kgo.Record) bool {
+	for {
+		w.mu.Lock()
+		if len(w.pending) < maxPending {
+			w.pending = append(w.pending, recs...)
+			w.mu.Unlock()
+			select {
+			case w.wake <- struct{}{}:
+			default:
+			}
+			return true
+		}
+		w.mu.Unlock()
+		select {
+		case <-w.taken:
+		case <-w.ctx.Done():
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
 }
 
 func (w *worker) run() {
@@ -36,14 +74,30 @@ func (w *worker) run() {
 		select {
 		case <-w.ctx.Done():
 			return
-		case recs := <-w.batches:
-			if !w.processBatch(recs) {
-				return // abandoned: the next owner takes over from the stored position
-			}
-			last := recs[len(recs)-1]
-			w.storePosition(last.Offset + 1)
-			w.c.cl.MarkCommitRecords(last)
+		case <-w.wake:
 		}
+		w.mu.Lock()
+		recs := w.pending
+		w.pending = nil
+		w.mu.Unlock()
+		select {
+		case w.taken <- struct{}{}:
+		default:
+		}
+		if len(recs) == 0 {
+			continue
+		}
+		ok, stored := w.processBatch(recs)
+		if !ok {
+			return // abandoned: the next owner takes over from the stored position
+		}
+		last := recs[len(recs)-1]
+		if stored {
+			w.positionStored(last.Offset + 1)
+		} else {
+			w.storePosition(last.Offset + 1)
+		}
+		w.c.cl.MarkCommitRecords(last)
 	}
 }
 
@@ -53,13 +107,9 @@ func (w *worker) run() {
 // redeliver more and more.
 func (w *worker) storePosition(next int64) {
 	for attempt := 0; ; attempt++ {
-		_, err := w.c.cfg.Pool.Exec(w.ctx, `INSERT INTO consumer_offsets (group_id, topic, partition, next_offset)
-VALUES ($1, $2, $3, $4)
-ON CONFLICT (group_id, topic, partition) DO UPDATE SET next_offset = excluded.next_offset, updated_at = now()`,
-			w.c.cfg.Group, w.c.cfg.Topics.Events, w.partition, next)
+		_, err := w.c.cfg.Pool.Exec(w.ctx, storePositionSQL, w.c.cfg.Group, w.c.cfg.Topics.Events, w.partition, next)
 		if err == nil {
-			w.next = next
-			lagRecords.WithLabelValues(w.c.cfg.Topics.Events, strconv.Itoa(int(w.partition))).Set(float64(max(0, w.highWatermark.Load()-next)))
+			w.positionStored(next)
 			return
 		}
 		if w.ctx.Err() != nil {
@@ -70,4 +120,10 @@ ON CONFLICT (group_id, topic, partition) DO UPDATE SET next_offset = excluded.ne
 			return
 		}
 	}
+}
+
+// positionStored notes a stored position.
+func (w *worker) positionStored(next int64) {
+	w.next = next
+	lagRecords.WithLabelValues(w.c.cfg.Topics.Events, strconv.Itoa(int(w.partition))).Set(float64(max(0, w.highWatermark.Load()-next)))
 }

@@ -24,6 +24,7 @@ func main() {
 	dbURL := flag.String("database-url", "", "PostgreSQL URL")
 	n := flag.Int("events", 100000, "events to write")
 	customers := flag.Int("customers", 1000, "distinct customers")
+	rate := flag.Float64("rate", 0, "events per second, each stamped with its own received-at (0: all at once, stamped with the start)")
 	run := flag.String("run", strconv.FormatInt(time.Now().Unix(), 10), "event id prefix (distinct per run)")
 	flag.Parse()
 	ctx := context.Background()
@@ -42,6 +43,14 @@ func main() {
 	start := time.Now()
 	now := []byte(start.UTC().Format(time.RFC3339Nano))
 	for i := range *n {
+		if *rate > 0 {
+			// Open loop: event i is due at start + i/rate, whatever the
+			// consumer does meanwhile.
+			if d := time.Until(start.Add(time.Duration(float64(i) / *rate * float64(time.Second)))); d > 0 {
+				time.Sleep(d)
+			}
+			now = []byte(time.Now().UTC().Format(time.RFC3339Nano))
+		}
 		cust := "cus_" + strconv.Itoa(i%*customers)
 		id := *run + "-" + strconv.Itoa(i)
 		prod.Produce(ctx, &kgo.Record{Topic: wire.DefaultEventsTopic, Key: []byte(cust),
@@ -85,6 +94,13 @@ WHERE a.xid IS NOT NULL AND (a.xid, a.seq) > (c.xid, c.seq)`).Scan(&left); err !
 		time.Sleep(100 * time.Millisecond)
 	}
 	audited := time.Since(start)
+	var p50, p90, p99, p999, mx float64
+	if err := pool.QueryRow(ctx, `SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY d), percentile_cont(0.9) WITHIN GROUP (ORDER BY d),
+  percentile_cont(0.99) WITHIN GROUP (ORDER BY d), percentile_cont(0.999) WITHIN GROUP (ORDER BY d), max(d)
+FROM (SELECT extract(epoch FROM processed_at - received_at) * 1000 AS d FROM events WHERE event_id LIKE $1 || '-%') x`, *run).Scan(&p50, &p90, &p99, &p999, &mx); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("produced->PROCESSED ms: p50 %.1f p90 %.1f p99 %.1f p99.9 %.1f max %.1f\n", p50, p90, p99, p999, mx)
 	fmt.Printf("events=%d customers=%d produced_in=%s processed_in=%s audit_published_in=%s events_per_second=%.0f (to PROCESSED) %.0f (to audit published)\n",
 		*n, *customers, produced.Round(time.Millisecond), el.Round(time.Millisecond), audited.Round(time.Millisecond), float64(*n)/el.Seconds(), float64(*n)/audited.Seconds())
 }

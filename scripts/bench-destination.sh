@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Consumer throughput with a slow HTTP destination (BENCHMARKS.md).
+#
+#   scripts/bench-destination.sh [events] [customers] [delay]
+#
+# Starts a destination that answers 200 after the delay (default 20ms),
+# `hookstream dev` with the generic source delivering to it (embedded
+# broker with 12 partitions, private PostgreSQL, consumer with concurrency
+# 16), writes the events straight into hookstream.events and times until
+# all are PROCESSED. One partition processing one event at a time would
+# manage 1/delay events/s, so 12 partitions x 50/s = 600 events/s is what
+# per-customer concurrency has to beat.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+events=${1:-20000}
+customers=${2:-1000}
+delay=${3:-20ms}
+work=$(mktemp -d /tmp/hookstream-bench-XXXXXX)
+chmod 755 "$work"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+go build -o "$work/hookstream" ./cmd/hookstream
+go build -o "$work/loadevents" ./internal/tools/loadevents
+go build -o "$work/slowdest" ./internal/tools/slowdest
+"$work/slowdest" --addr 127.0.0.1:8095 --delay "$delay" > "$work/dest.out" & destpid=$!; pids+=($destpid)
+cat > "$work/sources.yaml" <<YAML
+sources:
+  - name: generic
+    scheme: hmac-sha256
+    secrets: ["env:HOOKSTREAM_GENERIC_SECRET"]
+    event_id: {pointer: /event_id}
+    customer_id: {pointer: /customer_id}
+    event_type: {pointer: /event_type}
+    destination: {url: "http://127.0.0.1:8095/hook", timeout: 5s}
+YAML
+HOOKSTREAM_GENERIC_SECRET=bench-secret HOOKSTREAM_SOURCES="$work/sources.yaml" HOOKSTREAM_LOG_LEVEL=warn \
+  "$work/hookstream" dev --data-dir "$work/data" --http-addr 127.0.0.1:8096 --kafka-listen 127.0.0.1:19093 \
+  > "$work/dev.out" 2> "$work/dev.err" & devpid=$!; pids+=($devpid)
+for _ in $(seq 1 120); do grep -q "Press Ctrl-C" "$work/dev.out" 2>/dev/null && break; sleep 0.5; done
+grep -q "Press Ctrl-C" "$work/dev.out" || { cat "$work/dev.err"; exit 1; }
+"$work/loadevents" --brokers 127.0.0.1:19093 --database-url "$(sed -n 's/^  PostgreSQL: //p' "$work/dev.out")" \
+  --events "$events" --customers "$customers"
+kill -INT "$destpid"; wait "$destpid" || true
+cat "$work/dest.out"

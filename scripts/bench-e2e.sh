@@ -3,6 +3,7 @@
 # receiver, processed by a separate consumer process, verified.
 #
 #   scripts/bench-e2e.sh [rate] [duration] [customers]
+#   BENCH_ARGS="--duplicates 0.05 --bad 0.02" scripts/bench-e2e.sh 3000 30s
 #
 # Starts `hookstream dev --consume=false` (embedded broker, private
 # PostgreSQL with fsync on, the receiver) and `hookstream consume` as its
@@ -38,7 +39,7 @@ HOOKSTREAM_LOG_LEVEL=warn "$work/hookstream" consume --http-addr 127.0.0.1:8089 
 for _ in $(seq 1 60); do curl -sf http://127.0.0.1:8089/readyz >/dev/null && break; sleep 0.5; done
 
 "$work/hookstream" bench --target http://127.0.0.1:8088 --secret "$secret" --rate "$rate" --duration "$dur" \
-  --customers "$customers" --concurrency 256 --verify --json > "$work/bench.json" 2> "$work/bench.err" & benchpid=$!
+  --customers "$customers" --concurrency 256 --verify --json ${BENCH_ARGS:-} > "$work/bench.json" 2> "$work/bench.err" & benchpid=$!
 
 kb() { awk '/VmRSS/{print $2}' /proc/"$1"/status 2>/dev/null || echo 0; }
 pgmain=$(pgrep -u postgres -f -- "-D $work" | head -1 || true)

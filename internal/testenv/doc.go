@@ -31,6 +31,10 @@
 // in-process kfake broker and a devstack PostgreSQL, whatever the
 // environment says, because the test must control their lifetime.
 //
+// HOOKSTREAM_TEST_DOCKER=1 (make test-docker) requires step 2 for both:
+// without a Docker engine the services fail to start instead of falling
+// back.
+//
 // When a service cannot start, the test is skipped with the reason, or,
 // when CI is set to anything, fails with it: a CI run must not go green by
 // skipping. Everything here is safe for parallel tests.

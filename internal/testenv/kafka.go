@@ -59,6 +59,8 @@ func startKafka() (brokers []string, source string, err error) {
 			err = ping(ctx, b)
 		}
 		return b, source, err
+	} else if requireDocker() {
+		return nil, "", fmt.Errorf("HOOKSTREAM_TEST_DOCKER is set: %w", dockerEngine())
 	}
 	// Any free port: the broker is shared and never restarted (NewKafka is
 	// for tests that restart one), so no address needs to stay stable.

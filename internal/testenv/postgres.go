@@ -129,6 +129,9 @@ func startPostgres(ctx context.Context) (server, source string, err error) {
 		u, err := startPostgresContainer(ctx)
 		return u, "testcontainers (" + postgresImage + ")", err
 	}
+	if requireDocker() {
+		return "", "", fmt.Errorf("HOOKSTREAM_TEST_DOCKER is set: %w", dockerErr)
+	}
 	// Directly in the temporary directory, not in a directory of ours
 	// there: when the tests run as root the server runs as the postgres
 	// user, which may then remove the directory itself (sticky /tmp lets an

@@ -77,6 +77,11 @@ var (
 // answers, and if not why. It asks testcontainers itself, so every place
 // testcontainers would find an engine counts, and bounds the question:
 // with no engine it answers in milliseconds.
+// requireDocker reports whether HOOKSTREAM_TEST_DOCKER asks for the
+// services in Docker (make test-docker): then a missing engine is an
+// error, not a reason to fall back.
+func requireDocker() bool { return os.Getenv("HOOKSTREAM_TEST_DOCKER") != "" }
+
 func dockerEngine() error {
 	dockerOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // lockFileName is the lock file kept at the top of a data directory. kfake
@@ -35,7 +36,21 @@ func lockDir(dir string) (*dirLock, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open lock file: %w", err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+	// The owner may be this process, a moment after it let the directory
+	// go: a child another goroutine was forking then holds a copy of the
+	// descriptor until it execs (O_CLOEXEC acts only at exec), and with it
+	// the flock. Wait that out, briefly; a real second owner in this
+	// process still conflicts.
+	for deadline := time.Now().Add(2 * time.Second); errors.Is(err, syscall.EWOULDBLOCK) && time.Now().Before(deadline); {
+		owner, _ := os.ReadFile(path)
+		if strings.TrimSpace(string(owner)) != strconv.Itoa(os.Getpid()) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+	}
+	if err != nil {
 		owner, _ := os.ReadFile(path)
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {

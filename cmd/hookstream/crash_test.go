@@ -265,8 +265,14 @@ func TestConsumerRebalance(t *testing.T) {
 	if err := a.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
+	// Under load: the transactions in flight are abandoned (rolled back,
+	// for the partitions' next owners), offsets committed, the group left.
+	termAt := time.Now()
 	if err := a.Wait(); err != nil {
 		t.Errorf("member a did not stop cleanly on SIGTERM: %v", err)
+	}
+	if d := time.Since(termAt); d > 15*time.Second {
+		t.Errorf("member a took %s to stop after SIGTERM", d)
 	}
 	f.waitDeliveries(f.total() / 2)
 	startConsume(t, f.env, "d")

@@ -5,7 +5,9 @@
 #   scripts/bench-e2e.sh [rate] [duration] [customers]
 #   BENCH_ARGS="--duplicates 0.05 --bad 0.02" scripts/bench-e2e.sh 3000 30s
 #
-# Starts `hookstream dev --consume=false` (embedded broker, private
+# First the ceiling: the same `hookstream bench` (closed loop, 256
+# connections, 10 s) against a bare gin handler that reads the body and
+# answers 202, in the same run. Then it starts `hookstream dev --consume=false` (embedded broker, private
 # PostgreSQL with fsync on, the receiver) and `hookstream consume` as its
 # own process, then runs `hookstream bench --rate R --verify --json`
 # (open loop) against the receiver. While the load runs it samples the
@@ -26,7 +28,13 @@ cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done;
 trap cleanup EXIT
 
 go build -o "$work/hookstream" ./cmd/hookstream
+go build -o "$work/baregin" ./internal/tools/baregin
 secret=bench-secret
+"$work/baregin" -addr 127.0.0.1:8087 & ginpid=$!; pids+=($ginpid)
+for _ in $(seq 1 40); do curl -s -o /dev/null http://127.0.0.1:8087/ && break; sleep 0.25; done
+"$work/hookstream" bench --target http://127.0.0.1:8087 --secret "$secret" --duration 10s --customers "$customers" \
+  --concurrency 256 --json > "$work/ceiling.json" 2>/dev/null
+kill -TERM "$ginpid" 2>/dev/null || true
 HOOKSTREAM_GENERIC_SECRET=$secret HOOKSTREAM_LOG_LEVEL=warn \
   "$work/hookstream" dev --consume=false --data-dir "$work/data" --http-addr 127.0.0.1:8088 --kafka-listen 127.0.0.1:19094 \
   > "$work/dev.out" 2> "$work/dev.err" & devpid=$!; pids+=($devpid)
@@ -61,5 +69,12 @@ while kill -0 "$benchpid" 2>/dev/null; do
   sleep 1
 done
 wait "$benchpid" || true
-cat "$work/bench.json"
+echo "ceiling (bare gin 202, closed loop): $(cat "$work/ceiling.json")"
+echo "hookstream at $rate/s: $(cat "$work/bench.json")"
+python3 - "$work/ceiling.json" "$work/bench.json" <<'PY'
+import json, sys
+c, b = (json.load(open(f)) for f in sys.argv[1:3])
+print("achieved %.0f req/s = %.1f%% of the bare gin ceiling (%.0f req/s, p99 %.1f ms)" % (
+    b["requests_per_second"], 100 * b["requests_per_second"] / c["requests_per_second"], c["requests_per_second"], c["latency_ms"]["p99"]))
+PY
 echo "peak memory: dev (broker+receiver) RSS $((peak_dev/1024)) MB, consume RSS $((peak_cons/1024)) MB, bench RSS $((peak_bench/1024)) MB, PostgreSQL PSS $((peak_pg/1024)) MB"

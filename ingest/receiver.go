@@ -15,6 +15,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/bytedance/sonic"
 	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -90,6 +91,17 @@ type Reply struct {
 	EventID string `json:"event_id"`
 	Status  string `json:"status"`
 	Retry   bool   `json:"retry,omitempty"`
+}
+
+// reply writes body as the response, encoded as encoding/json would (gin's
+// c.JSON uses encoding/json: measurably slower on every request).
+func reply(c *gin.Context, code int, body Reply) {
+	b, err := sonic.ConfigStd.Marshal(body)
+	if err != nil {
+		c.JSON(code, body)
+		return
+	}
+	c.Data(code, "application/json; charset=utf-8", b)
 }
 
 // Receiver serves POST /webhooks/{source}.
@@ -245,7 +257,7 @@ func (r *Receiver) decide(req *request) {
 	case StatusProcessed:
 		code := req.src.cfg.DuplicateStatus
 		r.audit(req, wire.ActionDuplicate, "already_processed", code, nil)
-		req.c.JSON(code, Reply{EventID: req.eventID, Status: "duplicate"})
+		reply(req.c, code, Reply{EventID: req.eventID, Status: "duplicate"})
 		duplicatesTotal.WithLabelValues(req.sourceName, "duplicate").Inc()
 		observe(req, code)
 		return
@@ -253,7 +265,7 @@ func (r *Receiver) decide(req *request) {
 		// The events table has it, so it is already in Kafka: accepting again
 		// would only add a record for the consumer to skip.
 		r.audit(req, wire.ActionDuplicate, "in_flight", http.StatusAccepted, map[string]any{"state": string(status)})
-		req.c.JSON(http.StatusAccepted, Reply{EventID: req.eventID, Status: "accepted"})
+		reply(req.c, http.StatusAccepted, Reply{EventID: req.eventID, Status: "accepted"})
 		duplicatesTotal.WithLabelValues(req.sourceName, "in_flight").Inc()
 		observe(req, http.StatusAccepted)
 		return
@@ -285,7 +297,7 @@ func (r *Receiver) decide(req *request) {
 		detail["previous_status"] = string(status)
 	}
 	r.auditAt(req, action, "", http.StatusAccepted, detail, rec.Partition, rec.Offset)
-	req.c.JSON(http.StatusAccepted, body)
+	reply(req.c, http.StatusAccepted, body)
 	if redrive {
 		duplicatesTotal.WithLabelValues(req.sourceName, "redrive").Inc()
 	}

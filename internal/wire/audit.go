@@ -1,11 +1,11 @@
 package wire
 
 import (
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"time"
 
+	"github.com/bytedance/sonic"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -76,8 +76,13 @@ func (r *AuditRecord) Key() string {
 
 // Marshal encodes the record as JSON.
 func (r *AuditRecord) Marshal() ([]byte, error) {
-	return json.Marshal(r)
+	return stdJSON.Marshal(r)
 }
+
+// stdJSON encodes like encoding/json (HTML escaping, sorted map keys,
+// strings validated), a few times faster: the receiver encodes an audit
+// record for every request.
+var stdJSON = sonic.ConfigStd
 
 var schemaVersionHeader = []byte(strconv.Itoa(AuditSchemaVersion))
 

@@ -136,6 +136,7 @@ ORDER BY a.xid, a.seq LIMIT $1`, pgx.QueryExecModeExec, r.cfg.Batch) // planned 
 	var recs []*kgo.Record
 	var xid string
 	var seq int64
+	var lastAt time.Time
 	for rows.Next() {
 		rec, err := scanRecord(rows, &xid, &seq)
 		if err != nil {
@@ -147,12 +148,13 @@ ORDER BY a.xid, a.seq LIMIT $1`, pgx.QueryExecModeExec, r.cfg.Batch) // planned 
 			rows.Close()
 			return 0, err
 		}
-		recs = append(recs, kr)
+		recs, lastAt = append(recs, kr), rec.At
 	}
 	if err := rows.Err(); err != nil {
 		return 0, fmt.Errorf("audit relay: read: %w", err)
 	}
 	if len(recs) == 0 {
+		relayLagSeconds.Set(0)
 		return 0, nil
 	}
 	if err := r.cfg.Producer.ProduceSync(ctx, recs...).FirstErr(); err != nil {
@@ -161,5 +163,7 @@ ORDER BY a.xid, a.seq LIMIT $1`, pgx.QueryExecModeExec, r.cfg.Batch) // planned 
 	if _, err := conn.Exec(ctx, `UPDATE audit_relay SET xid = $1::xid8, seq = $2, updated_at = now() WHERE id = 1`, xid, seq); err != nil {
 		return 0, fmt.Errorf("audit relay: move position: %w", err)
 	}
+	relayPublishedTotal.Add(float64(len(recs)))
+	relayLagSeconds.Set(time.Since(lastAt).Seconds())
 	return len(recs), nil
 }

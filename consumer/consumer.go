@@ -183,6 +183,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		_ = c.cl.CommitMarkedOffsets(cctx)
 		c.cl.Close()
 	}()
+	go c.countParked(ctx)
 	for {
 		fs := c.cl.PollFetches(ctx)
 		if ctx.Err() != nil || fs.IsClientClosed() {
@@ -204,6 +205,25 @@ func (c *Consumer) Run(ctx context.Context) error {
 			w.highWatermark.Store(p.HighWatermark)
 			w.enqueue(ctx, p.Records)
 		})
+	}
+}
+
+// countParked keeps the parked-customers gauge current until ctx ends.
+func (c *Consumer) countParked(ctx context.Context) {
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		var n int
+		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := c.cfg.Pool.QueryRow(qctx, `SELECT count(*) FROM parked_customers`).Scan(&n); err == nil {
+			parkedCustomers.Set(float64(n))
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
 	}
 }
 

@@ -25,6 +25,10 @@ var (
 		Name: "hookstream_consumer_lag_records",
 		Help: "Records of an owned partition not yet processed: the high watermark of the last fetch minus the stored position.",
 	}, []string{"topic", "partition"})
+	parkedCustomers = promauto.NewGauge(prometheus.GaugeOpts{
+		Name: "hookstream_consumer_parked_customers",
+		Help: "Customers parked behind a dead event (parked_customers), counted every 10 seconds by each consumer.",
+	})
 	pausesTotal = promauto.NewCounter(prometheus.CounterOpts{
 		Name: "hookstream_consumer_pauses_total",
 		Help: "Attempts that could not run because PostgreSQL or the broker failed (retried without counting an attempt).",

@@ -275,6 +275,7 @@ func TestAuditLifecycle(t *testing.T) {
 		`hookstream_consumer_events_total{outcome="dead",source="generic"}`,
 		`hookstream_ingest_produce_duration_seconds_count`,
 		`hookstream_consumer_end_to_end_seconds_count{source="generic"}`,
+		`hookstream_audit_relay_published_total`,
 	} {
 		if v := metricValue(string(metrics), m); v < 1 {
 			t.Errorf("metric %s = %v, want at least 1", m, v)

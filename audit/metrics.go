@@ -1,0 +1,18 @@
+package audit
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+// Metrics of the relay, registered with the default Prometheus registry.
+var (
+	relayPublishedTotal = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "hookstream_audit_relay_published_total",
+		Help: "Audit records the relay published from audit_log to the audit topic.",
+	})
+	relayLagSeconds = promauto.NewGauge(prometheus.GaugeOpts{
+		Name: "hookstream_audit_relay_lag_seconds",
+		Help: "Age of the last record the relay published when it published it (0 when nothing was left): how far the audit topic trails the table.",
+	})
+)

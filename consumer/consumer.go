@@ -133,8 +133,10 @@ type Consumer struct {
 	mu      sync.Mutex
 	workers map[int32]*worker
 
-	// handlerAvg is the recent average handler time in nanoseconds; it
-	// starts high so the first batches get every group they can use.
+	// handlerAvg is the recent average handler time in nanoseconds. It
+	// starts at 1ms: a few hundred events are then spread over as many
+	// groups as Concurrency allows, and fast handlers bring it down
+	// within a batch or two.
 	handlerAvg atomic.Int64
 }
 
@@ -145,7 +147,7 @@ func New(cfg Config) (*Consumer, error) {
 		return nil, err
 	}
 	c := &Consumer{cfg: cfg, log: cfg.Logger, workers: map[int32]*worker{}}
-	c.handlerAvg.Store(int64(groupWork))
+	c.handlerAvg.Store(int64(time.Millisecond))
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.ClientID("hookstream-consumer"),

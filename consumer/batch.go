@@ -105,18 +105,18 @@ func (w *worker) processBatch(recs []*kgo.Record) (ok, stored bool) {
 	return !abandoned.Load() && w.ctx.Err() == nil, false
 }
 
-func (p *position) markStored(ok bool) {
-	if p != nil && ok {
-		p.stored = true
-	}
-}
-
 // position is a partition's next offset, for the transaction that
 // finishes its batch to store.
 type position struct {
 	partition int32
 	next      int64
 	stored    bool
+}
+
+func (p *position) markStored(ok bool) {
+	if p != nil && ok {
+		p.stored = true
+	}
 }
 
 const storePositionSQL = `INSERT INTO consumer_offsets (group_id, topic, partition, next_offset)
@@ -158,6 +158,9 @@ const maxGroupEvents = 1000
 func (c *Consumer) runGroup(ctx context.Context, lanes []*lane, pos *position) bool {
 	var rest []*lane
 	for infra := 0; len(lanes) > 0; {
+		if len(rest) > 0 {
+			pos = nil // events are left for afterwards: the position waits for them
+		}
 		r, more, err := c.groupAttempt(ctx, lanes, pos)
 		if ctx.Err() != nil {
 			return false

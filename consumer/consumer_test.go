@@ -382,3 +382,61 @@ func TestRetryWindow(t *testing.T) {
 	tb.waitFor(time.Minute, 1, `SELECT count(*) FROM events WHERE event_id = 'w-0' AND status = 'DEAD' AND attempts BETWEEN 2 AND 30`)
 	tb.waitFor(time.Second, 1, `SELECT count(*) FROM audit_log WHERE event_id = 'w-0' AND action = 'DEAD_LETTERED' AND reason = 'retry_window_exhausted'`)
 }
+
+// TestPositionWaitsForLeftEvents: when a batch's group transaction leaves
+// events for one-by-one processing (here a re-driven event) and takes
+// several transactions for the rest (CommitInterval), none of those
+// transactions stores the partition's position past the left events: a
+// crash before they are processed must not skip them.
+func TestPositionWaitsForLeftEvents(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	tb.topics = testenv.TopicsN(t, tb.brokers, 1) // one partition: one batch holds both customers
+	for seq := range 20 {
+		tb.produce("generic", fmt.Sprintf("a-%d", seq), "cus_a", seq)
+	}
+	redriven := &kgo.Record{Topic: tb.topics.Events, Key: []byte("cus_r"), Value: []byte(`{"seq":0}`), Headers: []kgo.RecordHeader{
+		{Key: wire.HeaderEventID, Value: []byte("r-0")}, {Key: wire.HeaderSource, Value: []byte("generic")},
+		{Key: wire.HeaderCustomerID, Value: []byte("cus_r")}, {Key: wire.HeaderRedrive, Value: []byte("true")},
+	}}
+	if err := tb.producer.ProduceSync(context.Background(), redriven).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	tb.flush()
+	seen := make(chan string, 1)
+	h := consumer.HandlerFunc(func(ctx context.Context, tx pgx.Tx, ev *consumer.Event) error {
+		if ev.CustomerID == "cus_a" {
+			time.Sleep(2 * time.Millisecond) // handler work: each group transaction takes one event
+			return nil
+		}
+		var next int64 = -1
+		err := tb.pool.QueryRow(ctx, `SELECT next_offset FROM consumer_offsets WHERE group_id = $1 AND topic = $2 AND partition = 0`, tb.group, tb.topics.Events).Scan(&next)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return err
+		}
+		if next > ev.Offset {
+			seen <- fmt.Sprintf("position %d already past the left event at offset %d", next, ev.Offset)
+		} else {
+			seen <- ""
+		}
+		return nil
+	})
+	c, err := consumer.New(consumer.Config{Brokers: tb.brokers, Pool: tb.pool, Handler: h, Audit: audit.Writer{}, Group: tb.group,
+		Topics: tb.topics, CommitInterval: time.Millisecond, Instance: "test", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	select {
+	case msg := <-seen:
+		if msg != "" {
+			t.Fatal(msg)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the re-driven event was not processed")
+	}
+	tb.waitFor(time.Minute, 21, `SELECT count(*) FROM events WHERE status = 'PROCESSED'`)
+}

@@ -25,12 +25,22 @@ INSERT INTO audit_relay (id, xid, seq) VALUES (1, '0', 0);
 
 DROP TABLE audit_outbox;
 
+-- audit_id is the key (the identity shared with the topic); seq stays a
+-- unique, increasing column, ordered through the indexes that use it, and
+-- no longer needs an index of its own now that nothing joins on it.
+ALTER TABLE audit_log DROP CONSTRAINT audit_log_pkey;
+ALTER TABLE audit_log DROP CONSTRAINT audit_log_audit_id_key;
+ALTER TABLE audit_log ADD PRIMARY KEY (audit_id);
+
 -- No query reads audit_log by customer (audit tail --customer reads the
 -- topic); the index cost two insertions per processed event.
 DROP INDEX audit_log_customer_idx;
 
 -- +goose Down
 CREATE INDEX audit_log_customer_idx ON audit_log (customer_id, seq);
+ALTER TABLE audit_log DROP CONSTRAINT audit_log_pkey;
+ALTER TABLE audit_log ADD CONSTRAINT audit_log_audit_id_key UNIQUE (audit_id);
+ALTER TABLE audit_log ADD PRIMARY KEY (seq);
 CREATE TABLE audit_outbox (
     seq      bigint PRIMARY KEY REFERENCES audit_log (seq) ON DELETE CASCADE,
     xid      xid8   NOT NULL DEFAULT pg_current_xact_id()

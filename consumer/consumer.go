@@ -126,9 +126,10 @@ func (c Config) validate() error {
 
 // Consumer is one member of the consumer group.
 type Consumer struct {
-	cfg Config
-	cl  *kgo.Client
-	log *slog.Logger
+	cfg       Config
+	cl        *kgo.Client
+	closeOnce sync.Once
+	log       *slog.Logger
 
 	mu      sync.Mutex
 	workers map[int32]*worker
@@ -183,7 +184,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		_ = c.cl.CommitMarkedOffsets(cctx)
-		c.cl.Close()
+		c.Close()
 	}()
 	go c.countParked(ctx)
 	for {
@@ -228,6 +229,11 @@ func (c *Consumer) countParked(ctx context.Context) {
 		}
 	}
 }
+
+// Close closes the Kafka client. Run does it when it returns; Close is for
+// a Consumer whose Run never ran (a later start-up step failed). Calling
+// it again is a no-op.
+func (c *Consumer) Close() { c.closeOnce.Do(c.cl.Close) }
 
 // storedOffsets replaces the offsets the group would start from with those
 // stored in PostgreSQL, where the position moves with the outcomes.

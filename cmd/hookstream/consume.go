@@ -172,6 +172,7 @@ func startProcessing(ctx context.Context, o processingOptions) (_ *processing, e
 	if err != nil {
 		return nil, err
 	}
+	p.close = append(p.close, c.Close) // a no-op once Run has closed it
 	producer, err := kafka.NewProducer(kafka.Config{Brokers: o.brokers, ClientID: "hookstream-audit-relay", Opts: o.kafkaOpts, Metrics: true})
 	if err != nil {
 		return nil, err

@@ -281,7 +281,7 @@ func (c *Consumer) groupAttempt(ctx context.Context, lanes []*lane, pos *positio
 	// the next transaction.
 	fast := make([][]*Event, len(lanes))
 	capped := make([]bool, len(lanes)) // the lane's tail waits for the next transaction
-	var sources, ids []string
+	var keys []eventKey
 	for i, l := range lanes {
 		if parked[l.customer] {
 			rest = append(rest, l)
@@ -291,26 +291,23 @@ func (c *Consumer) groupAttempt(ctx context.Context, lanes []*lane, pos *positio
 		if cut < 0 {
 			cut = len(l.events)
 		}
-		if room := maxGroupEvents - len(ids); cut > room {
+		if room := maxGroupEvents - len(keys); cut > room {
 			cut, capped[i] = max(room, 0), true
 		}
 		fast[i] = l.events[:cut]
 		for _, ev := range fast[i] {
-			sources, ids = append(sources, ev.Source), append(ids, ev.EventID)
+			keys = append(keys, eventKey{ev.Source, ev.EventID})
 		}
 	}
 	state := map[eventKey]known{}
-	if len(ids) > 0 {
-		keys := make([]eventKey, len(ids))
-		for i := range ids {
-			keys[i] = eventKey{sources[i], ids[i]}
-		}
+	if len(keys) > 0 {
 		slices.SortFunc(keys, func(a, b eventKey) int {
 			if c := strings.Compare(a.source, b.source); c != 0 {
 				return c
 			}
 			return strings.Compare(a.id, b.id)
 		})
+		sources, ids := make([]string, len(keys)), make([]string, len(keys))
 		for i, k := range keys {
 			sources[i], ids[i] = k.source, k.id
 		}

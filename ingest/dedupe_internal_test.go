@@ -1,0 +1,178 @@
+package ingest
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/hookstream/hookstream/internal/testenv"
+)
+
+// queryCounter counts the queries a pool runs.
+type queryCounter struct{ n atomic.Int64 }
+
+func (q *queryCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	q.n.Add(1)
+	return ctx
+}
+
+func (q *queryCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// dedupeBench is an events table with known rows, a pool whose queries
+// are counted, and a connection of its own that can hold the checker's
+// query back.
+type dedupeBench struct {
+	pool    *pgxpool.Pool
+	admin   *pgx.Conn // holds the lock
+	watch   *pgx.Conn // looks at pg_stat_activity
+	queries *queryCounter
+	want    map[string]Status // event_id -> status, "" for unknown ids
+}
+
+func newDedupeBench(t *testing.T) *dedupeBench {
+	t.Helper()
+	url := testenv.Postgres(t)
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &dedupeBench{queries: &queryCounter{}, want: map[string]Status{}}
+	cfg.ConnConfig.Tracer = b.queries
+	b.pool, err = pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.pool.Close)
+	b.admin, err = pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.admin.Close(context.Background()) })
+	b.watch, err = pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.watch.Close(context.Background()) })
+	statuses := []Status{StatusProcessing, StatusProcessed, StatusFailed, StatusDead, StatusParked}
+	for i := range 40 {
+		id := fmt.Sprintf("evt_%02d", i)
+		if i%2 == 1 { // every other id is unknown
+			b.want[id] = StatusUnknown
+			continue
+		}
+		st := statuses[i/2%len(statuses)]
+		b.want[id] = st
+		if _, err := b.admin.Exec(context.Background(),
+			`INSERT INTO events (source, event_id, customer_id, status) VALUES ('src', $1, 'cus', $2)`, id, string(st)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return b
+}
+
+// hold locks the events table so that the checker's next query waits in
+// PostgreSQL; the returned function lets it go.
+func (b *dedupeBench) hold(t *testing.T) (release func()) {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := b.admin.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "LOCK TABLE events IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// waitHeld waits until a query of the checker waits for hold's lock.
+func (b *dedupeBench) waitHeld(t *testing.T) {
+	t.Helper()
+	eventually(t, "a look-up query waiting for the lock", func() bool {
+		var n int
+		err := b.watch.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'
+			AND query LIKE '%unnest%'`).Scan(&n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n == 1
+	})
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// lookupAll runs the look-ups of ids concurrently and checks every answer.
+func (b *dedupeBench) lookupAll(t *testing.T, d *PostgresDuplicates, ids []string) *sync.WaitGroup {
+	t.Helper()
+	var wg sync.WaitGroup
+	for _, id := range ids {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			st, err := d.Status(ctx, "src", id)
+			if err != nil {
+				t.Errorf("Status(%s): %v", id, err)
+				return
+			}
+			if st != b.want[id] {
+				t.Errorf("Status(%s) = %q, want %q", id, st, b.want[id])
+			}
+		})
+	}
+	return &wg
+}
+
+// waitQueued waits until n look-ups wait in the checker's queue.
+func waitQueued(t *testing.T, d *PostgresDuplicates, n int) {
+	t.Helper()
+	eventually(t, fmt.Sprintf("%d queued look-ups", n), func() bool { return len(d.reqs) == n })
+}
+
+func ids(from, to int) []string {
+	var out []string
+	for i := from; i < to; i++ {
+		out = append(out, fmt.Sprintf("evt_%02d", i))
+	}
+	return out
+}
+
+// Look-ups that queue while a query runs are answered by one query, each
+// with its own status.
+func TestDuplicatesShareQueries(t *testing.T) {
+	b := newDedupeBench(t)
+	d := NewPostgresDuplicates(b.pool, PostgresDuplicatesConfig{Timeout: time.Minute})
+	defer d.Close()
+
+	release := b.hold(t)
+	before := b.queries.n.Load()
+	first := b.lookupAll(t, d, ids(0, 1))
+	b.waitHeld(t) // the first look-up's query is running
+	rest := b.lookupAll(t, d, ids(1, 40))
+	waitQueued(t, d, 39)
+	release()
+	first.Wait()
+	rest.Wait()
+	if got := b.queries.n.Load() - before; got != 2 {
+		t.Errorf("40 look-ups took %d queries, want 2 (the first, then the 39 that queued behind it)", got)
+	}
+}

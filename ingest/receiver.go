@@ -38,6 +38,13 @@ type Config struct {
 	// records at a delivery timeout no longer than ProduceTimeout, in flight
 	// or not (internal/kafka.NewProducer). Required.
 	Producer Producer
+	// AuditProducer writes the audit records, with the same requirements.
+	// A client of its own gives the audit records their own connection: an
+	// idempotent franz-go producer keeps one produce request in flight per
+	// broker, and an accepted event takes two produces in a row (its audit
+	// record carries the event's offset), so on one client every request
+	// waits for two turns of the same pipe. Nil: Producer.
+	AuditProducer Producer
 	// Duplicates answers the duplicate check; it must bound its own time
 	// (PostgresDuplicatesConfig.Timeout). Nil: every event is new.
 	Duplicates DuplicateChecker
@@ -68,6 +75,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.AuditProducer == nil {
+		c.AuditProducer = c.Producer
 	}
 	return c
 }
@@ -273,7 +283,7 @@ func (r *Receiver) decide(req *request) {
 	redrive := status == StatusFailed || status == StatusDead
 	rec := r.eventRecord(req, redrive)
 	produceStart := time.Now()
-	err := r.produce(rec)
+	err := r.produce(r.cfg.Producer, rec)
 	produceSeconds.Observe(time.Since(produceStart).Seconds())
 	if err != nil {
 		r.log.Error("produce failed", "request_id", req.requestID, "event_id", req.eventID, "error", err)
@@ -348,9 +358,9 @@ var errProduceTimeout = errors.New("ingest: broker did not acknowledge in time")
 // timeout whatever the client does. A request answered 503 whose record
 // reached the broker after all is retried by the provider and deduped by the
 // consumer's claim.
-func (r *Receiver) produce(rec *kgo.Record) error {
+func (r *Receiver) produce(p Producer, rec *kgo.Record) error {
 	done := make(chan error, 1)
-	r.cfg.Producer.Produce(context.Background(), rec, func(_ *kgo.Record, err error) { done <- err })
+	p.Produce(context.Background(), rec, func(_ *kgo.Record, err error) { done <- err })
 	t := time.NewTimer(r.cfg.ProduceTimeout + 250*time.Millisecond)
 	defer t.Stop()
 	select {
@@ -430,14 +440,14 @@ func (r *Receiver) publishAudit(req *request, rec *wire.AuditRecord, wait bool) 
 		r.log.Error("audit record not published", "request_id", req.requestID, "audit_id", rec.AuditID, "action", rec.Action, "error", err)
 	}
 	if !wait {
-		r.cfg.Producer.Produce(context.Background(), kr, func(_ *kgo.Record, err error) {
+		r.cfg.AuditProducer.Produce(context.Background(), kr, func(_ *kgo.Record, err error) {
 			if err != nil {
 				fail(err)
 			}
 		})
 		return
 	}
-	if err := r.produce(kr); err != nil {
+	if err := r.produce(r.cfg.AuditProducer, kr); err != nil {
 		fail(err)
 	}
 }

@@ -7,9 +7,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -85,7 +87,8 @@ type Signer interface {
 // scheme implements both Verifier and Signer.
 type scheme struct {
 	name      string
-	keys      [][]byte // one HMAC key per secret, in configured order
+	keys      [][]byte     // one HMAC key per secret, in configured order
+	macs      []*sync.Pool // per key: keyed HMAC-SHA256 states to Reset and reuse
 	tolerance time.Duration
 	header    string // hmac-sha256 only
 	base64    bool   // hmac-sha256 only
@@ -152,6 +155,7 @@ func newScheme(c Config) (*scheme, error) {
 			return nil, fmt.Errorf("secrets[%d]: %w", i, err) // never the secret itself
 		}
 		s.keys = append(s.keys, key)
+		s.macs = append(s.macs, &sync.Pool{New: func() any { return hmac.New(sha256.New, key) }})
 	}
 	return s, nil
 }
@@ -206,8 +210,15 @@ func mac(key []byte, parts ...[]byte) []byte {
 // first match, so its timing says nothing about which secret matched.
 func (s *scheme) anyKey(sigs [][]byte, parts ...[]byte) bool {
 	ok := false
-	for _, k := range s.keys {
-		want := mac(k, parts...)
+	var sum [sha256.Size]byte
+	for i := range s.keys {
+		m := s.macs[i].Get().(hash.Hash)
+		m.Reset()
+		for _, p := range parts {
+			m.Write(p)
+		}
+		want := m.Sum(sum[:0])
+		s.macs[i].Put(m)
 		for _, sig := range sigs {
 			if hmac.Equal(want, sig) {
 				ok = true

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -371,5 +372,38 @@ func TestRateLimit(t *testing.T) {
 	good := genericBody("evt_nl", "c")
 	if status, _, _ := tb.post("/webhooks/generic", signedGeneric(good), good); status != http.StatusAccepted {
 		t.Errorf("generic after limited: %d", status)
+	}
+}
+
+// A body sent without Content-Length (chunked) is read up to the source's
+// limit as well: stored byte for byte when under it, 413 when over.
+func TestChunkedBody(t *testing.T) {
+	tb := setup(t)
+	// A body of unknown length: the client sends it chunked.
+	chunked := func(body []byte) io.Reader { return io.MultiReader(bytes.NewReader(body)) }
+	post := func(path string, h http.Header, body []byte) int {
+		req, err := http.NewRequest(http.MethodPost, tb.url+path, chunked(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header = h
+		resp, err := tb.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	body := genericBody("evt_chunked", "cus_chunked")
+	if code := post("/webhooks/generic", signedGeneric(body), body); code != http.StatusAccepted {
+		t.Fatalf("chunked event: status %d, want 202", code)
+	}
+	huge := bytes.Repeat([]byte("a"), 1<<20+1)
+	if code := post("/webhooks/generic", signedGeneric(huge), huge); code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("chunked body over 1 MiB: status %d, want 413", code)
+	}
+	recs := tb.events()
+	if len(recs) != 1 || !bytes.Equal(recs[0].Value, body) {
+		t.Fatalf("events topic holds %d records, want exactly the chunked event byte for byte", len(recs))
 	}
 }

@@ -132,12 +132,6 @@ func setup(t *testing.T, opts ...func(*setupOpts)) *testBundle {
 		t.Fatal(err)
 	}
 	t.Cleanup(tb.producer.Close)
-	// Audit records on a client of their own, as `serve` does.
-	auditor, err := kafka.NewProducer(kafka.Config{Brokers: o.brokers, ProduceTimeout: o.produceTimeout})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(auditor.Close)
 	admCl, err := kgo.NewClient(kgo.SeedBrokers(o.brokers...))
 	if err != nil {
 		t.Fatal(err)
@@ -156,7 +150,6 @@ func setup(t *testing.T, opts ...func(*setupOpts)) *testBundle {
 	rcv, err := ingest.New(ingest.Config{
 		Sources:        srcs,
 		Producer:       tb.producer,
-		AuditProducer:  auditor,
 		Duplicates:     dups,
 		Topics:         tb.topics,
 		Instance:       "test",

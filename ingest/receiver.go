@@ -39,13 +39,6 @@ type Config struct {
 	// records at a delivery timeout no longer than ProduceTimeout, in flight
 	// or not (internal/kafka.NewProducer). Required.
 	Producer Producer
-	// AuditProducer writes the audit records, with the same requirements.
-	// A client of its own gives the audit records their own connection: an
-	// idempotent franz-go producer keeps one produce request in flight per
-	// broker, and an accepted event takes two produces in a row (its audit
-	// record carries the event's offset), so on one client every request
-	// waits for two turns of the same pipe. Nil: Producer.
-	AuditProducer Producer
 	// Duplicates answers the duplicate check; it must bound its own time
 	// (PostgresDuplicatesConfig.Timeout). Nil: every event is new.
 	Duplicates DuplicateChecker
@@ -76,9 +69,6 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
-	}
-	if c.AuditProducer == nil {
-		c.AuditProducer = c.Producer
 	}
 	return c
 }
@@ -284,7 +274,7 @@ func (r *Receiver) decide(req *request) {
 	redrive := status == StatusFailed || status == StatusDead
 	rec := r.eventRecord(req, redrive)
 	produceStart := time.Now()
-	err := r.produce(r.cfg.Producer, rec)
+	err := r.produce(rec)
 	produceSeconds.Observe(time.Since(produceStart).Seconds())
 	if err != nil {
 		r.log.Error("produce failed", "request_id", req.requestID, "event_id", req.eventID, "error", err)
@@ -371,9 +361,9 @@ var errProduceTimeout = errors.New("ingest: broker did not acknowledge in time")
 // timeout whatever the client does. A request answered 503 whose record
 // reached the broker after all is retried by the provider and deduped by the
 // consumer's claim.
-func (r *Receiver) produce(p Producer, rec *kgo.Record) error {
+func (r *Receiver) produce(rec *kgo.Record) error {
 	w := waiters.Get().(*waiter)
-	p.Produce(context.Background(), rec, w.promise)
+	r.cfg.Producer.Produce(context.Background(), rec, w.promise)
 	w.timer.Reset(r.cfg.ProduceTimeout + 250*time.Millisecond)
 	select {
 	case err := <-w.done:
@@ -471,14 +461,14 @@ func (r *Receiver) publishAudit(req *request, rec *wire.AuditRecord, wait bool) 
 		r.log.Error("audit record not published", "request_id", req.requestID, "audit_id", rec.AuditID, "action", rec.Action, "error", err)
 	}
 	if !wait {
-		r.cfg.AuditProducer.Produce(context.Background(), kr, func(_ *kgo.Record, err error) {
+		r.cfg.Producer.Produce(context.Background(), kr, func(_ *kgo.Record, err error) {
 			if err != nil {
 				fail(err)
 			}
 		})
 		return
 	}
-	if err := r.produce(r.cfg.AuditProducer, kr); err != nil {
+	if err := r.produce(kr); err != nil {
 		fail(err)
 	}
 }

@@ -23,7 +23,6 @@ import (
 type receiverStack struct {
 	log      *slog.Logger
 	producer *kgo.Client
-	auditor  *kgo.Client // the audit records' own producer (ingest.Config.AuditProducer)
 	pool     *pgxpool.Pool
 	dups     *ingest.PostgresDuplicates
 	server   *httpserver.Server
@@ -54,18 +53,9 @@ func startReceiver(ctx context.Context, o receiverOptions) (_ *receiverStack, er
 			s.close()
 		}
 	}()
-	newProducer := func(clientID string) (*kgo.Client, error) {
-		cl, err := kafka.NewProducer(kafka.Config{Brokers: o.brokers, ClientID: clientID, ProduceTimeout: o.produceTimeout, Opts: o.kafkaOpts, Metrics: true})
-		if err != nil {
-			return nil, fmt.Errorf("kafka-brokers (HOOKSTREAM_KAFKA_BROKERS): %w", err)
-		}
-		return cl, nil
-	}
-	if s.producer, err = newProducer("hookstream-ingest"); err != nil {
-		return nil, err
-	}
-	if s.auditor, err = newProducer("hookstream-ingest-audit"); err != nil {
-		return nil, err
+	s.producer, err = kafka.NewProducer(kafka.Config{Brokers: o.brokers, ClientID: "hookstream-ingest", ProduceTimeout: o.produceTimeout, Opts: o.kafkaOpts, Metrics: true})
+	if err != nil {
+		return nil, fmt.Errorf("kafka-brokers (HOOKSTREAM_KAFKA_BROKERS): %w", err)
 	}
 	s.pool, err = newPool(ctx, o.databaseURL, 0)
 	if err != nil {
@@ -75,7 +65,6 @@ func startReceiver(ctx context.Context, o receiverOptions) (_ *receiverStack, er
 	rcv, err := ingest.New(ingest.Config{
 		Sources:        o.sources,
 		Producer:       s.producer,
-		AuditProducer:  s.auditor,
 		Duplicates:     s.dups,
 		Topics:         o.topics,
 		Instance:       o.instance,
@@ -129,11 +118,8 @@ func (s *receiverStack) stop() {
 			s.log.Error("http shutdown", "error", err)
 		}
 	}
-	for _, p := range []*kgo.Client{s.producer, s.auditor} {
-		if p == nil {
-			continue
-		}
-		if err := p.Flush(ctx); err != nil {
+	if s.producer != nil {
+		if err := s.producer.Flush(ctx); err != nil {
 			s.log.Error("producer flush", "error", err)
 		}
 	}
@@ -146,9 +132,6 @@ func (s *receiverStack) close() {
 	}
 	if s.producer != nil {
 		s.producer.Close()
-	}
-	if s.auditor != nil {
-		s.auditor.Close()
 	}
 	if s.pool != nil {
 		s.pool.Close()

@@ -259,3 +259,104 @@ func TestCompactionKeepsLatestPerEvent(t *testing.T) {
 		t.Errorf("table rows after compaction: %d (%v), want all 7", n, err)
 	}
 }
+
+// TestRelayRunPublishesEveryRowOnceInOrder: the running relay reads a batch
+// while the one before is being acknowledged; across many small batches and
+// a restart the topic still gets every row once, in (xid, seq) order.
+func TestRelayRunPublishesEveryRowOnceInOrder(t *testing.T) {
+	t.Parallel()
+	brokers := testenv.Kafka(t)
+	tp := testenv.TopicsN(t, brokers, 1) // one partition: one total order to check
+	pool, err := pgxpool.New(context.Background(), testenv.Postgres(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	ctx := context.Background()
+	write := func(txs int) {
+		for i := range txs {
+			tx, err := pool.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for j := range i%3 + 1 {
+				if err := (audit.Writer{}).Write(ctx, tx, record(fmt.Sprintf("e%d-%d", i, j), wire.ActionProcessed)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := tx.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	producer, err := kafka.NewProducer(kafka.Config{Brokers: brokers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer producer.Close()
+	relay, err := audit.NewRelay(audit.RelayConfig{Pool: pool, Producer: producer, Topic: tp.Audit, Batch: 7,
+		Idle: time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// run runs the relay until its stored position is the last row.
+	run := func() {
+		var last struct {
+			xid string
+			seq int64
+		}
+		if err := pool.QueryRow(ctx, `SELECT xid::text, seq FROM audit_log ORDER BY xid DESC, seq DESC LIMIT 1`).Scan(&last.xid, &last.seq); err != nil {
+			t.Fatal(err)
+		}
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- relay.Run(rctx) }()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			var at bool
+			if err := pool.QueryRow(ctx, `SELECT xid = $1::xid8 AND seq = $2 FROM audit_relay`, last.xid, last.seq).Scan(&at); err != nil {
+				t.Fatal(err)
+			}
+			if at {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the relay did not reach the last row")
+			}
+			time.Sleep(5 * time.Millisecond) // polling the stored position
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(40)
+	run()
+	write(20) // a relay that starts again carries on from the stored position
+	run()
+
+	rows, err := pool.Query(ctx, `SELECT audit_id::text FROM audit_log ORDER BY xid, seq`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, id)
+	}
+	if rows.Err() != nil {
+		t.Fatal(rows.Err())
+	}
+	got := readAll(t, brokers, tp.Audit)
+	if len(got) != len(want) {
+		t.Fatalf("topic has %d records, table %d: every row once", len(got), len(want))
+	}
+	for i := range want {
+		if got[i].AuditID != want[i] {
+			t.Fatalf("record %d is %s, want %s ((xid, seq) order)", i, got[i].AuditID, want[i])
+		}
+	}
+}

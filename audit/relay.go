@@ -102,68 +102,151 @@ func (r *Relay) leader(ctx context.Context) error {
 		// The lock is released with the session if this fails.
 		_, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, relayLock)
 	}()
+	return r.publish(ctx, conn.Conn())
+}
+
+// position is a place in the (xid, seq) order of audit_log.
+type position struct {
+	xid string // xid8 as text
+	seq int64
+}
+
+// batch is a round's records and the position after them.
+type batch struct {
+	recs   []*kgo.Record
+	end    position
+	lastAt time.Time
+}
+
+// publish publishes until ctx ends, reading the next batch while the
+// broker acknowledges the one before: the read is the larger half of a
+// round. A batch is produced only once the one before it is acknowledged
+// and its position stored, so the topic receives the rows in order even
+// across a failure.
+func (r *Relay) publish(ctx context.Context, conn *pgx.Conn) error {
+	pos, err := r.position(ctx, conn)
+	if err != nil {
+		return err
+	}
+	var (
+		inflight *batch
+		acked    chan error
+	)
 	for ctx.Err() == nil {
-		n, err := r.PublishOnce(ctx, conn.Conn())
+		next, err := r.read(ctx, conn, pos)
 		if err != nil {
 			return err
 		}
-		if n == 0 && !backoff.Sleep(ctx, r.cfg.Idle) {
-			return nil
+		if inflight != nil {
+			if err := <-acked; err != nil {
+				return fmt.Errorf("audit relay: publish: %w", err)
+			}
+			if err := r.store(ctx, conn, inflight); err != nil {
+				return err
+			}
+			inflight = nil
+		}
+		if len(next.recs) == 0 {
+			relayLagSeconds.Set(0)
+			if !backoff.Sleep(ctx, r.cfg.Idle) {
+				return nil
+			}
+			continue
+		}
+		inflight, acked, pos = next, make(chan error, 1), next.end
+		go func(recs []*kgo.Record, acked chan<- error) {
+			acked <- r.cfg.Producer.ProduceSync(ctx, recs...).FirstErr()
+		}(next.recs, acked)
+	}
+	if inflight != nil {
+		// Stopping: the batch in flight counts only once acknowledged.
+		if err := <-acked; err == nil {
+			return r.store(context.WithoutCancel(ctx), conn, inflight)
 		}
 	}
 	return nil
 }
 
-// PublishOnce publishes one batch and returns how many records it
-// published. Only rows of transactions older than every transaction still
-// running are taken: any transaction that writes later has a higher id,
-// so, taken in (xid, seq) order, no row is ever skipped. Rows go out in
-// that order — a transaction's rows together, in the order written, and
-// the transactions of one event in the order they ran — and the position
-// moves once the broker has acknowledged all of them.
+// PublishOnce publishes one batch from the stored position and returns how
+// many records it published.
 func (r *Relay) PublishOnce(ctx context.Context, conn *pgx.Conn) (int, error) {
-	// The position is read each round (it is one row): a relay that took
-	// over from another starts where that one stopped.
-	rows, err := conn.Query(ctx, `WITH c AS (SELECT xid, seq FROM audit_relay WHERE id = 1)
-SELECT `+selectColumns+`, a.xid::text, a.seq
-FROM audit_log a
-WHERE a.xid IS NOT NULL AND (a.xid, a.seq) > ((SELECT xid FROM c), (SELECT seq FROM c))
-  AND a.xid < pg_snapshot_xmin(pg_current_snapshot())
-ORDER BY a.xid, a.seq LIMIT $1`, pgx.QueryExecModeExec, r.cfg.Batch) // planned each time, like the consumer's look-ups
+	pos, err := r.position(ctx, conn)
 	if err != nil {
-		return 0, fmt.Errorf("audit relay: read: %w", err)
+		return 0, err
 	}
-	var recs []*kgo.Record
-	var xid string
-	var seq int64
-	var lastAt time.Time
+	b, err := r.read(ctx, conn, pos)
+	if err != nil || len(b.recs) == 0 {
+		return 0, err
+	}
+	if err := r.cfg.Producer.ProduceSync(ctx, b.recs...).FirstErr(); err != nil {
+		return 0, fmt.Errorf("audit relay: publish: %w", err)
+	}
+	if err := r.store(ctx, conn, b); err != nil {
+		return 0, err
+	}
+	return len(b.recs), nil
+}
+
+// position reads the stored position: a relay that takes over starts where
+// the one before it stopped.
+func (r *Relay) position(ctx context.Context, conn *pgx.Conn) (position, error) {
+	var p position
+	if err := conn.QueryRow(ctx, `SELECT xid::text, seq FROM audit_relay WHERE id = 1`).Scan(&p.xid, &p.seq); err != nil {
+		return p, fmt.Errorf("audit relay: read position: %w", err)
+	}
+	return p, nil
+}
+
+// read returns the batch after from. Only rows of transactions older than
+// every transaction still running are taken: any transaction that writes
+// later has a higher id, so, taken in (xid, seq) order, no row is ever
+// skipped. Rows go out in that order: a transaction's rows together, in the
+// order written, and the transactions of one event in the order they ran.
+func (r *Relay) read(ctx context.Context, conn *pgx.Conn, from position) (*batch, error) {
+	rows, err := conn.Query(ctx, `SELECT `+selectColumns+`, a.xid::text, a.seq
+FROM audit_log a
+WHERE a.xid IS NOT NULL AND (a.xid, a.seq) > ($2::xid8, $3::bigint)
+  AND a.xid < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY a.xid, a.seq LIMIT $1`, pgx.QueryExecModeExec, r.cfg.Batch, from.xid, from.seq) // planned each time, like the consumer's look-ups
+	if err != nil {
+		return nil, fmt.Errorf("audit relay: read: %w", err)
+	}
+	defer rows.Close()
+	b := &batch{end: from}
 	for rows.Next() {
-		rec, err := scanRecord(rows, &xid, &seq)
+		rec, err := scanRecord(rows, &b.end.xid, &b.end.seq)
 		if err != nil {
-			rows.Close()
-			return 0, fmt.Errorf("audit relay: %w", err)
+			return nil, fmt.Errorf("audit relay: %w", err)
 		}
 		kr, err := rec.KafkaRecord(r.cfg.Topic)
 		if err != nil {
-			rows.Close()
-			return 0, err
+			return nil, err
 		}
-		recs, lastAt = append(recs, kr), rec.At
+		b.recs, b.lastAt = append(b.recs, kr), rec.At
 	}
 	if err := rows.Err(); err != nil {
-		return 0, fmt.Errorf("audit relay: read: %w", err)
+		return nil, fmt.Errorf("audit relay: read: %w", err)
 	}
-	if len(recs) == 0 {
-		relayLagSeconds.Set(0)
-		return 0, nil
+	return b, nil
+}
+
+// store moves the stored position past an acknowledged batch. The commit
+// does not wait for the disk (synchronous_commit off, for this transaction
+// only): a position lost in a PostgreSQL crash is an older one, from which
+// the relay publishes the same rows again in the same order, so readers
+// see duplicates (same audit_id) but never an older state after a newer.
+func (r *Relay) store(ctx context.Context, conn *pgx.Conn, b *batch) error {
+	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `UPDATE audit_relay SET xid = $1::xid8, seq = $2, updated_at = now() WHERE id = 1`, b.end.xid, b.end.seq)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("audit relay: move position: %w", err)
 	}
-	if err := r.cfg.Producer.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-		return 0, fmt.Errorf("audit relay: publish: %w", err)
-	}
-	if _, err := conn.Exec(ctx, `UPDATE audit_relay SET xid = $1::xid8, seq = $2, updated_at = now() WHERE id = 1`, xid, seq); err != nil {
-		return 0, fmt.Errorf("audit relay: move position: %w", err)
-	}
-	relayPublishedTotal.Add(float64(len(recs)))
-	relayLagSeconds.Set(time.Since(lastAt).Seconds())
-	return len(recs), nil
+	relayPublishedTotal.Add(float64(len(b.recs)))
+	relayLagSeconds.Set(time.Since(b.lastAt).Seconds())
+	return nil
 }

@@ -50,33 +50,78 @@ type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
+// services returns a broker with topics of one partition (one total order
+// to check) and a pool on a fresh database.
+func services(t *testing.T) ([]string, wire.Topics, *pgxpool.Pool) {
+	t.Helper()
+	brokers := testenv.Kafka(t)
+	tp := testenv.TopicsN(t, brokers, 1)
+	pool, err := pgxpool.New(context.Background(), testenv.Postgres(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return brokers, tp, pool
+}
+
+// topicHolds checks that topic holds exactly the audit ids want, in order.
+func topicHolds(t *testing.T, brokers []string, topic string, want []string) {
+	t.Helper()
+	got := readAll(t, brokers, topic)
+	if len(got) != len(want) {
+		t.Fatalf("topic has %d records, want %d: every row once", len(got), len(want))
+	}
+	for i := range want {
+		if got[i].AuditID != want[i] {
+			t.Fatalf("record %d is %s, want %s (the table's commit order)", i, got[i].AuditID, want[i])
+		}
+	}
+}
+
+// commit writes recs in one transaction and commits it.
+func commit(t *testing.T, pool *pgxpool.Pool, recs ...*wire.AuditRecord) {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := (audit.Writer{}).Write(ctx, tx, recs...); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// newRelay returns a relay publishing to topic through a producer of its own.
+func newRelay(t *testing.T, brokers []string, pool *pgxpool.Pool, cfg audit.RelayConfig) *audit.Relay {
+	t.Helper()
+	producer, err := kafka.NewProducer(kafka.Config{Brokers: brokers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(producer.Close)
+	cfg.Pool, cfg.Producer, cfg.Logger = pool, producer, slog.New(slog.DiscardHandler)
+	relay, err := audit.NewRelay(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return relay
+}
+
 // TestRelayPublishesCommittedRowsOnceInOrder: rows committed while no relay
 // runs (the relay "killed between a commit and its publish") are published
 // once each, in commit order, when a relay starts; rows of a transaction
 // still open are not published before it commits, even if later rows are.
 func TestRelayPublishesCommittedRowsOnceInOrder(t *testing.T) {
 	t.Parallel()
-	brokers := testenv.Kafka(t)
-	tp := testenv.TopicsN(t, brokers, 1) // one partition: one total order to check
-	pool, err := pgxpool.New(context.Background(), testenv.Postgres(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	brokers, tp, pool := services(t)
 	ctx := context.Background()
 	var want []string
 	for i := range 5 {
-		tx, err := pool.Begin(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
 		r := record(fmt.Sprintf("e%d", i), wire.ActionProcessed)
-		if err := (audit.Writer{}).Write(ctx, tx, r); err != nil {
-			t.Fatal(err)
-		}
-		if err := tx.Commit(ctx); err != nil {
-			t.Fatal(err)
-		}
+		commit(t, pool, r)
 		want = append(want, r.AuditID)
 	}
 	// An open transaction holding an earlier seq than rows committed after it.
@@ -90,23 +135,9 @@ func TestRelayPublishesCommittedRowsOnceInOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	after := record("after", wire.ActionProcessed)
-	tx, _ := pool.Begin(ctx)
-	if err := (audit.Writer{}).Write(ctx, tx, after); err != nil {
-		t.Fatal(err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
+	commit(t, pool, after)
 
-	producer, err := kafka.NewProducer(kafka.Config{Brokers: brokers})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer producer.Close()
-	relay, err := audit.NewRelay(audit.RelayConfig{Pool: pool, Producer: producer, Topic: tp.Audit, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	relay := newRelay(t, brokers, pool, audit.RelayConfig{Topic: tp.Audit})
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -160,15 +191,7 @@ WHERE (a.xid, a.seq) > (c.xid, c.seq) AND a.event_id <> 'late' AND a.event_id <>
 		t.Fatalf("third round published %d, want 0: nothing twice", n)
 	}
 	want = append(want, late.AuditID, after.AuditID)
-	got := readAll(t, brokers, tp.Audit)
-	if len(got) != len(want) {
-		t.Fatalf("topic has %d records, want %d", len(got), len(want))
-	}
-	for i := range want {
-		if got[i].AuditID != want[i] {
-			t.Fatalf("record %d is %s, want %s (commit order)", i, got[i].AuditID, want[i])
-		}
-	}
+	topicHolds(t, brokers, tp.Audit, want)
 }
 
 // TestCompactionKeepsLatestPerEvent: after compaction the audit topic keeps
@@ -265,40 +288,18 @@ func TestCompactionKeepsLatestPerEvent(t *testing.T) {
 // a restart the topic still gets every row once, in (xid, seq) order.
 func TestRelayRunPublishesEveryRowOnceInOrder(t *testing.T) {
 	t.Parallel()
-	brokers := testenv.Kafka(t)
-	tp := testenv.TopicsN(t, brokers, 1) // one partition: one total order to check
-	pool, err := pgxpool.New(context.Background(), testenv.Postgres(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	brokers, tp, pool := services(t)
 	ctx := context.Background()
 	write := func(txs int) {
 		for i := range txs {
-			tx, err := pool.Begin(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
+			var recs []*wire.AuditRecord
 			for j := range i%3 + 1 {
-				if err := (audit.Writer{}).Write(ctx, tx, record(fmt.Sprintf("e%d-%d", i, j), wire.ActionProcessed)); err != nil {
-					t.Fatal(err)
-				}
+				recs = append(recs, record(fmt.Sprintf("e%d-%d", i, j), wire.ActionProcessed))
 			}
-			if err := tx.Commit(ctx); err != nil {
-				t.Fatal(err)
-			}
+			commit(t, pool, recs...)
 		}
 	}
-	producer, err := kafka.NewProducer(kafka.Config{Brokers: brokers})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer producer.Close()
-	relay, err := audit.NewRelay(audit.RelayConfig{Pool: pool, Producer: producer, Topic: tp.Audit, Batch: 7,
-		Idle: time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	relay := newRelay(t, brokers, pool, audit.RelayConfig{Topic: tp.Audit, Batch: 7, Idle: time.Millisecond})
 	// run runs the relay until its stored position is the last row.
 	run := func() {
 		var last struct {
@@ -350,13 +351,5 @@ func TestRelayRunPublishesEveryRowOnceInOrder(t *testing.T) {
 	if rows.Err() != nil {
 		t.Fatal(rows.Err())
 	}
-	got := readAll(t, brokers, tp.Audit)
-	if len(got) != len(want) {
-		t.Fatalf("topic has %d records, table %d: every row once", len(got), len(want))
-	}
-	for i := range want {
-		if got[i].AuditID != want[i] {
-			t.Fatalf("record %d is %s, want %s ((xid, seq) order)", i, got[i].AuditID, want[i])
-		}
-	}
+	topicHolds(t, brokers, tp.Audit, want)
 }

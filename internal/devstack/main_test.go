@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // helperEnv makes the test binary act as a parent process that starts a
@@ -20,9 +22,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv(helperEnv) != "" {
 		os.Exit(runHelper())
 	}
-	// goleak would belong here (STYLE.md), but go.uber.org/goleak is not
-	// in go.mod since `go mod tidy` dropped it.
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m)
 }
 
 // runHelper starts a PostgreSQL server (or with "kafka" a broker) in

@@ -12,6 +12,7 @@ import (
 
 	"github.com/moby/moby/client"
 	"github.com/testcontainers/testcontainers-go"
+	"go.uber.org/goleak"
 )
 
 var (
@@ -46,8 +47,20 @@ func Main(m *testing.M, cleanups ...func()) {
 	for i := len(fs) - 1; i >= 0; i-- {
 		fs[i]()
 	}
+	if code == 0 {
+		// Everything the tests started is stopped by now: a goroutine left
+		// running is a leak (of the code under test, or of a test).
+		if err := goleak.Find(leakIgnores...); err != nil {
+			fmt.Fprintf(os.Stderr, "testenv: goroutines left after the tests: %v\n", err)
+			code = 1
+		}
+	}
 	os.Exit(code)
 }
+
+// leakIgnores are goroutines of libraries that outlive the tests by design
+// and cannot be stopped. None so far: keep each one here with its reason.
+var leakIgnores []goleak.Option
 
 // unavailable ends a test whose service could not start: it fails under
 // CI, where a skip would turn a broken environment green, and is skipped

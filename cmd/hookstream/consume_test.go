@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,48 +14,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/hookstream/hookstream/internal/kafka"
+	"github.com/hookstream/hookstream/internal/metricstest"
 	"github.com/hookstream/hookstream/internal/testenv"
 	"github.com/hookstream/hookstream/internal/topics"
 	"github.com/hookstream/hookstream/internal/wire"
 )
-
-// metricSum sums the samples of metric on a /metrics page whose labels
-// include every one of labels (`name="value"`).
-func metricSum(t *testing.T, url, metric string, labels ...string) float64 {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %s", url, resp.Status)
-	}
-	var sum float64
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-lines:
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, metric+"{") {
-			continue
-		}
-		for _, l := range labels {
-			if !strings.Contains(line, l) {
-				continue lines
-			}
-		}
-		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
-		if err != nil {
-			t.Fatalf("sample %q: %v", line, err)
-		}
-		sum += v
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return sum
-}
 
 // `consume --http-addr` serves /healthz, /readyz and /metrics, and /metrics
 // carries the Kafka client metrics of the consumer (fetches) and of the
@@ -115,10 +76,12 @@ func TestConsumeServesHealthAndKafkaClientMetrics(t *testing.T) {
 		t.Errorf("healthcheck of a 404: exit %d, want 1", code)
 	}
 	consumerFetched := func() float64 {
-		return metricSum(t, base+"/metrics", "hookstream_fetch_records_total", `client_id="hookstream-consumer"`, `topic="hookstream.events"`)
+		v, _ := metricstest.Scrape(t, base+"/metrics", "hookstream_fetch_records_total", `client_id="hookstream-consumer"`, `topic="hookstream.events"`)
+		return v
 	}
 	relayProduced := func() float64 {
-		return metricSum(t, base+"/metrics", "hookstream_produce_records_total", `client_id="hookstream-audit-relay"`, `topic="hookstream.audit"`)
+		v, _ := metricstest.Scrape(t, base+"/metrics", "hookstream_produce_records_total", `client_id="hookstream-audit-relay"`, `topic="hookstream.audit"`)
+		return v
 	}
 	if got := consumerFetched(); got != 0 {
 		t.Fatalf("consumer fetched %v records before any was produced", got)

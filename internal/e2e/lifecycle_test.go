@@ -33,6 +33,7 @@ import (
 	"github.com/hookstream/hookstream/internal/apidocs/apidocstest"
 	"github.com/hookstream/hookstream/internal/httpserver"
 	"github.com/hookstream/hookstream/internal/kafka"
+	"github.com/hookstream/hookstream/internal/metricstest"
 	"github.com/hookstream/hookstream/internal/sources"
 	"github.com/hookstream/hookstream/internal/testenv"
 	"github.com/hookstream/hookstream/internal/wire"
@@ -264,21 +265,21 @@ func TestAuditLifecycle(t *testing.T) {
 	}
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, m := range []string{
-		`hookstream_ingest_requests_total{source="generic",status="202"}`,
-		`hookstream_ingest_requests_total{source="generic",status="401"}`,
-		`hookstream_ingest_requests_total{source="generic",status="409"}`,
-		`hookstream_ingest_rejections_total{reason="signature_invalid",source="generic"}`,
-		`hookstream_ingest_duplicates_total{kind="redrive",source="generic"}`,
-		`hookstream_consumer_events_total{outcome="processed",source="generic"}`,
-		`hookstream_consumer_events_total{outcome="failed",source="generic"}`,
-		`hookstream_consumer_events_total{outcome="dead",source="generic"}`,
-		`hookstream_ingest_produce_duration_seconds_count`,
-		`hookstream_consumer_end_to_end_seconds_count{source="generic"}`,
-		`hookstream_audit_relay_published_total`,
+	for _, m := range [][]string{
+		{"hookstream_ingest_requests_total", `source="generic"`, `status="202"`},
+		{"hookstream_ingest_requests_total", `source="generic"`, `status="401"`},
+		{"hookstream_ingest_requests_total", `source="generic"`, `status="409"`},
+		{"hookstream_ingest_rejections_total", `reason="signature_invalid"`, `source="generic"`},
+		{"hookstream_ingest_duplicates_total", `kind="redrive"`, `source="generic"`},
+		{"hookstream_consumer_events_total", `outcome="processed"`, `source="generic"`},
+		{"hookstream_consumer_events_total", `outcome="failed"`, `source="generic"`},
+		{"hookstream_consumer_events_total", `outcome="dead"`, `source="generic"`},
+		{"hookstream_ingest_produce_duration_seconds_count"},
+		{"hookstream_consumer_end_to_end_seconds_count", `source="generic"`},
+		{"hookstream_audit_relay_published_total"},
 	} {
-		if v := metricValue(string(metrics), m); v < 1 {
-			t.Errorf("metric %s = %v, want at least 1", m, v)
+		if v, _ := metricstest.Sum(string(metrics), m[0], m[1:]...); v < 1 {
+			t.Errorf("metric %s%v = %v, want at least 1", m[0], m[1:], v)
 		}
 	}
 
@@ -324,17 +325,6 @@ func TestAuditLifecycle(t *testing.T) {
 			t.Errorf("record %s does not match the schema: %v", l, err)
 		}
 	}
-}
-
-// metricValue finds "name value" in a Prometheus text exposition.
-func metricValue(text, name string) float64 {
-	for _, line := range strings.Split(text, "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			return f
-		}
-	}
-	return -1
 }
 
 func auditSchema(t *testing.T) *jsonschema.Schema {

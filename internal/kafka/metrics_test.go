@@ -1,54 +1,18 @@
 package kafka
 
 import (
-	"bufio"
 	"context"
-	"net/http"
 	"net/http/httptest"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
-)
 
-// scrape sums, over the /metrics text of the default registry, the samples
-// of metric whose labels include every one of labels (`name="value"`);
-// found says whether any sample matched.
-func scrape(t *testing.T, url, metric string, labels ...string) (sum float64, found bool) {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-lines:
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, metric+"{") {
-			continue
-		}
-		for _, l := range labels {
-			if !strings.Contains(line, l) {
-				continue lines
-			}
-		}
-		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
-		if err != nil {
-			t.Fatalf("sample %q: %v", line, err)
-		}
-		sum, found = sum+v, true
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return sum, found
-}
+	"github.com/hookstream/hookstream/internal/metricstest"
+)
 
 // A client built with Metrics exports kprom's metrics under hookstream_ on
 // the registry /metrics serves, labelled with its client id; they move
@@ -65,7 +29,7 @@ func TestMetricsExportClientMetricsOnTheDefaultRegistry(t *testing.T) {
 	defer srv.Close()
 	const id = `client_id="kafka-metrics-test"`
 
-	if _, found := scrape(t, srv.URL, "hookstream_produce_records_total", id); found {
+	if _, found := metricstest.Scrape(t, srv.URL, "hookstream_produce_records_total", id); found {
 		t.Fatal("metrics of a client that does not exist yet")
 	}
 	cl, err := NewProducer(Config{Brokers: cluster.ListenAddrs(), ClientID: "kafka-metrics-test", Metrics: true})
@@ -84,19 +48,19 @@ func TestMetricsExportClientMetricsOnTheDefaultRegistry(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if got, _ := scrape(t, srv.URL, "hookstream_produce_records_total", id, `topic="metrics-test"`); got != n {
+	if got, _ := metricstest.Scrape(t, srv.URL, "hookstream_produce_records_total", id, `topic="metrics-test"`); got != n {
 		t.Errorf("hookstream_produce_records_total = %v, want %d", got, n)
 	}
-	if got, _ := scrape(t, srv.URL, "hookstream_connects_total", id); got < 1 {
+	if got, _ := metricstest.Scrape(t, srv.URL, "hookstream_connects_total", id); got < 1 {
 		t.Errorf("hookstream_connects_total = %v, want at least 1", got)
 	}
 	// The twin registered nothing; closing it leaves the first's metrics.
 	twin.Close()
-	if _, found := scrape(t, srv.URL, "hookstream_produce_records_total", id); !found {
+	if _, found := metricstest.Scrape(t, srv.URL, "hookstream_produce_records_total", id); !found {
 		t.Error("closing a second client with the same id removed the first's metrics")
 	}
 	cl.Close()
-	if _, found := scrape(t, srv.URL, "hookstream_produce_records_total", id); found {
+	if _, found := metricstest.Scrape(t, srv.URL, "hookstream_produce_records_total", id); found {
 		t.Error("metrics of a closed client are still exported")
 	}
 }

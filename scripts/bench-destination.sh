@@ -15,14 +15,9 @@ cd "$(dirname "$0")/.."
 events=${1:-20000}
 customers=${2:-1000}
 delay=${3:-20ms}
-work=$(mktemp -d /tmp/hookstream-bench-XXXXXX)
-chmod 755 "$work"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-go build -o "$work/hookstream" ./cmd/hookstream
-go build -o "$work/loadevents" ./internal/tools/loadevents
-go build -o "$work/slowdest" ./internal/tools/slowdest
+. scripts/lib.sh
+bench_setup INT
+bench_build loadevents slowdest
 "$work/slowdest" --addr 127.0.0.1:8095 --delay "$delay" > "$work/dest.out" & destpid=$!; pids+=($destpid)
 cat > "$work/sources.yaml" <<YAML
 sources:
@@ -35,11 +30,8 @@ sources:
     destination: {url: "http://127.0.0.1:8095/hook", timeout: 5s}
 YAML
 HOOKSTREAM_GENERIC_SECRET=bench-secret HOOKSTREAM_SOURCES="$work/sources.yaml" HOOKSTREAM_LOG_LEVEL=warn \
-  "$work/hookstream" dev --data-dir "$work/data" --http-addr 127.0.0.1:8096 --kafka-listen 127.0.0.1:19093 \
-  > "$work/dev.out" 2> "$work/dev.err" & devpid=$!; pids+=($devpid)
-for _ in $(seq 1 120); do grep -q "Press Ctrl-C" "$work/dev.out" 2>/dev/null && break; sleep 0.5; done
-grep -q "Press Ctrl-C" "$work/dev.out" || { cat "$work/dev.err"; exit 1; }
-"$work/loadevents" --brokers 127.0.0.1:19093 --database-url "$(sed -n 's/^  PostgreSQL: //p' "$work/dev.out")" \
+  start_dev --data-dir "$work/data" --http-addr 127.0.0.1:8096 --kafka-listen 127.0.0.1:19093
+"$work/loadevents" --brokers 127.0.0.1:19093 --database-url "$(dev_database_url)" \
   --events "$events" --customers "$customers"
 kill -INT "$destpid"; wait "$destpid" || true
 cat "$work/dest.out"

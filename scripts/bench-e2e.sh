@@ -21,14 +21,9 @@ rate=${1:-5000}
 dur=${2:-30s}
 customers=${3:-1000}
 
-work=$(mktemp -d /tmp/hookstream-bench-XXXXXX)
-chmod 755 "$work"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-
-go build -o "$work/hookstream" ./cmd/hookstream
-go build -o "$work/baregin" ./internal/tools/baregin
+. scripts/lib.sh
+bench_setup TERM
+bench_build baregin
 secret=bench-secret
 "$work/baregin" -addr 127.0.0.1:8087 & ginpid=$!; pids+=($ginpid)
 for _ in $(seq 1 40); do curl -s -o /dev/null http://127.0.0.1:8087/ && break; sleep 0.25; done
@@ -36,11 +31,8 @@ for _ in $(seq 1 40); do curl -s -o /dev/null http://127.0.0.1:8087/ && break; s
   --concurrency 256 --json > "$work/ceiling.json" 2>/dev/null
 kill -TERM "$ginpid" 2>/dev/null || true
 HOOKSTREAM_GENERIC_SECRET=$secret HOOKSTREAM_LOG_LEVEL=warn \
-  "$work/hookstream" dev --consume=false --data-dir "$work/data" --http-addr 127.0.0.1:8088 --kafka-listen 127.0.0.1:19094 \
-  > "$work/dev.out" 2> "$work/dev.err" & devpid=$!; pids+=($devpid)
-for _ in $(seq 1 120); do grep -q "Press Ctrl-C" "$work/dev.out" 2>/dev/null && break; sleep 0.5; done
-grep -q "Press Ctrl-C" "$work/dev.out" || { cat "$work/dev.err"; exit 1; }
-export HOOKSTREAM_DATABASE_URL=$(sed -n 's/^  PostgreSQL: //p' "$work/dev.out")
+  start_dev --consume=false --data-dir "$work/data" --http-addr 127.0.0.1:8088 --kafka-listen 127.0.0.1:19094
+export HOOKSTREAM_DATABASE_URL=$(dev_database_url)
 export HOOKSTREAM_KAFKA_BROKERS=127.0.0.1:19094
 HOOKSTREAM_LOG_LEVEL=warn "$work/hookstream" consume --http-addr 127.0.0.1:8089 \
   > "$work/consume.out" 2> "$work/consume.err" & conspid=$!; pids+=($conspid)

@@ -18,14 +18,9 @@ conns=${1:-64}
 dur=${2:-20s}
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 
-work=$(mktemp -d /tmp/hookstream-bench-XXXXXX)
-chmod 755 "$work"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-
-go build -o "$work/hookstream" ./cmd/hookstream
-go build -o "$work/baregin" ./internal/tools/baregin
+. scripts/lib.sh
+bench_setup TERM
+bench_build baregin
 
 secret=bench-secret
 payload=$(head -c 700 /dev/zero | tr '\0' 'x')
@@ -41,10 +36,7 @@ echo "body: ${#body} bytes, connections: $conns, duration: $dur"
 
 "$work/baregin" -addr 127.0.0.1:8099 & pids+=($!)
 HOOKSTREAM_GENERIC_SECRET=$secret HOOKSTREAM_LOG_LEVEL=warn \
-  "$work/hookstream" dev --consume=false --data-dir "$work/data" --http-addr 127.0.0.1:8098 --kafka-listen 127.0.0.1:19092 \
-  > "$work/dev.out" 2> "$work/dev.err" & devpid=$!; pids+=($devpid)
-for _ in $(seq 1 120); do grep -q "Press Ctrl-C" "$work/dev.out" 2>/dev/null && break; sleep 0.5; done
-grep -q "Press Ctrl-C" "$work/dev.out" || { cat "$work/dev.err"; exit 1; }
+  start_dev --consume=false --data-dir "$work/data" --http-addr 127.0.0.1:8098 --kafka-listen 127.0.0.1:19092
 
 check=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' -H "X-Signature: $sig" --data-binary "$body" http://127.0.0.1:8098/webhooks/generic)
 [ "$check" = 202 ] || { echo "receiver answered $check, not 202" >&2; exit 1; }
@@ -52,7 +44,7 @@ check=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: applica
 # A standalone receiver on the same broker and database, to show the
 # receiver's own memory (dev's RSS includes kfake, which keeps the log in
 # memory and so grows with every record).
-dburl=$(sed -n 's/^  PostgreSQL: //p' "$work/dev.out")
+dburl=$(dev_database_url)
 HOOKSTREAM_GENERIC_SECRET=$secret HOOKSTREAM_LOG_LEVEL=warn HOOKSTREAM_KAFKA_BROKERS=127.0.0.1:19092 \
   HOOKSTREAM_DATABASE_URL=$dburl HOOKSTREAM_SOURCES=sources.example.yaml \
   "$work/hookstream" serve --http-addr 127.0.0.1:8097 > "$work/serve.out" 2> "$work/serve.err" & servepid=$!; pids+=($servepid)

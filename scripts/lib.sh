@@ -1,0 +1,40 @@
+# Shared by the bench-*.sh scripts: source it after `cd` to the repository.
+#
+#   bench_setup TERM|INT   a work directory ($work) removed on exit, after
+#                          the processes in $pids get that signal (KEEP=1
+#                          keeps the directory and the processes)
+#   bench_build TOOL...    build hookstream and internal/tools/TOOL into $work
+#   start_dev ARGS...      `hookstream dev ARGS...` in the background (with
+#                          the caller's environment prefix), $devpid set,
+#                          returns once it is ready; dev.out/dev.err in $work
+#   dev_database_url       the private PostgreSQL URL dev printed
+
+bench_setup() {
+  bench_signal=$1
+  work=$(mktemp -d /tmp/hookstream-bench-XXXXXX)
+  chmod 755 "$work"
+  pids=()
+  trap bench_cleanup EXIT
+  if [ -n "${KEEP:-}" ]; then trap - EXIT; fi
+}
+
+bench_cleanup() {
+  for p in "${pids[@]}"; do kill -"$bench_signal" "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+
+bench_build() {
+  go build -o "$work/hookstream" ./cmd/hookstream
+  for tool in "$@"; do go build -o "$work/$tool" "./internal/tools/$tool"; done
+}
+
+start_dev() {
+  "$work/hookstream" dev "$@" > "$work/dev.out" 2> "$work/dev.err" &
+  devpid=$!
+  pids+=("$devpid")
+  for _ in $(seq 1 120); do grep -q "Press Ctrl-C" "$work/dev.out" 2>/dev/null && break; sleep 0.5; done
+  grep -q "Press Ctrl-C" "$work/dev.out" || { cat "$work/dev.err"; exit 1; }
+}
+
+dev_database_url() { sed -n 's/^  PostgreSQL: //p' "$work/dev.out"; }

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/hookstream/hookstream/audit"
+	"github.com/hookstream/hookstream/audit/audittest"
 	"github.com/hookstream/hookstream/internal/kafka"
 	"github.com/hookstream/hookstream/internal/testenv"
 	"github.com/hookstream/hookstream/internal/topics"
@@ -175,16 +176,7 @@ WHERE (a.xid, a.seq) > (c.xid, c.seq) AND a.event_id <> 'late' AND a.event_id <>
 	if err := open.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	total := 0
-	for total < 2 && time.Now().Before(deadline) {
-		n, err := relay.PublishOnce(ctx, conn.Conn())
-		if err != nil {
-			t.Fatal(err)
-		}
-		total += n
-	}
-	if total != 2 {
+	if total := audittest.Publish(t, relay, conn.Conn(), 2); total != 2 {
 		t.Fatalf("published %d after the commit, want 2", total)
 	}
 	if n, _ := relay.PublishOnce(ctx, conn.Conn()); n != 0 {

@@ -5,13 +5,13 @@ import (
 	"log/slog"
 	"net/url"
 	"testing"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/hookstream/hookstream/audit"
+	"github.com/hookstream/hookstream/audit/audittest"
 	"github.com/hookstream/hookstream/internal/kafka"
 	"github.com/hookstream/hookstream/internal/migrate"
 	"github.com/hookstream/hookstream/internal/testenv"
@@ -97,18 +97,7 @@ INSERT INTO audit_outbox (seq) SELECT seq FROM a WHERE $3`, uuid.New(), "e"+stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	total := 0
-	deadline := time.Now().Add(20 * time.Second)
-	for total < 3 && time.Now().Before(deadline) {
-		n, err := relay.PublishOnce(ctx, conn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		total += n
-		if n == 0 {
-			time.Sleep(10 * time.Millisecond) // polling: the snapshot horizon moves when other tests' transactions end
-		}
-	}
+	total := audittest.Publish(t, relay, conn, 3)
 	if n, err := relay.PublishOnce(ctx, conn); err != nil || n != 0 {
 		t.Fatalf("another round published %d (%v), want 0", n, err)
 	}

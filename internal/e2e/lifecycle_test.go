@@ -278,7 +278,7 @@ func TestAuditLifecycle(t *testing.T) {
 		{"hookstream_consumer_end_to_end_seconds_count", `source="generic"`},
 		{"hookstream_audit_relay_published_total"},
 	} {
-		if v, _ := metricstest.Sum(string(metrics), m[0], m[1:]...); v < 1 {
+		if v, _ := metricstest.Sum(t, string(metrics), m[0], m[1:]...); v < 1 {
 			t.Errorf("metric %s%v = %v, want at least 1", m[0], m[1:], v)
 		}
 	}

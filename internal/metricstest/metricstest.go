@@ -13,8 +13,10 @@ import (
 // Sum adds up the samples of metric in a Prometheus text exposition whose
 // labels include every one of labels (each written `name="value"`), and
 // says whether any sample matched. With no labels every sample of metric
-// counts, labelled or not.
-func Sum(exposition, metric string, labels ...string) (sum float64, found bool) {
+// counts, labelled or not. A matching sample that does not parse fails
+// the test.
+func Sum(t testing.TB, exposition, metric string, labels ...string) (sum float64, found bool) {
+	t.Helper()
 	for line := range strings.Lines(exposition) {
 		rest, ok := strings.CutPrefix(line, metric)
 		if !ok || rest == "" || (rest[0] != '{' && rest[0] != ' ') {
@@ -24,7 +26,7 @@ func Sum(exposition, metric string, labels ...string) (sum float64, found bool) 
 		if rest[0] == '{' {
 			end := strings.LastIndexByte(rest, '}')
 			if end < 0 {
-				continue
+				t.Fatalf("sample %q: no end to its labels", strings.TrimSpace(line))
 			}
 			set, rest = rest[1:end], rest[end+1:]
 		}
@@ -33,11 +35,11 @@ func Sum(exposition, metric string, labels ...string) (sum float64, found bool) 
 		}
 		fields := strings.Fields(rest) // value [timestamp]
 		if len(fields) == 0 {
-			continue
+			t.Fatalf("sample %q: no value", strings.TrimSpace(line))
 		}
 		v, err := strconv.ParseFloat(fields[0], 64)
 		if err != nil {
-			continue
+			t.Fatalf("sample %q: %v", strings.TrimSpace(line), err)
 		}
 		sum, found = sum+v, true
 	}
@@ -68,6 +70,6 @@ func Scrape(t testing.TB, url, metric string, labels ...string) (sum float64, fo
 	if err != nil {
 		t.Fatal(err)
 	}
-	sum, found = Sum(string(body), metric, labels...)
+	sum, found = Sum(t, string(body), metric, labels...)
 	return sum, found
 }

@@ -27,7 +27,7 @@ func TestSum(t *testing.T) {
 		{"duration_seconds", nil, 0, false}, // a prefix of other names only
 		{"missing_total", nil, 0, false},
 	} {
-		got, found := Sum(page, tc.metric, tc.labels...)
+		got, found := Sum(t, page, tc.metric, tc.labels...)
 		if got != tc.want || found != tc.found {
 			t.Errorf("Sum(%s, %v) = %v, %v; want %v, %v", tc.metric, tc.labels, got, found, tc.want, tc.found)
 		}

@@ -2,6 +2,7 @@
 # Receiver throughput against its ceiling, in one run (BENCHMARKS.md).
 #
 #   scripts/bench-ingest.sh [connections] [duration]
+#   ROUNDS=5 scripts/bench-ingest.sh 64 12s
 #
 # 1. a bare gin handler that reads the body and answers 202 (the ceiling);
 # 2. `hookstream dev` (embedded broker, private PostgreSQL) taking the same
@@ -53,10 +54,20 @@ for _ in $(seq 1 60); do curl -sf http://127.0.0.1:8097/readyz >/dev/null && bre
 rss() { awk '/VmRSS/{print $2" kB"}' /proc/"$1"/status; }
 load() { wrk -t2 -c"$conns" -d"$dur" --latency -s "$work/post.lua" "$1"; }
 
-echo; echo "== bare gin 202 (ceiling) =="
-load http://127.0.0.1:8099/webhooks/generic
-echo; echo "== hookstream dev, full receiver path =="
-load http://127.0.0.1:8098/webhooks/generic
+# The machine's speed drifts by 10-20% over minutes, and the ceiling with
+# it, so the two are measured in alternation (ROUNDS pairs, default 3) and
+# the ratio of each pair is printed, then their median.
+rps() { awk '/Requests\/sec/{print $2}'; }
+ratios=()
+for r in $(seq 1 "${ROUNDS:-3}"); do
+  echo; echo "== round $r: bare gin 202 (ceiling) =="
+  load http://127.0.0.1:8099/webhooks/generic | tee "$work/bare.txt"
+  echo; echo "== round $r: hookstream dev, full receiver path =="
+  load http://127.0.0.1:8098/webhooks/generic | tee "$work/dev.txt"
+  ratios+=("$(awk -v d="$(rps < "$work/dev.txt")" -v b="$(rps < "$work/bare.txt")" 'BEGIN{printf "%.1f", 100*d/b}')")
+  echo "round $r: dev / bare = ${ratios[-1]}%"
+done
+echo; echo "dev / bare per round: ${ratios[*]} (%); median $(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}')%"
 echo; echo "== hookstream serve (same broker and database), three runs back to back =="
 echo "serve RSS before: $(rss $servepid)"
 for i in 1 2 3; do

@@ -122,8 +122,10 @@ type batch struct {
 // broker acknowledges the one before: the read is the larger half of a
 // round. A batch is produced only once the one before it is acknowledged
 // and its position stored, so the topic receives the rows in order even
-// across a failure.
-func (r *Relay) publish(ctx context.Context, conn *pgx.Conn) error {
+// across a failure; and publish never returns with a batch in flight, so
+// the relay that takes over cannot publish rows that a late acknowledgement
+// of this one would then follow.
+func (r *Relay) publish(ctx context.Context, conn *pgx.Conn) (err error) {
 	pos, err := r.position(ctx, conn)
 	if err != nil {
 		return err
@@ -132,19 +134,30 @@ func (r *Relay) publish(ctx context.Context, conn *pgx.Conn) error {
 		inflight *batch
 		acked    chan error
 	)
+	// settle waits for the batch in flight and stores its position.
+	settle := func() error {
+		if inflight == nil {
+			return nil
+		}
+		b := inflight
+		inflight = nil
+		if err := <-acked; err != nil {
+			return fmt.Errorf("audit relay: publish: %w", err)
+		}
+		return r.store(context.WithoutCancel(ctx), conn, b)
+	}
+	defer func() {
+		if serr := settle(); err == nil && ctx.Err() == nil {
+			err = serr
+		}
+	}()
 	for ctx.Err() == nil {
 		next, err := r.read(ctx, conn, pos)
 		if err != nil {
 			return err
 		}
-		if inflight != nil {
-			if err := <-acked; err != nil {
-				return fmt.Errorf("audit relay: publish: %w", err)
-			}
-			if err := r.store(ctx, conn, inflight); err != nil {
-				return err
-			}
-			inflight = nil
+		if err := settle(); err != nil {
+			return err
 		}
 		if len(next.recs) == 0 {
 			relayLagSeconds.Set(0)
@@ -157,12 +170,6 @@ func (r *Relay) publish(ctx context.Context, conn *pgx.Conn) error {
 		go func(recs []*kgo.Record, acked chan<- error) {
 			acked <- r.cfg.Producer.ProduceSync(ctx, recs...).FirstErr()
 		}(next.recs, acked)
-	}
-	if inflight != nil {
-		// Stopping: the batch in flight counts only once acknowledged.
-		if err := <-acked; err == nil {
-			return r.store(context.WithoutCancel(ctx), conn, inflight)
-		}
 	}
 	return nil
 }

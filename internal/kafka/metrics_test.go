@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kprom"
 
 	"github.com/hookstream/hookstream/internal/metricstest"
 )
@@ -62,5 +63,23 @@ func TestMetricsExportClientMetricsOnTheDefaultRegistry(t *testing.T) {
 	cl.Close()
 	if _, found := metricstest.Scrape(t, srv.URL, "hookstream_produce_records_total", id); found {
 		t.Error("metrics of a closed client are still exported")
+	}
+}
+
+// BenchmarkMetricsHooks is what the kprom hooks cost a producer for one
+// produce request carrying one batch (BENCHMARKS.md, receiver section).
+func BenchmarkMetricsHooks(b *testing.B) {
+	hooks := kprom.NewMetrics("bench", kprom.WithClientLabel(),
+		kprom.FetchAndProduceDetail(kprom.ByNode, kprom.ByTopic, kprom.Records, kprom.Batches, kprom.UncompressedBytes))
+	cl, err := kgo.NewClient(kgo.WithHooks(hooks), kgo.SeedBrokers("127.0.0.1:1"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cl.Close()
+	meta := kgo.BrokerMetadata{NodeID: 0, Host: "127.0.0.1", Port: 9092}
+	b.ReportAllocs()
+	for b.Loop() {
+		hooks.OnProduceBatchWritten(meta, "hookstream.events", 0, kgo.ProduceBatchMetrics{NumRecords: 4, UncompressedBytes: 4000})
+		hooks.OnBrokerE2E(meta, 0, kgo.BrokerE2E{BytesWritten: 4000, BytesRead: 100})
 	}
 }

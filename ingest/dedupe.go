@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -28,7 +29,11 @@ const (
 // only reads: the consumer's claim is what makes processing effectively
 // once, so the check decides the reply (409 vs 202), never correctness.
 type DuplicateChecker interface {
-	Status(ctx context.Context, source, eventID string) (Status, error)
+	// Lookup calls fn once with the event's status, or the error that
+	// kept the checker from knowing it, within a time the checker bounds
+	// itself. fn may be called from another goroutine, or before Lookup
+	// returns; it does not block.
+	Lookup(source, eventID string, fn func(Status, error))
 }
 
 // PostgresDuplicates looks events up in the events table. Look-ups that
@@ -46,12 +51,25 @@ type PostgresDuplicates struct {
 
 type lookup struct {
 	source, eventID string
-	done            chan lookupResult
+	fn              func(Status, error)
+	answered        atomic.Bool
+	timeout         *time.Timer
 }
 
-type lookupResult struct {
-	status Status
-	err    error
+// answer calls fn unless the look-up was answered already (it timed out,
+// or the checker closed).
+func (l *lookup) answer(st Status, err error) {
+	if l.answered.CompareAndSwap(false, true) {
+		l.timeout.Stop()
+		l.fn(st, err)
+	}
+}
+
+// expire is the timeout's answer.
+func (l *lookup) expire() {
+	if l.answered.CompareAndSwap(false, true) {
+		l.fn("", ErrTimeout)
+	}
 }
 
 // PostgresDuplicatesConfig configures PostgresDuplicates.
@@ -99,28 +117,48 @@ var ErrClosed = errors.New("ingest: duplicate checker closed")
 // ErrTimeout is returned by a look-up that took longer than the Timeout.
 var ErrTimeout = errors.New("ingest: duplicate check timed out")
 
-// Status implements DuplicateChecker. It returns within the configured
-// Timeout, or when ctx ends.
-func (d *PostgresDuplicates) Status(ctx context.Context, source, eventID string) (Status, error) {
-	l := &lookup{source: source, eventID: eventID, done: make(chan lookupResult, 1)}
-	t := time.NewTimer(d.maxWait)
-	defer t.Stop()
+// Lookup implements DuplicateChecker: fn is called within the configured
+// Timeout, from a worker or a timer (or at once, after Close). Lookup itself
+// waits only while the queue of look-ups is full, and no longer than the
+// Timeout.
+func (d *PostgresDuplicates) Lookup(source, eventID string, fn func(Status, error)) {
+	l := &lookup{source: source, eventID: eventID, fn: fn}
+	select {
+	case <-d.stop:
+		fn("", ErrClosed)
+		return
+	default:
+	}
+	l.timeout = time.AfterFunc(d.maxWait, l.expire)
 	select {
 	case d.reqs <- l:
-	case <-ctx.Done():
-		return "", ctx.Err()
-	case <-t.C:
-		return "", ErrTimeout
-	case <-d.stop:
-		return "", ErrClosed
+		return
+	default:
 	}
+	full := time.NewTimer(d.maxWait)
+	defer full.Stop()
 	select {
-	case r := <-l.done:
-		return r.status, r.err
+	case d.reqs <- l:
+	case <-full.C:
+		l.answer("", ErrTimeout)
+	case <-d.stop:
+		l.answer("", ErrClosed)
+	}
+}
+
+// Status looks one event up and waits for the answer, or for ctx.
+func (d *PostgresDuplicates) Status(ctx context.Context, source, eventID string) (Status, error) {
+	type result struct {
+		st  Status
+		err error
+	}
+	done := make(chan result, 1)
+	d.Lookup(source, eventID, func(st Status, err error) { done <- result{st, err} })
+	select {
+	case r := <-done:
+		return r.st, r.err
 	case <-ctx.Done():
 		return "", ctx.Err()
-	case <-t.C:
-		return "", ErrTimeout
 	}
 }
 
@@ -158,7 +196,7 @@ func (d *PostgresDuplicates) drain() {
 	for {
 		select {
 		case l := <-d.reqs:
-			l.done <- lookupResult{err: ErrClosed}
+			l.answer("", ErrClosed)
 		default:
 			return
 		}
@@ -193,11 +231,10 @@ func (d *PostgresDuplicates) query(batch []*lookup) {
 			return nil
 		})
 	}
+	if err != nil {
+		err = fmt.Errorf("ingest: duplicate check: %w", err)
+	}
 	for _, l := range batch {
-		if err != nil {
-			l.done <- lookupResult{err: fmt.Errorf("ingest: duplicate check: %w", err)}
-			continue
-		}
-		l.done <- lookupResult{status: found[[2]string{l.source, l.eventID}]}
+		l.answer(found[[2]string{l.source, l.eventID}], err)
 	}
 }

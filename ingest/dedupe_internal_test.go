@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -174,5 +175,42 @@ func TestDuplicatesShareQueries(t *testing.T) {
 	rest.Wait()
 	if got := b.queries.n.Load() - before; got != 2 {
 		t.Errorf("40 look-ups took %d queries, want 2 (the first, then the 39 that queued behind it)", got)
+	}
+}
+
+// A look-up held up past the Timeout is answered within it, once: the
+// query's late answer is dropped.
+func TestLookupTimeout(t *testing.T) {
+	b := newDedupeBench(t)
+	d := NewPostgresDuplicates(b.pool, PostgresDuplicatesConfig{Timeout: 200 * time.Millisecond})
+	release := b.hold(t)
+	var calls atomic.Int32
+	got := make(chan error, 2)
+	d.Lookup("src", "evt_00", func(_ Status, err error) {
+		calls.Add(1)
+		got <- err
+	})
+	select {
+	case err := <-got:
+		if !errors.Is(err, ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("answer %v, want a timeout", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no answer while the query was held up")
+	}
+	release()
+	d.Close() // waits for the worker, and so for the query's own answer
+	if n := calls.Load(); n != 1 {
+		t.Errorf("answered %d times, want once", n)
+	}
+}
+
+func TestLookupAfterClose(t *testing.T) {
+	d := NewPostgresDuplicates(nil, PostgresDuplicatesConfig{})
+	d.Close()
+	got := make(chan error, 1)
+	d.Lookup("src", "evt", func(_ Status, err error) { got <- err })
+	if err := <-got; !errors.Is(err, ErrClosed) {
+		t.Errorf("answer %v, want ErrClosed", err)
 	}
 }

@@ -25,6 +25,16 @@ var (
 		Help:    "Time from producing an event to the broker's acknowledgement (acks=all).",
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 	})
+	duplicateCheckSeconds = promauto.NewHistogram(prometheus.HistogramOpts{
+		Name:    "hookstream_ingest_duplicate_check_duration_seconds",
+		Help:    "Time a request waited for its duplicate check (look-ups of concurrent requests share one query).",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+	})
+	auditSeconds = promauto.NewHistogram(prometheus.HistogramOpts{
+		Name:    "hookstream_ingest_audit_produce_duration_seconds",
+		Help:    "Time from producing a decision's audit record to the broker's acknowledgement.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+	})
 	rejectionsTotal = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "hookstream_ingest_rejections_total",
 		Help: "Requests not accepted, by source and reason (the error code).",

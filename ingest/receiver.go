@@ -29,6 +29,11 @@ import (
 // Producer is the part of *kgo.Client the receiver needs.
 type Producer interface {
 	Produce(ctx context.Context, r *kgo.Record, promise func(*kgo.Record, error))
+	// TryProduce is Produce that fails a record with kgo.ErrMaxBuffered
+	// instead of waiting for room in the buffer.
+	TryProduce(ctx context.Context, r *kgo.Record, promise func(*kgo.Record, error))
+	// BufferedProduceRecords is how many records wait for the broker.
+	BufferedProduceRecords() int64
 }
 
 // Config configures a Receiver.
@@ -110,6 +115,8 @@ type Receiver struct {
 	cfg     Config
 	sources map[string]*source
 	log     *slog.Logger
+	// maxBuffered is the producer's limit on buffered records.
+	maxBuffered int64
 }
 
 // New compiles the sources (signature schemes, JSON Schemas, rate limits)
@@ -119,7 +126,12 @@ func New(cfg Config) (*Receiver, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	r := &Receiver{cfg: cfg, sources: make(map[string]*source, len(cfg.Sources)), log: cfg.Logger}
+	r := &Receiver{cfg: cfg, sources: make(map[string]*source, len(cfg.Sources)), log: cfg.Logger, maxBuffered: defaultMaxBuffered}
+	if p, ok := cfg.Producer.(interface{ OptValue(any) any }); ok {
+		if n, ok := p.OptValue(kgo.MaxBufferedRecords).(int64); ok && n > 0 {
+			r.maxBuffered = n
+		}
+	}
 	for _, s := range cfg.Sources {
 		if _, dup := r.sources[s.Name]; dup {
 			return nil, fmt.Errorf("ingest: source %q defined twice", s.Name)
@@ -132,6 +144,11 @@ func New(cfg Config) (*Receiver, error) {
 	}
 	return r, nil
 }
+
+// defaultMaxBuffered is franz-go's default kgo.MaxBufferedRecords.
+const defaultMaxBuffered = 10000
+
+func (r *Receiver) buffered() int64 { return r.cfg.Producer.BufferedProduceRecords() }
 
 // Register adds the webhook route to router.
 func (r *Receiver) Register(router gin.IRouter) {
@@ -243,9 +260,30 @@ func (r *Receiver) check(req *request) (*rejection, map[string]any) {
 	return nil, nil
 }
 
-// decide runs the duplicate check and produces the event.
+// decide runs the duplicate check and, for a new event, produces it and its
+// audit record (see flight); anything else it decides step by step.
 func (r *Receiver) decide(req *request) {
-	status, dupErr := r.duplicateStatus(req)
+	f := r.startFlight(req)
+	res := f.wait()
+	switch {
+	case res.checked:
+		r.decideKnown(req, res.status, res.dupErr)
+		return
+	case res.eventErr != nil:
+		r.unstored(req, res.eventErr)
+		return
+	case res.auditPending:
+		r.publishAudit(req, f.audit, true)
+	case res.auditErr != nil:
+		r.auditFailed(req, f.audit, res.auditErr)
+	}
+	reply(req.c, http.StatusAccepted, Reply{EventID: req.eventID, Status: "accepted"})
+	observe(req, http.StatusAccepted)
+}
+
+// decideKnown answers a request whose duplicate check found the event, or
+// failed, or whose flight came back to the handler for another reason.
+func (r *Receiver) decideKnown(req *request, status Status, dupErr error) {
 	detail := map[string]any(nil)
 	if dupErr != nil {
 		// The receiver does not own dedupe: accept, and let the consumer's
@@ -277,15 +315,7 @@ func (r *Receiver) decide(req *request) {
 	err := r.produce(rec)
 	produceSeconds.Observe(time.Since(produceStart).Seconds())
 	if err != nil {
-		r.log.Error("produce failed", "request_id", req.requestID, "event_id", req.eventID, "error", err)
-		rej := unavailable("the event could not be stored; retry later", r.cfg.RetryAfter)
-		r.log.Warn("request not accepted", "request_id", req.requestID, "source", req.sourceName, "event_id", req.eventID, "status", rej.status, "code", rej.code)
-		// The broker just failed us: waiting for the audit record too would
-		// double the time to answer during an outage. It is sent all the
-		// same and lands if the broker is back within the timeout.
-		r.publishAudit(req, r.auditRecord(req, wire.ActionRejected, rej.code, rej.status, map[string]any{"error": err.Error()}, -1, -1), false)
-		rej.write(req.c)
-		r.count(req, rej)
+		r.unstored(req, err)
 		return
 	}
 	action, body := wire.ActionAccepted, Reply{EventID: req.eventID, Status: "accepted"}
@@ -305,11 +335,17 @@ func (r *Receiver) decide(req *request) {
 	observe(req, http.StatusAccepted)
 }
 
-func (r *Receiver) duplicateStatus(req *request) (Status, error) {
-	if r.cfg.Duplicates == nil {
-		return StatusUnknown, nil
-	}
-	return r.cfg.Duplicates.Status(req.c.Request.Context(), req.src.cfg.Name, req.eventID)
+// unstored answers 503 for an event the broker did not acknowledge.
+func (r *Receiver) unstored(req *request, err error) {
+	r.log.Error("produce failed", "request_id", req.requestID, "event_id", req.eventID, "error", err)
+	rej := unavailable("the event could not be stored; retry later", r.cfg.RetryAfter)
+	r.log.Warn("request not accepted", "request_id", req.requestID, "source", req.sourceName, "event_id", req.eventID, "status", rej.status, "code", rej.code)
+	// The broker just failed us: waiting for the audit record too would
+	// double the time to answer during an outage. It is sent all the
+	// same and lands if the broker is back within the timeout.
+	r.publishAudit(req, r.auditRecord(req, wire.ActionRejected, rej.code, rej.status, map[string]any{"error": err.Error()}, -1, -1), false)
+	rej.write(req.c)
+	r.count(req, rej)
 }
 
 func (r *Receiver) eventRecord(req *request, redrive bool) *kgo.Record {
@@ -456,21 +492,24 @@ func (r *Receiver) publishAudit(req *request, rec *wire.AuditRecord, wait bool) 
 		r.log.Error("audit record not encoded", "request_id", req.requestID, "error", err)
 		return
 	}
-	fail := func(err error) {
-		auditFailuresTotal.Inc()
-		r.log.Error("audit record not published", "request_id", req.requestID, "audit_id", rec.AuditID, "action", rec.Action, "error", err)
-	}
 	if !wait {
 		r.cfg.Producer.Produce(context.Background(), kr, func(_ *kgo.Record, err error) {
 			if err != nil {
-				fail(err)
+				r.auditFailed(req, rec, err)
 			}
 		})
 		return
 	}
+	start := time.Now()
 	if err := r.produce(kr); err != nil {
-		fail(err)
+		r.auditFailed(req, rec, err)
 	}
+	auditSeconds.Observe(time.Since(start).Seconds())
+}
+
+func (r *Receiver) auditFailed(req *request, rec *wire.AuditRecord, err error) {
+	auditFailuresTotal.Inc()
+	r.log.Error("audit record not published", "request_id", req.requestID, "audit_id", rec.AuditID, "action", rec.Action, "error", err)
 }
 
 func newAuditID() string {

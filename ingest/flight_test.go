@@ -1,0 +1,247 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/hookstream/hookstream/internal/sources"
+	"github.com/hookstream/hookstream/internal/wire"
+	"github.com/hookstream/hookstream/schemas"
+)
+
+// scriptedProducer stands in for the broker in the flight's unit tests:
+// it acknowledges at once unless told to refuse TryProduce (a full
+// buffer) or to hold a topic's promises until the test releases them.
+type scriptedProducer struct {
+	mu       sync.Mutex
+	full     bool   // TryProduce fails with kgo.ErrMaxBuffered
+	hold     string // topic whose promises are kept, not called
+	buffered int64
+	calls    []string // "try events", "produce audit", ...
+	held     []func()
+	stored   []*kgo.Record
+	next     int64
+}
+
+func (p *scriptedProducer) TryProduce(_ context.Context, r *kgo.Record, promise func(*kgo.Record, error)) {
+	p.mu.Lock()
+	p.calls = append(p.calls, "try "+r.Topic)
+	full := p.full
+	p.mu.Unlock()
+	if full {
+		promise(r, kgo.ErrMaxBuffered)
+		return
+	}
+	p.deliver(r, promise)
+}
+
+func (p *scriptedProducer) Produce(_ context.Context, r *kgo.Record, promise func(*kgo.Record, error)) {
+	p.mu.Lock()
+	p.calls = append(p.calls, "produce "+r.Topic)
+	p.mu.Unlock()
+	p.deliver(r, promise)
+}
+
+func (p *scriptedProducer) deliver(r *kgo.Record, promise func(*kgo.Record, error)) {
+	p.mu.Lock()
+	ack := func() {
+		p.mu.Lock()
+		r.Partition, r.Offset = 3, p.next
+		p.next++
+		p.stored = append(p.stored, r)
+		p.mu.Unlock()
+		promise(r, nil)
+	}
+	if r.Topic == p.hold {
+		p.held = append(p.held, ack)
+		p.mu.Unlock()
+		return
+	}
+	p.mu.Unlock()
+	ack()
+}
+
+func (p *scriptedProducer) BufferedProduceRecords() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.buffered
+}
+
+// release acknowledges the held records, late.
+func (p *scriptedProducer) release() {
+	p.mu.Lock()
+	held := p.held
+	p.held = nil
+	p.mu.Unlock()
+	for _, ack := range held {
+		ack()
+	}
+}
+
+func (p *scriptedProducer) snapshot() (calls []string, audits []wire.AuditRecord, events int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, r := range p.stored {
+		if r.Topic != "events" {
+			continue
+		}
+		events++
+	}
+	for _, r := range p.stored {
+		if r.Topic != "audit" {
+			continue
+		}
+		var a wire.AuditRecord
+		if err := json.Unmarshal(r.Value, &a); err != nil {
+			panic(err)
+		}
+		audits = append(audits, a)
+	}
+	return slices.Clone(p.calls), audits, events
+}
+
+// postGeneric sends one signed generic event through a receiver on p and
+// returns the status and body of the reply.
+func postGeneric(t *testing.T, p *scriptedProducer, produceTimeout time.Duration) (int, string) {
+	t.Helper()
+	schema, err := fs.ReadFile(schemas.JSON(), "generic.schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const secret = "flight-secret"
+	r, err := New(Config{
+		Sources:        []sources.Source{sources.Generic([]string{secret}, schema)},
+		Producer:       p,
+		Topics:         wire.Topics{Events: "events", Audit: "audit"},
+		ProduceTimeout: produceTimeout,
+		Logger:         slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gin.SetMode(gin.ReleaseMode)
+	engine := gin.New()
+	r.Register(engine)
+	body := []byte(`{"event_id":"evt_f","customer_id":"cus_f","event_type":"t","payload":{}}`)
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write(body)
+	req := httptest.NewRequest(http.MethodPost, "/webhooks/generic", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Signature", hex.EncodeToString(mac.Sum(nil)))
+	w := httptest.NewRecorder()
+	engine.ServeHTTP(w, req)
+	return w.Code, w.Body.String()
+}
+
+// wantAccepted checks one ACCEPTED audit record that points at the event.
+func wantAccepted(t *testing.T, audits []wire.AuditRecord) {
+	t.Helper()
+	if len(audits) != 1 || audits[0].Action != wire.ActionAccepted {
+		t.Fatalf("audit records %+v, want one ACCEPTED", audits)
+	}
+	if a := audits[0]; a.Partition == nil || *a.Partition != 3 || a.Offset == nil || *a.Offset != 0 {
+		t.Errorf("ACCEPTED record points at partition %v offset %v, want the event's 3/0", a.Partition, a.Offset)
+	}
+}
+
+func TestFlightCommonPath(t *testing.T) {
+	p := &scriptedProducer{}
+	if code, body := postGeneric(t, p, time.Second); code != http.StatusAccepted {
+		t.Fatalf("status %d %s", code, body)
+	}
+	calls, audits, events := p.snapshot()
+	if want := []string{"try events", "try audit"}; !slices.Equal(calls, want) {
+		t.Errorf("calls %v, want %v", calls, want)
+	}
+	if events != 1 {
+		t.Errorf("%d events stored", events)
+	}
+	wantAccepted(t, audits)
+}
+
+// A full buffer sends the flight back to the handler, which waits for room
+// (Produce) instead of failing the request.
+func TestFlightFullBufferFallsBackToHandler(t *testing.T) {
+	p := &scriptedProducer{full: true}
+	if code, body := postGeneric(t, p, time.Second); code != http.StatusAccepted {
+		t.Fatalf("status %d %s", code, body)
+	}
+	calls, audits, events := p.snapshot()
+	if want := []string{"try events", "produce events", "produce audit"}; !slices.Equal(calls, want) {
+		t.Errorf("calls %v, want %v", calls, want)
+	}
+	if events != 1 {
+		t.Errorf("%d events stored", events)
+	}
+	wantAccepted(t, audits)
+}
+
+// Near the buffer limit the promise worker does not produce the audit record
+// itself (it could end up waiting on itself); the handler does.
+func TestFlightAuditNearBufferLimitFromHandler(t *testing.T) {
+	p := &scriptedProducer{buffered: defaultMaxBuffered/2 + 1}
+	if code, body := postGeneric(t, p, time.Second); code != http.StatusAccepted {
+		t.Fatalf("status %d %s", code, body)
+	}
+	calls, audits, _ := p.snapshot()
+	if want := []string{"try events", "produce audit"}; !slices.Equal(calls, want) {
+		t.Errorf("calls %v, want %v", calls, want)
+	}
+	wantAccepted(t, audits)
+}
+
+// An event not acknowledged in time is answered 503; its late
+// acknowledgement does not produce an ACCEPTED record for it.
+func TestFlightEventTimeout(t *testing.T) {
+	p := &scriptedProducer{hold: "events"}
+	code, body := postGeneric(t, p, 10*time.Millisecond)
+	if code != http.StatusServiceUnavailable {
+		t.Fatalf("status %d %s, want 503", code, body)
+	}
+	p.release()
+	calls, audits, events := p.snapshot()
+	if want := []string{"try events", "produce audit"}; !slices.Equal(calls, want) {
+		t.Errorf("calls %v, want %v", calls, want)
+	}
+	if events != 1 {
+		t.Errorf("%d events stored after the late acknowledgement, want 1", events)
+	}
+	if len(audits) != 1 || audits[0].Action != wire.ActionRejected || audits[0].HTTPStatus != http.StatusServiceUnavailable {
+		t.Errorf("audit records %+v, want only the 503's REJECTED", audits)
+	}
+}
+
+// A stored event whose audit record is not acknowledged in time is still
+// answered 202, and the failure is counted.
+func TestFlightAuditTimeout(t *testing.T) {
+	before := testutil.ToFloat64(auditFailuresTotal)
+	p := &scriptedProducer{hold: "audit"}
+	if code, body := postGeneric(t, p, 10*time.Millisecond); code != http.StatusAccepted {
+		t.Fatalf("status %d %s, want 202", code, body)
+	}
+	if got := testutil.ToFloat64(auditFailuresTotal) - before; got != 1 {
+		t.Errorf("audit failures counted %v, want 1", got)
+	}
+	p.release() // lands late: nothing else happens
+	calls, audits, _ := p.snapshot()
+	if want := []string{"try events", "try audit"}; !slices.Equal(calls, want) {
+		t.Errorf("calls %v, want %v", calls, want)
+	}
+	wantAccepted(t, audits)
+}

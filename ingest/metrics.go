@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"net/http"
 	"strconv"
 	"time"
 
@@ -51,10 +52,30 @@ var (
 
 // observe records one answered request.
 func observe(req *request, status int) {
-	src := req.sourceName
-	if req.src == nil {
-		src = "unknown" // bounded label values: never a stranger's path segment
+	if src := req.src; src != nil {
+		if status == http.StatusAccepted {
+			src.metrics.accepted.Inc()
+		} else {
+			requestsTotal.WithLabelValues(src.cfg.Name, strconv.Itoa(status)).Inc()
+		}
+		src.metrics.seconds.Observe(time.Since(req.receivedAt).Seconds())
+		return
 	}
-	requestsTotal.WithLabelValues(src, strconv.Itoa(status)).Inc()
-	requestSeconds.WithLabelValues(src).Observe(time.Since(req.receivedAt).Seconds())
+	// Bounded label values: never a stranger's path segment.
+	requestsTotal.WithLabelValues("unknown", strconv.Itoa(status)).Inc()
+	requestSeconds.WithLabelValues("unknown").Observe(time.Since(req.receivedAt).Seconds())
+}
+
+// sourceMetrics are a source's series on the request path, looked up once
+// (a label lookup hashes the values on every call).
+type sourceMetrics struct {
+	accepted prometheus.Counter
+	seconds  prometheus.Observer
+}
+
+func newSourceMetrics(name string) sourceMetrics {
+	return sourceMetrics{
+		accepted: requestsTotal.WithLabelValues(name, strconv.Itoa(http.StatusAccepted)),
+		seconds:  requestSeconds.WithLabelValues(name),
+	}
 }

@@ -102,12 +102,38 @@ type Reply struct {
 // reply writes body as the response, encoded as encoding/json would (gin's
 // c.JSON uses encoding/json: measurably slower on every request).
 func reply(c *gin.Context, code int, body Reply) {
-	b, err := sonic.ConfigStd.Marshal(body)
-	if err != nil {
-		c.JSON(code, body)
-		return
+	b, ok := body.appendJSON(make([]byte, 0, 64+len(body.EventID)))
+	if !ok {
+		var err error
+		if b, err = sonic.ConfigStd.Marshal(body); err != nil {
+			c.JSON(code, body)
+			return
+		}
 	}
 	c.Data(code, "application/json; charset=utf-8", b)
+}
+
+// appendJSON appends the reply as encoding/json encodes it, when every
+// string in it is printable ASCII that JSON leaves as it is (event ids
+// nearly always are); otherwise it reports false.
+func (r Reply) appendJSON(b []byte) ([]byte, bool) {
+	for _, s := range [2]string{r.EventID, r.Status} {
+		for i := 0; i < len(s); i++ {
+			switch c := s[i]; {
+			case c < 0x20, c > 0x7e, c == '"', c == '\\', c == '<', c == '>', c == '&':
+				return nil, false
+			}
+		}
+	}
+	b = append(b, `{"event_id":"`...)
+	b = append(b, r.EventID...)
+	b = append(b, `","status":"`...)
+	b = append(b, r.Status...)
+	b = append(b, '"')
+	if r.Retry {
+		b = append(b, `,"retry":true`...)
+	}
+	return append(b, '}'), true
 }
 
 // Receiver serves POST /webhooks/{source}.
@@ -201,13 +227,15 @@ func (r *Receiver) check(req *request) (*rejection, map[string]any) {
 		return reject(http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, msg), nil
 	}
 	limit := src.cfg.MaxBodyBytes
-	tooLarge := reject(http.StatusRequestEntityTooLarge, CodeBodyTooLarge, fmt.Sprintf("body larger than %d bytes", limit))
+	tooLarge := func() *rejection {
+		return reject(http.StatusRequestEntityTooLarge, CodeBodyTooLarge, fmt.Sprintf("body larger than %d bytes", limit))
+	}
 	if c.Request.ContentLength > limit {
-		return tooLarge, nil
+		return tooLarge(), nil
 	}
 	body, err := readBody(c.Request, limit)
 	if errors.Is(err, errTooLarge) {
-		return tooLarge, nil
+		return tooLarge(), nil
 	}
 	if err != nil {
 		return reject(http.StatusBadRequest, CodeBadRequest, "could not read the request body"), map[string]any{"error": err.Error()}

@@ -22,6 +22,7 @@ type source struct {
 	eventType  locator // may be zero
 	// needsDoc: the body must be decoded (a schema or a pointer locator).
 	needsDoc bool
+	metrics  sourceMetrics
 }
 
 func compileSource(s sources.Source) (*source, error) {
@@ -33,7 +34,7 @@ func compileSource(s sources.Source) (*source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", field("scheme"), err)
 	}
-	cs := &source{cfg: s, verifier: v}
+	cs := &source{cfg: s, verifier: v, metrics: newSourceMetrics(s.Name)}
 	if cs.eventID, err = compileLocator("event_id", s.EventID); err != nil {
 		return nil, fmt.Errorf("%s: %w", field("event_id"), err)
 	}

@@ -1,6 +1,8 @@
 package ingest
 
 import (
+	"unsafe"
+
 	"github.com/bytedance/sonic"
 )
 
@@ -16,10 +18,12 @@ var jsonAPI = sonic.Config{
 	ValidateString: true,
 }.Froze()
 
-// decodeJSON decodes one JSON value, rejecting trailing data.
+// decodeJSON decodes one JSON value, rejecting trailing data. The body is
+// never written after it is read, so it is decoded in place: sonic's
+// Unmarshal would first copy it into a string.
 func decodeJSON(body []byte) (any, error) {
 	var doc any
-	if err := jsonAPI.Unmarshal(body, &doc); err != nil {
+	if err := jsonAPI.UnmarshalFromString(unsafe.String(unsafe.SliceData(body), len(body)), &doc); err != nil {
 		return nil, err
 	}
 	return doc, nil

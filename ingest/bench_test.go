@@ -96,8 +96,6 @@ func (ackProducer) TryProduce(_ context.Context, r *kgo.Record, promise func(*kg
 	promise(r, nil)
 }
 
-func (ackProducer) BufferedProduceRecords() int64 { return 0 }
-
 // BenchmarkHandle is one accepted request through gin and the receiver
 // (signature, UTF-8, JSON, schema, ids, event and audit records, reply),
 // with a producer that acknowledges at once and no duplicate check: the

@@ -32,7 +32,7 @@ type DuplicateChecker interface {
 	// Lookup calls fn once with the event's status, or the error that
 	// kept the checker from knowing it, within a time the checker bounds
 	// itself. fn may be called from another goroutine, or before Lookup
-	// returns; it does not block.
+	// returns, and should return quickly.
 	Lookup(source, eventID string, fn func(Status, error))
 }
 

@@ -178,30 +178,91 @@ func TestDuplicatesShareQueries(t *testing.T) {
 	}
 }
 
-// A look-up held up past the Timeout is answered within it, once: the
-// query's late answer is dropped.
+// answers records how often, and with what, each look-up was answered.
+type answers struct {
+	mu  sync.Mutex
+	n   map[string]int
+	err map[string]chan error
+}
+
+func newAnswers(ids ...string) *answers {
+	a := &answers{n: map[string]int{}, err: map[string]chan error{}}
+	for _, id := range ids {
+		a.err[id] = make(chan error, 2)
+	}
+	return a
+}
+
+func (a *answers) fn(id string) func(Status, error) {
+	return func(_ Status, err error) {
+		a.mu.Lock()
+		a.n[id]++
+		a.mu.Unlock()
+		a.err[id] <- err
+	}
+}
+
+func (a *answers) wait(t *testing.T, id string) error {
+	t.Helper()
+	select {
+	case err := <-a.err[id]:
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatalf("look-up %s not answered", id)
+		return nil
+	}
+}
+
+// A look-up that waits behind a held-up query is answered ErrTimeout at its
+// Timeout, by its own timer (its query has not started, so nothing else
+// could answer it), and only once: its query's later answer is dropped.
 func TestLookupTimeout(t *testing.T) {
 	b := newDedupeBench(t)
-	d := NewPostgresDuplicates(b.pool, PostgresDuplicatesConfig{Timeout: 200 * time.Millisecond})
+	const timeout = 300 * time.Millisecond
+	d := NewPostgresDuplicates(b.pool, PostgresDuplicatesConfig{Timeout: timeout})
 	release := b.hold(t)
-	var calls atomic.Int32
-	got := make(chan error, 2)
-	d.Lookup("src", "evt_00", func(_ Status, err error) {
-		calls.Add(1)
-		got <- err
-	})
-	select {
-	case err := <-got:
-		if !errors.Is(err, ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
-			t.Errorf("answer %v, want a timeout", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("no answer while the query was held up")
+	a := newAnswers("evt_00", "evt_01")
+	d.Lookup("src", "evt_00", a.fn("evt_00"))
+	b.waitHeld(t) // evt_00's query waits for the lock
+	d.Lookup("src", "evt_01", a.fn("evt_01"))
+	if err := a.wait(t, "evt_01"); !errors.Is(err, ErrTimeout) {
+		t.Errorf("queued look-up answered %v, want ErrTimeout", err)
 	}
+	a.wait(t, "evt_00") // a timeout too, from its timer or its query
 	release()
-	d.Close() // waits for the worker, and so for the query's own answer
-	if n := calls.Load(); n != 1 {
-		t.Errorf("answered %d times, want once", n)
+	d.Close() // waits for the worker, and so for both queries' own ends
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.n["evt_00"] != 1 || a.n["evt_01"] != 1 {
+		t.Errorf("answers %v, want one each", a.n)
+	}
+}
+
+// With the queue full, Lookup waits no longer than the Timeout and answers
+// ErrTimeout.
+func TestLookupQueueFull(t *testing.T) {
+	b := newDedupeBench(t)
+	const timeout = 300 * time.Millisecond
+	d := NewPostgresDuplicates(b.pool, PostgresDuplicatesConfig{Timeout: timeout, MaxBatch: 1})
+	defer d.Close()
+	release := b.hold(t)
+	defer release()
+	a := newAnswers("evt_00", "evt_01", "evt_02")
+	d.Lookup("src", "evt_00", a.fn("evt_00"))
+	b.waitHeld(t)
+	d.Lookup("src", "evt_01", a.fn("evt_01")) // fills the queue of one
+	returned := make(chan struct{})
+	go func() {
+		defer close(returned)
+		d.Lookup("src", "evt_02", a.fn("evt_02"))
+	}()
+	if err := a.wait(t, "evt_02"); !errors.Is(err, ErrTimeout) {
+		t.Errorf("look-up on a full queue answered %v, want ErrTimeout", err)
+	}
+	select {
+	case <-returned:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Lookup still waiting for room after its answer")
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -14,25 +15,28 @@ import (
 
 // A flight takes a request with a new event through its three waits - the
 // duplicate check, the event's acknowledgement, the audit record's
-// acknowledgement - as callbacks: each stage starts the next from the
-// goroutine that finished it (the checker's worker, the producer's promise
-// worker), and the handler sleeps once, until the end. Waking the handler
-// between the stages cost each request two trips through the scheduler's
-// run queue, which under load was most of its latency (a scheduler trace
-// showed about 20 runnable handlers waiting at any time).
+// acknowledgement - as callbacks, so that the handler sleeps once, until
+// the end: the checker's worker produces the event as soon as its look-up
+// answers, and the event's promise hands the flight to the audit producer
+// (auditQueue). Waking the handler between the stages cost each request two
+// trips through the scheduler's run queue, which under load was most of its
+// latency (a scheduler trace showed about 20 runnable handlers at any time).
 //
 // Anything off the common path goes back to the handler, which then does it
 // step by step as before: a known event (duplicate, in flight, retry), a
-// failed check, a producer at its buffer limit.
+// failed check, a producer whose buffer is full.
 //
-// The handler bounds each produce as receiver.produce does. A flight it
-// stopped waiting for is abandoned: callbacks that come later do nothing
-// more (no audit record for an event answered 503), and it is not reused.
+// The handler bounds each produce as receiver.produce does. When a bound
+// passes it takes over (state flightAbandoned): before the event is
+// acknowledged it answers 503, and the event's late promise produces no
+// ACCEPTED record; after, it produces the audit record itself unless the
+// audit producer already has, and then it answers 202 and counts the
+// record as not acknowledged. A flight the handler abandoned is not reused.
 type flight struct {
 	r     *Receiver
 	req   *request
 	event *kgo.Record
-	audit *wire.AuditRecord // ACCEPTED; partition and offset set once stored
+	audit *wire.AuditRecord // ACCEPTED; partition and offset set before flightStored
 
 	state atomic.Uint32
 	timer *time.Timer // the bound on the produce in progress
@@ -43,11 +47,12 @@ type flight struct {
 }
 
 const (
-	flightChecking uint32 = iota
-	flightProducing
-	flightStored   // the event is acknowledged; its audit record is on its way
-	flightAnswered // a result is on done
-	flightAbandoned
+	flightChecking  uint32 = iota
+	flightProducing        // the event is on its way
+	flightStored           // acknowledged; the flight waits for the audit producer
+	flightAuditing         // the audit record is on its way
+	flightAnswered         // a result is on done
+	flightAbandoned        // the handler stopped waiting
 )
 
 // flightResult is how a flight ended. Exactly one of these holds:
@@ -87,7 +92,7 @@ func (r *Receiver) startFlight(req *request) *flight {
 	return f
 }
 
-// wait returns the flight's result, or what the handler must assume when a
+// wait returns the flight's result, or what the handler must do when a
 // produce outlived its bound.
 func (f *flight) wait() flightResult {
 	select {
@@ -96,10 +101,12 @@ func (f *flight) wait() flightResult {
 		return res
 	case <-f.timer.C:
 	}
-	if f.state.CompareAndSwap(flightProducing, flightAbandoned) {
+	switch {
+	case f.state.CompareAndSwap(flightProducing, flightAbandoned):
 		return flightResult{eventErr: errProduceTimeout}
-	}
-	if f.state.CompareAndSwap(flightStored, flightAbandoned) {
+	case f.state.CompareAndSwap(flightStored, flightAbandoned):
+		return flightResult{auditPending: true}
+	case f.state.CompareAndSwap(flightAuditing, flightAbandoned):
 		return flightResult{auditErr: errProduceTimeout}
 	}
 	return <-f.done // answered as the timer fired
@@ -120,15 +127,20 @@ func (f *flight) checked(status Status, err error) {
 		f.answer(flightResult{checked: true, status: status, dupErr: err}, flightChecking)
 		return
 	}
-	f.state.Store(flightProducing)
+	if !f.state.CompareAndSwap(flightChecking, flightProducing) {
+		return // answered once already
+	}
 	f.produceStart = time.Now()
 	f.timer.Reset(f.r.cfg.ProduceTimeout + promiseGrace)
-	// Not Produce: that blocks while the producer's buffer is full, and
-	// this may be the checker's only worker.
+	// TryProduce: this may be the checker's only worker, which must not
+	// wait for room in the producer's buffer.
 	f.r.cfg.Producer.TryProduce(context.Background(), f.event, f.stored)
 }
 
-// stored is the event's promise; it runs on the producer's promise worker.
+// stored is the event's promise; it runs on the producer's promise worker,
+// which must not produce (kgo.Client.Produce: a promise that produces can
+// end up waiting on itself), so the audit record is left to the audit
+// producer.
 func (f *flight) stored(rec *kgo.Record, err error) {
 	produceSeconds.Observe(time.Since(f.produceStart).Seconds())
 	if errors.Is(err, kgo.ErrMaxBuffered) {
@@ -140,19 +152,16 @@ func (f *flight) stored(rec *kgo.Record, err error) {
 		f.answer(flightResult{eventErr: err}, flightProducing)
 		return
 	}
+	p, o := rec.Partition, rec.Offset
+	f.audit.Partition, f.audit.Offset = &p, &o
 	if !f.state.CompareAndSwap(flightProducing, flightStored) {
 		return // answered 503 already; no ACCEPTED record for it
 	}
-	p, o := rec.Partition, rec.Offset
-	f.audit.Partition, f.audit.Offset = &p, &o
-	// A promise may produce only with TryProduce, and only while the
-	// producer is far from its buffer limit: a record refused before it
-	// is buffered is delivered by this same worker, which could otherwise
-	// end up waiting on itself (kgo.Client.Produce).
-	if f.r.buffered() > f.r.maxBuffered/2 {
-		f.answer(flightResult{auditPending: true}, flightStored)
-		return
-	}
+	f.r.audits.push(f)
+}
+
+// produceAudit runs on the audit producer.
+func (f *flight) produceAudit() {
 	kr, err := f.audit.KafkaRecord(f.r.cfg.Topics.Audit)
 	if err != nil {
 		f.answer(flightResult{auditErr: err}, flightStored)
@@ -160,6 +169,9 @@ func (f *flight) stored(rec *kgo.Record, err error) {
 	}
 	f.auditStart = time.Now()
 	f.timer.Reset(f.r.cfg.ProduceTimeout + promiseGrace)
+	if !f.state.CompareAndSwap(flightStored, flightAuditing) {
+		return // the handler took it over
+	}
 	f.r.cfg.Producer.TryProduce(context.Background(), kr, f.audited)
 }
 
@@ -167,8 +179,50 @@ func (f *flight) stored(rec *kgo.Record, err error) {
 func (f *flight) audited(_ *kgo.Record, err error) {
 	auditSeconds.Observe(time.Since(f.auditStart).Seconds())
 	if errors.Is(err, kgo.ErrMaxBuffered) {
-		f.answer(flightResult{auditPending: true}, flightStored)
+		f.answer(flightResult{auditPending: true}, flightAuditing)
 		return
 	}
-	f.answer(flightResult{auditErr: err}, flightStored)
+	f.answer(flightResult{auditErr: err}, flightAuditing)
+}
+
+// auditQueue is the audit producer: flights whose events are stored, and a
+// goroutine that produces their audit records while there are any. The
+// queue holds at most one entry per request in flight.
+type auditQueue struct {
+	mu      sync.Mutex
+	queue   []*flight
+	spare   []*flight
+	running bool
+}
+
+func (a *auditQueue) push(f *flight) {
+	a.mu.Lock()
+	a.queue = append(a.queue, f)
+	start := !a.running
+	a.running = true
+	a.mu.Unlock()
+	if start {
+		go a.run()
+	}
+}
+
+func (a *auditQueue) run() {
+	for {
+		a.mu.Lock()
+		batch := a.queue
+		if len(batch) == 0 {
+			a.running = false
+			a.mu.Unlock()
+			return
+		}
+		a.queue, a.spare = a.spare[:0], nil
+		a.mu.Unlock()
+		for i, f := range batch {
+			f.produceAudit()
+			batch[i] = nil
+		}
+		a.mu.Lock()
+		a.spare = batch[:0]
+		a.mu.Unlock()
+	}
 }

@@ -25,27 +25,45 @@ import (
 	"github.com/hookstream/hookstream/schemas"
 )
 
-// scriptedProducer stands in for the broker in the flight's unit tests:
-// it acknowledges at once unless told to refuse TryProduce (a full
-// buffer) or to hold a topic's promises until the test releases them.
+// scriptedProducer stands in for the broker in the flight's unit tests. As
+// franz-go does, it calls promises in order on one goroutine of its own,
+// never inside Produce. It acknowledges at once unless told to refuse
+// TryProduce for a topic (a full buffer) or to hold a topic's promises
+// until the test releases them.
 type scriptedProducer struct {
 	mu       sync.Mutex
-	full     bool   // TryProduce fails with kgo.ErrMaxBuffered
-	hold     string // topic whose promises are kept, not called
-	buffered int64
+	full     string   // topic for which TryProduce fails with kgo.ErrMaxBuffered
+	hold     string   // topic whose promises are kept, not called
 	calls    []string // "try events", "produce audit", ...
 	held     []func()
 	stored   []*kgo.Record
 	next     int64
+	promises chan func()
+}
+
+func newScriptedProducer(t *testing.T) *scriptedProducer {
+	p := &scriptedProducer{promises: make(chan func(), 64)}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for f := range p.promises {
+			f()
+		}
+	}()
+	t.Cleanup(func() {
+		close(p.promises)
+		<-done
+	})
+	return p
 }
 
 func (p *scriptedProducer) TryProduce(_ context.Context, r *kgo.Record, promise func(*kgo.Record, error)) {
 	p.mu.Lock()
 	p.calls = append(p.calls, "try "+r.Topic)
-	full := p.full
+	full := p.full == r.Topic
 	p.mu.Unlock()
 	if full {
-		promise(r, kgo.ErrMaxBuffered)
+		p.promises <- func() { promise(r, kgo.ErrMaxBuffered) }
 		return
 	}
 	p.deliver(r, promise)
@@ -59,7 +77,6 @@ func (p *scriptedProducer) Produce(_ context.Context, r *kgo.Record, promise fun
 }
 
 func (p *scriptedProducer) deliver(r *kgo.Record, promise func(*kgo.Record, error)) {
-	p.mu.Lock()
 	ack := func() {
 		p.mu.Lock()
 		r.Partition, r.Offset = 3, p.next
@@ -68,22 +85,19 @@ func (p *scriptedProducer) deliver(r *kgo.Record, promise func(*kgo.Record, erro
 		p.mu.Unlock()
 		promise(r, nil)
 	}
-	if r.Topic == p.hold {
-		p.held = append(p.held, ack)
-		p.mu.Unlock()
-		return
+	p.mu.Lock()
+	hold := r.Topic == p.hold
+	if hold {
+		p.held = append(p.held, func() { p.promises <- ack })
 	}
 	p.mu.Unlock()
-	ack()
+	if !hold {
+		p.promises <- ack
+	}
 }
 
-func (p *scriptedProducer) BufferedProduceRecords() int64 {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.buffered
-}
-
-// release acknowledges the held records, late.
+// release acknowledges the held records, late, and returns once their
+// promises have run.
 func (p *scriptedProducer) release() {
 	p.mu.Lock()
 	held := p.held
@@ -92,6 +106,9 @@ func (p *scriptedProducer) release() {
 	for _, ack := range held {
 		ack()
 	}
+	ran := make(chan struct{})
+	p.promises <- func() { close(ran) }
+	<-ran
 }
 
 func (p *scriptedProducer) snapshot() (calls []string, audits []wire.AuditRecord, events int) {
@@ -118,7 +135,7 @@ func (p *scriptedProducer) snapshot() (calls []string, audits []wire.AuditRecord
 
 // postGeneric sends one signed generic event through a receiver on p and
 // returns the status and body of the reply.
-func postGeneric(t *testing.T, p *scriptedProducer, produceTimeout time.Duration) (int, string) {
+func postGeneric(t *testing.T, p *scriptedProducer, dups DuplicateChecker, produceTimeout time.Duration) (int, string) {
 	t.Helper()
 	schema, err := fs.ReadFile(schemas.JSON(), "generic.schema.json")
 	if err != nil {
@@ -128,6 +145,7 @@ func postGeneric(t *testing.T, p *scriptedProducer, produceTimeout time.Duration
 	r, err := New(Config{
 		Sources:        []sources.Source{sources.Generic([]string{secret}, schema)},
 		Producer:       p,
+		Duplicates:     dups,
 		Topics:         wire.Topics{Events: "events", Audit: "audit"},
 		ProduceTimeout: produceTimeout,
 		Logger:         slog.New(slog.DiscardHandler),
@@ -160,26 +178,52 @@ func wantAccepted(t *testing.T, audits []wire.AuditRecord) {
 	}
 }
 
+// asyncChecker answers every look-up with status, from a goroutine of its
+// own, as PostgresDuplicates' worker does.
+type asyncChecker struct{ status Status }
+
+func (c asyncChecker) Lookup(_, _ string, fn func(Status, error)) {
+	go fn(c.status, nil)
+}
+
 func TestFlightCommonPath(t *testing.T) {
-	p := &scriptedProducer{}
-	if code, body := postGeneric(t, p, time.Second); code != http.StatusAccepted {
-		t.Fatalf("status %d %s", code, body)
+	for _, dups := range []DuplicateChecker{nil, asyncChecker{StatusUnknown}} {
+		p := newScriptedProducer(t)
+		if code, body := postGeneric(t, p, dups, time.Second); code != http.StatusAccepted {
+			t.Fatalf("status %d %s", code, body)
+		}
+		calls, audits, events := p.snapshot()
+		if want := []string{"try events", "try audit"}; !slices.Equal(calls, want) {
+			t.Errorf("calls %v, want %v", calls, want)
+		}
+		if events != 1 {
+			t.Errorf("%d events stored", events)
+		}
+		wantAccepted(t, audits)
+	}
+}
+
+// A known event leaves the flight for the handler's step-by-step path.
+func TestFlightKnownEventToHandler(t *testing.T) {
+	p := newScriptedProducer(t)
+	if code, body := postGeneric(t, p, asyncChecker{StatusProcessed}, time.Second); code != http.StatusConflict {
+		t.Fatalf("status %d %s, want 409", code, body)
 	}
 	calls, audits, events := p.snapshot()
-	if want := []string{"try events", "try audit"}; !slices.Equal(calls, want) {
+	if want := []string{"produce audit"}; !slices.Equal(calls, want) {
 		t.Errorf("calls %v, want %v", calls, want)
 	}
-	if events != 1 {
-		t.Errorf("%d events stored", events)
+	if events != 0 || len(audits) != 1 || audits[0].Action != wire.ActionDuplicate {
+		t.Errorf("%d events, audit records %+v; want none and one DUPLICATE", events, audits)
 	}
-	wantAccepted(t, audits)
 }
 
 // A full buffer sends the flight back to the handler, which waits for room
 // (Produce) instead of failing the request.
 func TestFlightFullBufferFallsBackToHandler(t *testing.T) {
-	p := &scriptedProducer{full: true}
-	if code, body := postGeneric(t, p, time.Second); code != http.StatusAccepted {
+	p := newScriptedProducer(t)
+	p.full = "events"
+	if code, body := postGeneric(t, p, nil, time.Second); code != http.StatusAccepted {
 		t.Fatalf("status %d %s", code, body)
 	}
 	calls, audits, events := p.snapshot()
@@ -192,15 +236,15 @@ func TestFlightFullBufferFallsBackToHandler(t *testing.T) {
 	wantAccepted(t, audits)
 }
 
-// Near the buffer limit the promise worker does not produce the audit record
-// itself (it could end up waiting on itself); the handler does.
-func TestFlightAuditNearBufferLimitFromHandler(t *testing.T) {
-	p := &scriptedProducer{buffered: defaultMaxBuffered/2 + 1}
-	if code, body := postGeneric(t, p, time.Second); code != http.StatusAccepted {
+// So does a full buffer for the audit record.
+func TestFlightFullBufferForAuditFallsBackToHandler(t *testing.T) {
+	p := newScriptedProducer(t)
+	p.full = "audit"
+	if code, body := postGeneric(t, p, nil, time.Second); code != http.StatusAccepted {
 		t.Fatalf("status %d %s", code, body)
 	}
 	calls, audits, _ := p.snapshot()
-	if want := []string{"try events", "produce audit"}; !slices.Equal(calls, want) {
+	if want := []string{"try events", "try audit", "produce audit"}; !slices.Equal(calls, want) {
 		t.Errorf("calls %v, want %v", calls, want)
 	}
 	wantAccepted(t, audits)
@@ -209,14 +253,15 @@ func TestFlightAuditNearBufferLimitFromHandler(t *testing.T) {
 // An event not acknowledged in time is answered 503; its late
 // acknowledgement does not produce an ACCEPTED record for it.
 func TestFlightEventTimeout(t *testing.T) {
-	p := &scriptedProducer{hold: "events"}
-	code, body := postGeneric(t, p, 10*time.Millisecond)
+	p := newScriptedProducer(t)
+	p.hold = "events"
+	code, body := postGeneric(t, p, nil, 10*time.Millisecond)
 	if code != http.StatusServiceUnavailable {
 		t.Fatalf("status %d %s, want 503", code, body)
 	}
 	p.release()
 	calls, audits, events := p.snapshot()
-	if want := []string{"try events", "produce audit"}; !slices.Equal(calls, want) {
+	if want := []string{"try events", "try audit"}; !slices.Equal(calls, want) {
 		t.Errorf("calls %v, want %v", calls, want)
 	}
 	if events != 1 {
@@ -231,8 +276,9 @@ func TestFlightEventTimeout(t *testing.T) {
 // answered 202, and the failure is counted.
 func TestFlightAuditTimeout(t *testing.T) {
 	before := testutil.ToFloat64(auditFailuresTotal)
-	p := &scriptedProducer{hold: "audit"}
-	if code, body := postGeneric(t, p, 10*time.Millisecond); code != http.StatusAccepted {
+	p := newScriptedProducer(t)
+	p.hold = "audit"
+	if code, body := postGeneric(t, p, nil, 10*time.Millisecond); code != http.StatusAccepted {
 		t.Fatalf("status %d %s, want 202", code, body)
 	}
 	if got := testutil.ToFloat64(auditFailuresTotal) - before; got != 1 {

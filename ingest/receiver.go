@@ -32,8 +32,6 @@ type Producer interface {
 	// TryProduce is Produce that fails a record with kgo.ErrMaxBuffered
 	// instead of waiting for room in the buffer.
 	TryProduce(ctx context.Context, r *kgo.Record, promise func(*kgo.Record, error))
-	// BufferedProduceRecords is how many records wait for the broker.
-	BufferedProduceRecords() int64
 }
 
 // Config configures a Receiver.
@@ -141,8 +139,7 @@ type Receiver struct {
 	cfg     Config
 	sources map[string]*source
 	log     *slog.Logger
-	// maxBuffered is the producer's limit on buffered records.
-	maxBuffered int64
+	audits  auditQueue
 }
 
 // New compiles the sources (signature schemes, JSON Schemas, rate limits)
@@ -152,12 +149,7 @@ func New(cfg Config) (*Receiver, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	r := &Receiver{cfg: cfg, sources: make(map[string]*source, len(cfg.Sources)), log: cfg.Logger, maxBuffered: defaultMaxBuffered}
-	if p, ok := cfg.Producer.(interface{ OptValue(any) any }); ok {
-		if n, ok := p.OptValue(kgo.MaxBufferedRecords).(int64); ok && n > 0 {
-			r.maxBuffered = n
-		}
-	}
+	r := &Receiver{cfg: cfg, sources: make(map[string]*source, len(cfg.Sources)), log: cfg.Logger}
 	for _, s := range cfg.Sources {
 		if _, dup := r.sources[s.Name]; dup {
 			return nil, fmt.Errorf("ingest: source %q defined twice", s.Name)
@@ -170,11 +162,6 @@ func New(cfg Config) (*Receiver, error) {
 	}
 	return r, nil
 }
-
-// defaultMaxBuffered is franz-go's default kgo.MaxBufferedRecords.
-const defaultMaxBuffered = 10000
-
-func (r *Receiver) buffered() int64 { return r.cfg.Producer.BufferedProduceRecords() }
 
 // Register adds the webhook route to router.
 func (r *Receiver) Register(router gin.IRouter) {
@@ -425,10 +412,16 @@ var errProduceTimeout = errors.New("ingest: broker did not acknowledge in time")
 // timeout whatever the client does. A request answered 503 whose record
 // reached the broker after all is retried by the provider and deduped by the
 // consumer's claim.
+//
+// The context bounds the wait for room in the producer's buffer, which
+// Produce does before it returns. (The fast path, flight, never waits for
+// room: a full buffer sends it here.)
 func (r *Receiver) produce(rec *kgo.Record) error {
 	w := waiters.Get().(*waiter)
-	r.cfg.Producer.Produce(context.Background(), rec, w.promise)
-	w.timer.Reset(r.cfg.ProduceTimeout + 250*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.ProduceTimeout)
+	defer cancel()
+	r.cfg.Producer.Produce(ctx, rec, w.promise)
+	w.timer.Reset(r.cfg.ProduceTimeout + promiseGrace)
 	select {
 	case err := <-w.done:
 		w.timer.Stop()
@@ -521,7 +514,9 @@ func (r *Receiver) publishAudit(req *request, rec *wire.AuditRecord, wait bool) 
 		return
 	}
 	if !wait {
-		r.cfg.Producer.Produce(context.Background(), kr, func(_ *kgo.Record, err error) {
+		// TryProduce: a record nobody waits for must not hold up the reply
+		// while the buffer is full (then it is counted as not published).
+		r.cfg.Producer.TryProduce(context.Background(), kr, func(_ *kgo.Record, err error) {
 			if err != nil {
 				r.auditFailed(req, rec, err)
 			}

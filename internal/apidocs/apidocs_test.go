@@ -31,8 +31,6 @@ func (nopProducer) Produce(context.Context, *kgo.Record, func(*kgo.Record, error
 
 func (nopProducer) TryProduce(context.Context, *kgo.Record, func(*kgo.Record, error)) {}
 
-func (nopProducer) BufferedProduceRecords() int64 { return 0 }
-
 // server builds the router every role with an HTTP server runs: the
 // httpserver's own routes, the receiver's and the admin API's (with a
 // token, so that it is mounted), the way cmd/hookstream wires them.

@@ -55,15 +55,21 @@ rss() { awk '/VmRSS/{print $2" kB"}' /proc/"$1"/status; }
 load() { wrk -t2 -c"$conns" -d"$dur" --latency -s "$work/post.lua" "$1"; }
 
 # The machine's speed drifts by 10-20% over minutes, and the ceiling with
-# it, so the two are measured in alternation (ROUNDS pairs, default 3) and
-# the ratio of each pair is printed, then their median.
+# it, so the two are measured in alternation (ROUNDS pairs, default 3; the
+# order within a pair alternates too, so that a steady drift favours
+# neither) and the ratio of each pair is printed, then their median.
 rps() { awk '/Requests\/sec/{print $2}'; }
-ratios=()
-for r in $(seq 1 "${ROUNDS:-3}"); do
+bare() {
   echo; echo "== round $r: bare gin 202 (ceiling) =="
   load http://127.0.0.1:8099/webhooks/generic | tee "$work/bare.txt"
+}
+dev() {
   echo; echo "== round $r: hookstream dev, full receiver path =="
   load http://127.0.0.1:8098/webhooks/generic | tee "$work/dev.txt"
+}
+ratios=()
+for r in $(seq 1 "${ROUNDS:-3}"); do
+  if [ $((r % 2)) = 1 ]; then bare; dev; else dev; bare; fi
   ratios+=("$(awk -v d="$(rps < "$work/dev.txt")" -v b="$(rps < "$work/bare.txt")" 'BEGIN{printf "%.1f", 100*d/b}')")
   echo "round $r: dev / bare = ${ratios[-1]}%"
 done

@@ -275,6 +275,8 @@ func TestAuditLifecycle(t *testing.T) {
 		{"hookstream_consumer_events_total", `outcome="failed"`, `source="generic"`},
 		{"hookstream_consumer_events_total", `outcome="dead"`, `source="generic"`},
 		{"hookstream_ingest_produce_duration_seconds_count"},
+		{"hookstream_ingest_duplicate_check_duration_seconds_count"},
+		{"hookstream_ingest_audit_produce_duration_seconds_count"},
 		{"hookstream_consumer_end_to_end_seconds_count", `source="generic"`},
 		{"hookstream_audit_relay_published_total"},
 	} {

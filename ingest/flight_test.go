@@ -218,36 +218,28 @@ func TestFlightKnownEventToHandler(t *testing.T) {
 	}
 }
 
-// A full buffer sends the flight back to the handler, which waits for room
-// (Produce) instead of failing the request.
+// A full buffer, for the event or for its audit record, sends the flight
+// back to the handler, which waits for room (Produce) instead of failing
+// the request.
 func TestFlightFullBufferFallsBackToHandler(t *testing.T) {
-	p := newScriptedProducer(t)
-	p.full = "events"
-	if code, body := postGeneric(t, p, nil, time.Second); code != http.StatusAccepted {
-		t.Fatalf("status %d %s", code, body)
+	for topic, want := range map[string][]string{
+		"events": {"try events", "produce events", "produce audit"},
+		"audit":  {"try events", "try audit", "produce audit"},
+	} {
+		p := newScriptedProducer(t)
+		p.full = topic
+		if code, body := postGeneric(t, p, nil, time.Second); code != http.StatusAccepted {
+			t.Fatalf("full %s: status %d %s", topic, code, body)
+		}
+		calls, audits, events := p.snapshot()
+		if !slices.Equal(calls, want) {
+			t.Errorf("full %s: calls %v, want %v", topic, calls, want)
+		}
+		if events != 1 {
+			t.Errorf("full %s: %d events stored", topic, events)
+		}
+		wantAccepted(t, audits)
 	}
-	calls, audits, events := p.snapshot()
-	if want := []string{"try events", "produce events", "produce audit"}; !slices.Equal(calls, want) {
-		t.Errorf("calls %v, want %v", calls, want)
-	}
-	if events != 1 {
-		t.Errorf("%d events stored", events)
-	}
-	wantAccepted(t, audits)
-}
-
-// So does a full buffer for the audit record.
-func TestFlightFullBufferForAuditFallsBackToHandler(t *testing.T) {
-	p := newScriptedProducer(t)
-	p.full = "audit"
-	if code, body := postGeneric(t, p, nil, time.Second); code != http.StatusAccepted {
-		t.Fatalf("status %d %s", code, body)
-	}
-	calls, audits, _ := p.snapshot()
-	if want := []string{"try events", "try audit", "produce audit"}; !slices.Equal(calls, want) {
-		t.Errorf("calls %v, want %v", calls, want)
-	}
-	wantAccepted(t, audits)
 }
 
 // An event not acknowledged in time is answered 503; its late

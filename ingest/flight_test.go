@@ -1,14 +1,8 @@
 package ingest
 
 import (
-	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
-	"io/fs"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -16,13 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/hookstream/hookstream/internal/sources"
 	"github.com/hookstream/hookstream/internal/wire"
-	"github.com/hookstream/hookstream/schemas"
 )
 
 // scriptedProducer stands in for the broker in the flight's unit tests. As
@@ -137,33 +128,16 @@ func (p *scriptedProducer) snapshot() (calls []string, audits []wire.AuditRecord
 // returns the status and body of the reply.
 func postGeneric(t *testing.T, p *scriptedProducer, dups DuplicateChecker, produceTimeout time.Duration) (int, string) {
 	t.Helper()
-	schema, err := fs.ReadFile(schemas.JSON(), "generic.schema.json")
-	if err != nil {
-		t.Fatal(err)
-	}
 	const secret = "flight-secret"
-	r, err := New(Config{
-		Sources:        []sources.Source{sources.Generic([]string{secret}, schema)},
+	engine := genericEngine(t, secret, Config{
 		Producer:       p,
 		Duplicates:     dups,
 		Topics:         wire.Topics{Events: "events", Audit: "audit"},
 		ProduceTimeout: produceTimeout,
-		Logger:         slog.New(slog.DiscardHandler),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gin.SetMode(gin.ReleaseMode)
-	engine := gin.New()
-	r.Register(engine)
 	body := []byte(`{"event_id":"evt_f","customer_id":"cus_f","event_type":"t","payload":{}}`)
-	mac := hmac.New(sha256.New, []byte(secret))
-	mac.Write(body)
-	req := httptest.NewRequest(http.MethodPost, "/webhooks/generic", bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-Signature", hex.EncodeToString(mac.Sum(nil)))
 	w := httptest.NewRecorder()
-	engine.ServeHTTP(w, req)
+	engine.ServeHTTP(w, genericRequest(body, genericSignature(secret, body)))
 	return w.Code, w.Body.String()
 }
 

@@ -31,10 +31,9 @@ import (
 // acknowledged it answers 503, and the event's late promise produces no
 // ACCEPTED record; after, it produces the audit record itself unless the
 // audit producer already has, and then it answers 202 and counts the
-// record as not acknowledged. A flight the handler abandoned is not reused.
+// record as not acknowledged.
 type flight struct {
 	r     *Receiver
-	req   *request
 	event *kgo.Record
 	audit *wire.AuditRecord // ACCEPTED; partition and offset set before flightStored
 
@@ -76,7 +75,6 @@ const promiseGrace = 250 * time.Millisecond
 func (r *Receiver) startFlight(req *request) *flight {
 	f := &flight{
 		r:          r,
-		req:        req,
 		event:      r.eventRecord(req, false),
 		audit:      r.auditRecord(req, wire.ActionAccepted, "", http.StatusAccepted, nil, -1, -1),
 		timer:      time.NewTimer(time.Hour),

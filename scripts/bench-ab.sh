@@ -20,16 +20,7 @@ command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; ex
 . scripts/lib.sh
 bench_setup TERM
 
-secret=bench-secret
-payload=$(head -c 700 /dev/zero | tr '\0' 'x')
-body="{\"event_id\":\"evt_bench\",\"customer_id\":\"cus_bench\",\"event_type\":\"bench.event\",\"payload\":{\"pad\":\"$payload\"}}"
-sig=$(printf '%s' "$body" | openssl dgst -sha256 -hmac "$secret" -r | cut -d' ' -f1)
-cat > "$work/post.lua" <<LUA
-wrk.method = "POST"
-wrk.body = [[$body]]
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["X-Signature"] = "$sig"
-LUA
+bench_request
 
 start() { # side binary env http-port kafka-port
   env HOOKSTREAM_GENERIC_SECRET=$secret HOOKSTREAM_LOG_LEVEL=warn $3 \

@@ -8,6 +8,9 @@
 #                          the caller's environment prefix), $devpid set,
 #                          returns once it is ready; dev.out/dev.err in $work
 #   dev_database_url       the private PostgreSQL URL dev printed
+#   bench_request          the receiver benchmarks' request: a 798-byte
+#                          generic event signed with $secret (bench-secret),
+#                          as $body and $sig, and $work/post.lua for wrk
 
 bench_setup() {
   bench_signal=$1
@@ -38,3 +41,17 @@ start_dev() {
 }
 
 dev_database_url() { sed -n 's/^  PostgreSQL: //p' "$work/dev.out"; }
+
+bench_request() {
+  secret=bench-secret
+  local payload
+  payload=$(head -c 700 /dev/zero | tr '\0' 'x')
+  body="{\"event_id\":\"evt_bench\",\"customer_id\":\"cus_bench\",\"event_type\":\"bench.event\",\"payload\":{\"pad\":\"$payload\"}}"
+  sig=$(printf '%s' "$body" | openssl dgst -sha256 -hmac "$secret" -r | cut -d' ' -f1)
+  cat > "$work/post.lua" <<LUA
+wrk.method = "POST"
+wrk.body = [[$body]]
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-Signature"] = "$sig"
+LUA
+}

@@ -15,7 +15,7 @@ import (
 // Status is an event's state in the events table; "" means not there.
 type Status string
 
-// Event statuses (DESIGN.md, "PostgreSQL").
+// Event statuses (docs/design.md, "PostgreSQL").
 const (
 	StatusUnknown    Status = ""
 	StatusProcessing Status = "PROCESSING"

@@ -1,5 +1,5 @@
 // Command hookstream is the webhook ingestion engine: one binary whose
-// subcommands are its roles (see DESIGN.md, "Command line").
+// subcommands are its roles (see docs/design.md, "Command line").
 package main
 
 import (

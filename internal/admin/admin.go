@@ -1,4 +1,4 @@
-// Package admin is the operator API under /admin/ (DESIGN.md, "HTTP
+// Package admin is the operator API under /admin/ (docs/design.md, "HTTP
 // contract"): an event's state and audit trail, listing events, replaying
 // them, and parked customers. Every route needs
 // "Authorization: Bearer <HOOKSTREAM_ADMIN_TOKEN>"; with no token the API is

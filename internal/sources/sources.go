@@ -1,4 +1,4 @@
-// Package sources loads and validates the sources file (DESIGN.md,
+// Package sources loads and validates the sources file (docs/design.md,
 // "Sources"): one entry per provider endpoint, saying how its requests are
 // verified, where their ids are, how they are limited and where they are
 // delivered. Loading fails with a message naming the bad field, so a bad
@@ -37,7 +37,7 @@ const (
 	MaxIDBytes = 255
 )
 
-// GenericName is the name of the built-in source (DESIGN.md, "the seed's
+// GenericName is the name of the built-in source (docs/design.md, "the seed's
 // contract").
 const GenericName = "generic"
 

@@ -1,5 +1,5 @@
 // Package topics creates hookstream's Kafka topics with the configs the
-// contract requires (DESIGN.md, "Kafka") and checks existing ones.
+// contract requires (docs/design.md, "Kafka") and checks existing ones.
 package topics
 
 import (

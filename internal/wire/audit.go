@@ -16,7 +16,7 @@ const AuditSchemaVersion = 1
 // Action is what an audit record says happened.
 type Action string
 
-// The audit actions of DESIGN.md.
+// The audit actions of docs/design.md.
 const (
 	ActionAccepted       Action = "ACCEPTED"
 	ActionRejected       Action = "REJECTED"

@@ -4,7 +4,7 @@
 // other.
 package wire
 
-// Default topic names (DESIGN.md, "Kafka").
+// Default topic names (docs/design.md, "Kafka").
 const (
 	DefaultEventsTopic = "hookstream.events"
 	DefaultDLQTopic    = "hookstream.dlq"

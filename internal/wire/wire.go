@@ -46,6 +46,12 @@ const (
 	// HeaderRedrive is set to "true" on an event the receiver produced again
 	// because the provider re-sent an event that had FAILED or gone DEAD.
 	HeaderRedrive = "redrive"
+	// HeaderAudit carries the receiver's decision about the record (its
+	// ACCEPTED or RETRY_ACCEPTED audit record, as JSON): the decision
+	// travels with the event, so one cannot be durable without the other.
+	// The consumer writes it to audit_log in its first transaction for the
+	// record, and the relay publishes it from there.
+	HeaderAudit = "audit-record"
 )
 
 // Record header names on hookstream.audit.

@@ -55,11 +55,18 @@ func (p RetryPolicy) withDefaults() RetryPolicy {
 type Config struct {
 	// Brokers are the Kafka seed brokers. Required.
 	Brokers []string
-	// Pool is the PostgreSQL pool; it needs at least Concurrency
-	// connections per owned partition that is busy. Required.
+	// Pool is the PostgreSQL pool. With a Handler, each group of customers
+	// in flight holds a connection for its transaction (up to Concurrency
+	// per busy partition); with a Deliverer, connections are held only to
+	// read states and record outcomes. Required.
 	Pool *pgxpool.Pool
-	// Handler processes events. Default NoopHandler.
+	// Handler processes events inside the transaction that records their
+	// outcome: its writes through the given pgx.Tx happen exactly once.
+	// Set at most one of Handler and Deliverer. Default NoopHandler.
 	Handler Handler
+	// Deliverer processes events outside any transaction (an HTTP
+	// destination); the outcome is recorded after the call, at least once.
+	Deliverer Deliverer
 	// Audit writes audit records in the processing transaction. Required.
 	Audit AuditWriter
 	// Group is the consumer group. Default "hookstream".
@@ -69,15 +76,17 @@ type Config struct {
 	// Retry returns the retry policy of a source. Default: RetryPolicy{}
 	// defaults for every source.
 	Retry func(source string) RetryPolicy
-	// Concurrency is how many customers of one partition are processed at
-	// once, at most: each runs in a transaction of its own, so the
-	// consumer uses fewer when handlers are fast. Default 16.
+	// Concurrency bounds the handler (or deliverer) calls this member makes
+	// at once, over all its partitions and paths. Default 16.
 	Concurrency int
-	// CommitInterval bounds the handler time one group transaction
-	// gathers before it commits: what a crash re-delivers (in order, to
-	// handlers and destinations that see Idempotency-Key) is at most
-	// about this much work per group. Default 200ms.
+	// CommitInterval bounds the handler time one transaction gathers
+	// before it commits (Handler only): what a crash rolls back and runs
+	// again is at most about this much work per group. Default 200ms.
 	CommitInterval time.Duration
+	// BlockPoll is how often a partition's owner looks for blocked
+	// customers whose retry is due, at most; a failure in this member
+	// wakes it at once. Default 1s.
+	BlockPoll time.Duration
 	// Instance names this process in audit records. Default "consumer".
 	Instance string
 	// Logger. Default slog.Default().
@@ -87,7 +96,7 @@ type Config struct {
 }
 
 func (c Config) withDefaults() Config {
-	if c.Handler == nil {
+	if c.Handler == nil && c.Deliverer == nil {
 		c.Handler = NoopHandler
 	}
 	if c.Group == "" {
@@ -102,6 +111,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.CommitInterval <= 0 {
 		c.CommitInterval = 200 * time.Millisecond
+	}
+	if c.BlockPoll <= 0 {
+		c.BlockPoll = time.Second
 	}
 	if c.Instance == "" {
 		c.Instance = "consumer"
@@ -120,6 +132,8 @@ func (c Config) validate() error {
 		return errors.New("consumer: Pool is required")
 	case c.Audit == nil:
 		return errors.New("consumer: Audit is required")
+	case c.Handler != nil && c.Deliverer != nil:
+		return errors.New("consumer: set Handler or Deliverer, not both")
 	}
 	return nil
 }
@@ -130,9 +144,15 @@ type Consumer struct {
 	cl        *kgo.Client
 	closeOnce sync.Once
 	log       *slog.Logger
+	// slots bounds the handler calls in flight (Concurrency), whatever the
+	// path: a partition's batch, a retry, a drain.
+	slots chan struct{}
 
 	mu      sync.Mutex
 	workers map[int32]*worker
+	// epochs are the owner epochs this member took for its partitions
+	// (fence.go), set when the group assigns them.
+	epochs map[int32]int64
 
 	// handlerAvg is the recent average handler time in nanoseconds. It
 	// starts at 1ms: a few hundred events are then spread over as many
@@ -147,7 +167,8 @@ func New(cfg Config) (*Consumer, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	c := &Consumer{cfg: cfg, log: cfg.Logger, workers: map[int32]*worker{}}
+	c := &Consumer{cfg: cfg, log: cfg.Logger, workers: map[int32]*worker{}, epochs: map[int32]int64{},
+		slots: make(chan struct{}, cfg.Concurrency)}
 	c.handlerAvg.Store(int64(time.Millisecond))
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
@@ -159,7 +180,7 @@ func New(cfg Config) (*Consumer, error) {
 		// Kafka's committed offsets are for lag tools; the position that
 		// counts is the one in PostgreSQL (AdjustFetchOffsetsFn).
 		kgo.AutoCommitMarks(),
-		kgo.AdjustFetchOffsetsFn(c.storedOffsets),
+		kgo.AdjustFetchOffsetsFn(c.takePartitions),
 		kgo.OnPartitionsAssigned(c.assigned),
 		kgo.OnPartitionsRevoked(c.revoked),
 		kgo.OnPartitionsLost(c.lost),
@@ -186,7 +207,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		_ = c.cl.CommitMarkedOffsets(cctx)
 		c.Close()
 	}()
-	go c.countParked(ctx)
+	go c.countBlocked(ctx)
 	for {
 		fs := c.cl.PollFetches(ctx)
 		if ctx.Err() != nil || fs.IsClientClosed() {
@@ -211,15 +232,22 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 }
 
-// countParked keeps the parked-customers gauge current until ctx ends.
-func (c *Consumer) countParked(ctx context.Context) {
+// countBlocked keeps the blocked-customers gauges current until ctx ends.
+func (c *Consumer) countBlocked(ctx context.Context) {
 	t := time.NewTicker(10 * time.Second)
 	defer t.Stop()
 	for {
-		var n int
 		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		if err := c.cfg.Pool.QueryRow(qctx, `SELECT count(*) FROM parked_customers`).Scan(&n); err == nil {
-			parkedCustomers.Set(float64(n))
+		counts := map[string]float64{stateBlocked: 0, stateParked: 0, stateDraining: 0}
+		rows, err := c.cfg.Pool.Query(qctx, `SELECT state, count(*) FROM customer_blocks GROUP BY state`)
+		if err == nil {
+			var state string
+			var n int
+			if _, err = pgx.ForEachRow(rows, []any{&state, &n}, func() error { counts[state] = float64(n); return nil }); err == nil {
+				for state, n := range counts {
+					blockedCustomers.WithLabelValues(state).Set(n)
+				}
+			}
 		}
 		cancel()
 		select {
@@ -235,34 +263,36 @@ func (c *Consumer) countParked(ctx context.Context) {
 // it again is a no-op.
 func (c *Consumer) Close() { c.closeOnce.Do(c.cl.Close) }
 
-// storedOffsets replaces the offsets the group would start from with those
-// stored in PostgreSQL, where the position moves with the outcomes.
-func (c *Consumer) storedOffsets(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
-	parts, ok := offsets[c.cfg.Topics.Events]
-	if !ok {
-		return offsets, nil
+// call runs the handler or the deliverer for ev, holding one of the
+// member's Concurrency slots, and folds its time into the running average.
+// tx is the transaction a Handler writes through (nil for a Deliverer).
+func (c *Consumer) call(ctx context.Context, tx pgx.Tx, ev *Event) error {
+	select {
+	case c.slots <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	ids := make([]int32, 0, len(parts))
-	for p := range parts {
-		ids = append(ids, p)
+	defer func() { <-c.slots }()
+	start := time.Now()
+	var err error
+	if c.cfg.Deliverer != nil {
+		err = c.cfg.Deliverer.Deliver(ctx, ev)
+	} else {
+		err = c.cfg.Handler.Handle(ctx, tx, ev)
 	}
-	rows, err := c.cfg.Pool.Query(ctx, `SELECT partition, next_offset FROM consumer_offsets
-WHERE group_id = $1 AND topic = $2 AND partition = ANY($3)`, c.cfg.Group, c.cfg.Topics.Events, ids)
-	if err != nil {
-		// Without the stored position the partition must not start: the
-		// client retries the assignment.
-		return nil, fmt.Errorf("consumer: read stored offsets: %w", err)
+	c.observeHandler(time.Since(start))
+	return err
+}
+
+// observeHandler folds one handler call into the running average (weight
+// 1/16).
+func (c *Consumer) observeHandler(d time.Duration) {
+	for {
+		old := c.handlerAvg.Load()
+		if c.handlerAvg.CompareAndSwap(old, old+(int64(d)-old)/16) {
+			return
+		}
 	}
-	var p int32
-	var next int64
-	_, err = pgx.ForEachRow(rows, []any{&p, &next}, func() error {
-		parts[p] = kgo.NewOffset().At(next)
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("consumer: read stored offsets: %w", err)
-	}
-	return offsets, nil
 }
 
 func (c *Consumer) assigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
@@ -310,6 +340,7 @@ func (c *Consumer) stopWorkers(ps []int32) {
 			stopped = append(stopped, w)
 			delete(c.workers, p)
 		}
+		delete(c.epochs, p)
 	}
 	c.mu.Unlock()
 	for _, w := range stopped {

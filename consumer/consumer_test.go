@@ -228,7 +228,7 @@ func TestPoisonParksCustomer(t *testing.T) {
 	tb.waitFor(time.Minute, 10, `SELECT count(*) FROM events WHERE status = 'PROCESSED'`)
 	tb.waitFor(time.Minute, 1, `SELECT count(*) FROM events WHERE status = 'DEAD' AND event_id = 'cus_bad-0' AND attempts = 3`)
 	tb.waitFor(time.Minute, 4, `SELECT count(*) FROM events WHERE status = 'PARKED' AND customer_id = 'cus_bad'`)
-	tb.waitFor(time.Second, 1, `SELECT count(*) FROM parked_customers WHERE customer_id = 'cus_bad' AND blocking_event_id = 'cus_bad-0'`)
+	tb.waitFor(time.Second, 1, `SELECT count(*) FROM customer_blocks WHERE customer_id = 'cus_bad' AND state = 'PARKED' AND blocking_event_id = 'cus_bad-0'`)
 	tb.waitFor(time.Second, 2, `SELECT count(*) FROM audit_log WHERE event_id = 'cus_bad-0' AND action = 'RETRY_SCHEDULED'`)
 	tb.waitFor(time.Second, 1, `SELECT count(*) FROM audit_log WHERE event_id = 'cus_bad-0' AND action = 'DEAD_LETTERED'`)
 	mu.Lock()
@@ -286,15 +286,15 @@ func TestReplayUnparks(t *testing.T) {
 	tb.flush()
 	tb.waitFor(time.Minute, 4, `SELECT count(*) FROM events WHERE customer_id = 'cus_p' AND status = 'PARKED'`)
 
-	if err := consumer.Replay(context.Background(), consumer.ReplayConfig{Pool: tb.pool, Producer: tb.producer, Audit: audit.Writer{}, Topics: tb.topics, Instance: "test"}, "generic", "p-2", "test"); !errors.Is(err, consumer.ErrNotReplayable) {
+	if err := consumer.Replay(context.Background(), consumer.ReplayConfig{Pool: tb.pool, Audit: audit.Writer{}, Instance: "test"}, "generic", "p-2", "test"); !errors.Is(err, consumer.ErrNotReplayable) {
 		t.Errorf("replaying a PARKED event: %v, want ErrNotReplayable", err)
 	}
 	broken.Delete("cus_p")
-	if err := consumer.Replay(context.Background(), consumer.ReplayConfig{Pool: tb.pool, Producer: tb.producer, Audit: audit.Writer{}, Topics: tb.topics, Instance: "test"}, "generic", "p-0", "destination fixed"); err != nil {
+	if err := consumer.Replay(context.Background(), consumer.ReplayConfig{Pool: tb.pool, Audit: audit.Writer{}, Instance: "test"}, "generic", "p-0", "destination fixed"); err != nil {
 		t.Fatal(err)
 	}
 	tb.waitFor(time.Minute, 5, `SELECT count(*) FROM events WHERE customer_id = 'cus_p' AND status = 'PROCESSED'`)
-	tb.waitFor(time.Second, 0, `SELECT count(*) FROM parked_customers`)
+	tb.waitFor(time.Second, 0, `SELECT count(*) FROM customer_blocks`)
 	tb.waitFor(time.Second, 1, `SELECT count(*) FROM audit_log WHERE action = 'UNPARKED' AND customer_id = 'cus_p'`)
 	tb.waitFor(time.Second, 1, `SELECT count(*) FROM audit_log WHERE action = 'REPLAYED' AND event_id = 'p-0' AND actor = 'admin'`)
 	var order string

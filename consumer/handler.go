@@ -25,11 +25,8 @@ type Event struct {
 	// Attempt counts from 1.
 	Attempt int
 	// Redrive is set on an event the receiver accepted again after it had
-	// FAILED or gone DEAD, or that was replayed.
+	// FAILED or gone DEAD.
 	Redrive bool
-
-	fromParked   bool      // read back from the events table after an unpark
-	firstAttempt time.Time // when the event was first claimed
 }
 
 // Handler processes an event. tx commits together with the event's
@@ -37,6 +34,18 @@ type Event struct {
 // rolls them back; the event is retried unless the error is Permanent.
 type Handler interface {
 	Handle(ctx context.Context, tx pgx.Tx, ev *Event) error
+}
+
+// Deliverer processes an event outside any transaction: an HTTP
+// destination, or any side effect PostgreSQL cannot roll back. The
+// consumer records the outcome in a transaction of its own after the call,
+// so no transaction is held open for the length of a call. The price is
+// at-least-once: a crash, or a member that lost its partition, between the
+// call and the outcome's commit means the event is delivered again (in
+// order, with the same event id). Deliverers use ev.EventID as their
+// idempotency key.
+type Deliverer interface {
+	Deliver(ctx context.Context, ev *Event) error
 }
 
 // HandlerFunc adapts a function to Handler.

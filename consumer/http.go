@@ -10,13 +10,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/hookstream/hookstream/internal/sources"
 	"github.com/hookstream/hookstream/internal/wire"
 )
 
-// Destinations is the binary's handler: it delivers each event to its
+// Destinations is the binary's Deliverer: it delivers each event to its
 // source's destination, and processes events of sources without one by
 // doing nothing.
 //
@@ -43,8 +41,8 @@ func NewDestinations(srcs []sources.Source, client *http.Client) *Destinations {
 	return d
 }
 
-// Handle implements Handler.
-func (d *Destinations) Handle(ctx context.Context, _ pgx.Tx, ev *Event) error {
+// Deliver implements Deliverer.
+func (d *Destinations) Deliver(ctx context.Context, ev *Event) error {
 	dest, ok := d.bySource[ev.Source]
 	if !ok {
 		return nil

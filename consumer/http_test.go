@@ -48,7 +48,7 @@ func TestDestinationsClassifyResponses(t *testing.T) {
 	}
 	for _, c := range cases {
 		status, retryAfter = c.status, c.retryAfter
-		err := d.Handle(context.Background(), nil, ev)
+		err := d.Deliver(context.Background(), ev)
 		if (err != nil) != c.wantErr || (err != nil && Retryable(err) == c.permanent) || retryAfterOf(err) != c.after {
 			t.Errorf("status %d: err %v (retryable %v, after %s)", c.status, err, Retryable(err), retryAfterOf(err))
 		}
@@ -57,13 +57,13 @@ func TestDestinationsClassifyResponses(t *testing.T) {
 		t.Errorf("request headers %v body %q", got.Header, gotBody)
 	}
 	// A source without a destination is processed by doing nothing.
-	if err := d.Handle(context.Background(), nil, &Event{Source: "other"}); err != nil {
+	if err := d.Deliver(context.Background(), &Event{Source: "other"}); err != nil {
 		t.Error(err)
 	}
 	// An unreachable destination is transient.
 	srv.Close()
 	status = 200
-	if err := d.Handle(context.Background(), nil, ev); err == nil || !Retryable(err) {
+	if err := d.Deliver(context.Background(), ev); err == nil || !Retryable(err) {
 		t.Errorf("closed server: %v", err)
 	}
 }

@@ -25,9 +25,13 @@ var (
 		Name: "hookstream_consumer_lag_records",
 		Help: "Records of an owned partition not yet processed: the high watermark of the last fetch minus the stored position.",
 	}, []string{"topic", "partition"})
-	parkedCustomers = promauto.NewGauge(prometheus.GaugeOpts{
-		Name: "hookstream_consumer_parked_customers",
-		Help: "Customers parked behind a dead event (parked_customers), counted every 10 seconds by each consumer.",
+	blockedCustomers = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "hookstream_consumer_blocked_customers",
+		Help: "Customers with unfinished older events (customer_blocks), by state: BLOCKED (blocker in backoff), PARKED (blocker DEAD), DRAINING; counted every 10 seconds by each consumer.",
+	}, []string{"state"})
+	malformedTotal = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "hookstream_consumer_malformed_records_total",
+		Help: "Records of the events topic without hookstream metadata, sent to the dead-letter topic.",
 	})
 	pausesTotal = promauto.NewCounter(prometheus.CounterOpts{
 		Name: "hookstream_consumer_pauses_total",

@@ -2,7 +2,6 @@ package consumer
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -10,184 +9,221 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/hookstream/hookstream/internal/wire"
 )
 
-// ErrNotReplayable: the event is unknown, or not FAILED or DEAD (or the
-// PARKED event that now blocks its customer).
+// ErrNotReplayable: the event is unknown, or not FAILED or DEAD.
 var ErrNotReplayable = errors.New("consumer: event is not FAILED or DEAD")
 
-// ErrNotParked: the customer is not parked.
+// ErrNotParked: the customer is not parked (or not blocked, for Unpark
+// without skipping).
 var ErrNotParked = errors.New("consumer: customer is not parked")
 
-// ReplayProducer is the part of *kgo.Client Replay needs.
-type ReplayProducer interface {
-	ProduceSync(ctx context.Context, rs ...*kgo.Record) kgo.ProduceResults
-}
+// ErrAmbiguous: the customer is blocked in several sources; name one.
+var ErrAmbiguous = errors.New("consumer: customer is blocked in several sources")
 
-// ReplayConfig says where Replay finds events and puts them back.
+// ReplayConfig says where Replay finds events.
 type ReplayConfig struct {
 	Pool     *pgxpool.Pool
-	Producer ReplayProducer
 	Audit    AuditWriter
-	Topics   wire.Topics
 	Actor    wire.Actor // default admin
 	Instance string
 }
 
 func (cfg ReplayConfig) withDefaults() ReplayConfig {
-	cfg.Topics = cfg.Topics.WithDefaults()
 	if cfg.Actor == "" {
 		cfg.Actor = wire.ActorAdmin
 	}
 	return cfg
 }
 
-// Replay re-drives a FAILED or DEAD event: its stored body and metadata go
-// back to the events topic marked redrive, and the consumer processes it
-// again. When it is the event that parked its customer, its success
-// unparks the customer and the parked events follow in order. The replay
-// is audited (REPLAYED) in the same transaction that checks the state.
-func Replay(ctx context.Context, cfg ReplayConfig, source, eventID, reason string) error {
-	cfg = cfg.withDefaults()
-	tx, err := cfg.Pool.Begin(ctx)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // no-op after Commit
-	var customer, eventType, status string
-	var body, headers []byte
-	var attempts int
-	err = tx.QueryRow(ctx, `SELECT customer_id, event_type, status, attempts, payload, coalesce(headers, '{}') FROM events
-WHERE source = $1 AND event_id = $2 FOR UPDATE`, source, eventID).Scan(&customer, &eventType, &status, &attempts, &body, &headers)
+// requeued is what requeue did.
+type requeued struct {
+	customer, eventType, status string // status before
+	attempts                        int
+	partition                       int32
+	offset                          int64
+	retryNow                        bool // it is its customer's blocker, due now
+}
+
+// requeue puts a FAILED or DEAD event back in its customer's line, in tx:
+// the blocker of its customer runs again now (a new retry window); any
+// other event is PARKED, to run in offset order when its customer drains,
+// and a customer without a block gets one, DRAINING and due now. A
+// replay and a provider's re-send of the event both come here, so neither
+// is ever dropped. Locks are taken block first, then event, as everywhere.
+func requeue(ctx context.Context, tx pgx.Tx, source, eventID string) (*requeued, error) {
+	rq := &requeued{}
+	err := tx.QueryRow(ctx, `SELECT customer_id FROM events WHERE source = $1 AND event_id = $2`, source, eventID).Scan(&rq.customer)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return fmt.Errorf("%w: %s/%s not found", ErrNotReplayable, source, eventID)
+		return nil, fmt.Errorf("%w: %s/%s not found", ErrNotReplayable, source, eventID)
 	}
-	if err != nil {
-		return err
-	}
-	if status == "PARKED" {
-		// Only the event an unpark made the blocker may be replayed while
-		// parked: the consumer then drains the rest behind it.
-		var n int
-		if err := tx.QueryRow(ctx, `SELECT count(*) FROM parked_customers WHERE customer_id = $1 AND source = $2 AND blocking_event_id = $3`, customer, source, eventID).Scan(&n); err != nil {
-			return err
-		}
-		if n == 0 {
-			return fmt.Errorf("%w: %s/%s is PARKED behind another event", ErrNotReplayable, source, eventID)
-		}
-	} else if status != "FAILED" && status != "DEAD" {
-		return fmt.Errorf("%w: %s/%s is %s", ErrNotReplayable, source, eventID, status)
-	}
-	var h map[string]string
-	if err := json.Unmarshal(headers, &h); err != nil {
-		return fmt.Errorf("consumer: replay %s/%s: headers: %w", source, eventID, err)
-	}
-	h[wire.HeaderRedrive] = "true"
-	rec := &kgo.Record{Topic: cfg.Topics.Events, Key: []byte(customer), Value: body}
-	for k, v := range h {
-		rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: k, Value: []byte(v)})
-	}
-	id, err := uuid.NewV7()
-	if err != nil {
-		return err
-	}
-	a := &wire.AuditRecord{SchemaVersion: wire.AuditSchemaVersion, AuditID: id.String(), EventID: eventID, Source: source,
-		CustomerID: customer, EventType: eventType, Action: wire.ActionReplayed, Reason: reason, Attempt: attempts,
-		Actor: cfg.Actor, Instance: cfg.Instance, At: time.Now().UTC(), Detail: map[string]any{"previous_status": status}}
-	if err := cfg.Audit.Write(ctx, tx, a); err != nil {
-		return err
-	}
-	// Produce before committing the audit row: a replay that was not
-	// produced is never recorded as done. A crash in between leaves a
-	// produced replay without its REPLAYED row; the consumer's rows record
-	// its processing all the same.
-	if err := cfg.Producer.ProduceSync(ctx, rec).FirstErr(); err != nil {
-		return fmt.Errorf("consumer: replay %s/%s: %w", source, eventID, err)
-	}
-	return tx.Commit(ctx)
-}
-
-// Parked is a parked customer.
-type Parked struct {
-	CustomerID      string    `json:"customer_id"`
-	Source          string    `json:"source"`
-	BlockingEventID string    `json:"blocking_event_id"`
-	Since           time.Time `json:"since"`
-	Waiting         int       `json:"waiting"` // PARKED events behind the blocker
-}
-
-// ParkedCustomers lists the parked customers, oldest first.
-func ParkedCustomers(ctx context.Context, pool *pgxpool.Pool) ([]Parked, error) {
-	rows, err := pool.Query(ctx, `SELECT p.customer_id, p.source, p.blocking_event_id, p.since,
-  (SELECT count(*) FROM events e WHERE e.customer_id = p.customer_id AND e.status = 'PARKED')
-FROM parked_customers p ORDER BY p.since, p.customer_id`)
 	if err != nil {
 		return nil, err
 	}
-	out := []Parked{}
-	var p Parked
-	_, err = pgx.ForEachRow(rows, []any{&p.CustomerID, &p.Source, &p.BlockingEventID, &p.Since, &p.Waiting}, func() error {
-		out = append(out, p)
+	var blocker *string
+	err = tx.QueryRow(ctx, `SELECT blocking_event_id FROM customer_blocks WHERE source = $1 AND customer_id = $2 FOR UPDATE`, source, rq.customer).Scan(&blocker)
+	blocked := err == nil
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return nil, err
+	}
+	err = tx.QueryRow(ctx, `SELECT event_type, status, attempts, kafka_partition, kafka_offset FROM events
+WHERE source = $1 AND event_id = $2 FOR UPDATE`, source, eventID).Scan(&rq.eventType, &rq.status, &rq.attempts, &rq.partition, &rq.offset)
+	if err != nil {
+		return nil, err
+	}
+	if rq.status != "FAILED" && rq.status != "DEAD" {
+		return nil, fmt.Errorf("%w: %s/%s is %s", ErrNotReplayable, source, eventID, rq.status)
+	}
+	rq.retryNow = blocker != nil && *blocker == eventID
+	switch {
+	case rq.retryNow:
+		_, err = tx.Exec(ctx, `UPDATE customer_blocks SET state = 'BLOCKED', next_attempt_at = now(), window_start = now(), updated_at = now()
+WHERE source = $1 AND customer_id = $2`, source, rq.customer)
+	case !blocked:
+		_, err = tx.Exec(ctx, `INSERT INTO customer_blocks (source, customer_id, state, kafka_partition, next_attempt_at)
+VALUES ($1, $2, 'DRAINING', $3, now())`, source, rq.customer, rq.partition)
+	}
+	if err != nil {
+		return nil, err
+	}
+	status := "PARKED"
+	if rq.retryNow {
+		status = "FAILED"
+	}
+	_, err = tx.Exec(ctx, `UPDATE events SET status = $3, updated_at = now() WHERE source = $1 AND event_id = $2`, source, eventID, status)
+	return rq, err
+}
+
+// redrive is the consumer's side of a provider re-sending a FAILED or DEAD
+// event (the receiver produced it again, marked redrive): the event is
+// requeued, and the returned record says how.
+func (c *Consumer) redrive(ctx context.Context, tx pgx.Tx, ev *Event) (*wire.AuditRecord, error) {
+	rq, err := requeue(ctx, tx, ev.Source, ev.EventID)
+	if errors.Is(err, ErrNotReplayable) {
+		return c.auditRecord(ev, wire.ActionDuplicate, "already_handled", nil), nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	ev.Attempt = rq.attempts
+	if rq.retryNow {
+		return c.auditRecord(ev, wire.ActionRetryScheduled, "redrive", map[string]any{"next_attempt": rq.attempts + 1, "backoff_ms": 0}), nil
+	}
+	return c.auditRecord(ev, wire.ActionParked, "redrive_queued", map[string]any{"previous_status": rq.status}), nil
+}
+
+// Replay re-drives a FAILED or DEAD event (requeue), audited REPLAYED in
+// the same transaction. The owner of the event's partition runs it.
+func Replay(ctx context.Context, cfg ReplayConfig, source, eventID, reason string) error {
+	cfg = cfg.withDefaults()
+	return pgx.BeginFunc(ctx, cfg.Pool, func(tx pgx.Tx) error {
+		rq, err := requeue(ctx, tx, source, eventID)
+		if err != nil {
+			return err
+		}
+		return cfg.Audit.Write(ctx, tx, adminRecord(cfg, &wire.AuditRecord{EventID: eventID, Source: source, CustomerID: rq.customer,
+			EventType: rq.eventType, Action: wire.ActionReplayed, Reason: reason, Attempt: rq.attempts,
+			Partition: &rq.partition, Offset: &rq.offset, Detail: map[string]any{"previous_status": rq.status}}))
+	})
+}
+
+// adminRecord completes an audit record written by an operator's action.
+func adminRecord(cfg ReplayConfig, r *wire.AuditRecord) *wire.AuditRecord {
+	id, err := uuid.NewV7()
+	if err != nil {
+		id = uuid.New()
+	}
+	r.SchemaVersion, r.AuditID, r.Actor, r.Instance, r.At = wire.AuditSchemaVersion, id.String(), cfg.Actor, cfg.Instance, time.Now().UTC()
+	return r
+}
+
+// Blocked is a customer with unfinished older events.
+type Blocked struct {
+	CustomerID string `json:"customer_id"`
+	Source     string `json:"source"`
+	// State is BLOCKED (its blocker is in backoff), PARKED (its blocker is
+	// DEAD: an operator decides) or DRAINING (its waiting events run now).
+	State string `json:"state"`
+	// BlockingEventID is empty while DRAINING.
+	BlockingEventID string     `json:"blocking_event_id,omitempty"`
+	NextAttemptAt   *time.Time `json:"next_attempt_at,omitempty"`
+	Since           time.Time  `json:"since"`
+	Waiting         int        `json:"waiting"` // PARKED events behind the blocker
+}
+
+// BlockedCustomers lists blocked customers, oldest first; state "" for
+// every state.
+func BlockedCustomers(ctx context.Context, pool *pgxpool.Pool, state string) ([]Blocked, error) {
+	rows, err := pool.Query(ctx, `SELECT b.customer_id, b.source, b.state, coalesce(b.blocking_event_id, ''), b.next_attempt_at, b.since,
+  (SELECT count(*) FROM events e WHERE e.source = b.source AND e.customer_id = b.customer_id AND e.status = 'PARKED')
+FROM customer_blocks b WHERE $1 = '' OR b.state = $1 ORDER BY b.since, b.customer_id, b.source`, state)
+	if err != nil {
+		return nil, err
+	}
+	out := []Blocked{}
+	var b Blocked
+	_, err = pgx.ForEachRow(rows, []any{&b.CustomerID, &b.Source, &b.State, &b.BlockingEventID, &b.NextAttemptAt, &b.Since, &b.Waiting}, func() error {
+		out = append(out, b)
 		return nil
 	})
 	return out, err
 }
 
-// Unpark resolves a parked customer. By default it replays the blocking
-// event; when it succeeds the customer is unparked and its parked events
-// run in their original order. With skipBlocker the blocker stays DEAD and
-// the oldest parked event becomes the one replayed, so the others still
-// follow it in order (and events arriving meanwhile wait behind them).
-func Unpark(ctx context.Context, cfg ReplayConfig, customer string, skipBlocker bool, reason string) error {
+// Unpark resolves a blocked customer of source ("" when the customer is
+// blocked in one source only). By default it replays the blocking event;
+// when that succeeds the parked events run in their original order. With
+// skipBlocker, the customer must be PARKED: its blocker stays DEAD and the
+// waiting events drain now. Each is one transaction over the customer's
+// locked row, so a repeated or concurrent call cannot skip a second event.
+func Unpark(ctx context.Context, cfg ReplayConfig, source, customer string, skipBlocker bool, reason string) error {
 	cfg = cfg.withDefaults()
-	var source, blocker string
-	err := cfg.Pool.QueryRow(ctx, `SELECT source, blocking_event_id FROM parked_customers WHERE customer_id = $1`, customer).Scan(&source, &blocker)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return fmt.Errorf("%w: %s", ErrNotParked, customer)
-	}
+	return pgx.BeginFunc(ctx, cfg.Pool, func(tx pgx.Tx) error {
+		src, state, blocker, err := lockBlock(ctx, tx, source, customer)
+		if err != nil {
+			return err
+		}
+		if !skipBlocker {
+			if blocker == "" {
+				return fmt.Errorf("%w: %s is %s", ErrNotParked, customer, state)
+			}
+			rq, err := requeue(ctx, tx, src, blocker)
+			if err != nil {
+				return err
+			}
+			return cfg.Audit.Write(ctx, tx, adminRecord(cfg, &wire.AuditRecord{EventID: blocker, Source: src, CustomerID: customer,
+				EventType: rq.eventType, Action: wire.ActionReplayed, Reason: reason, Attempt: rq.attempts,
+				Partition: &rq.partition, Offset: &rq.offset, Detail: map[string]any{"previous_status": rq.status, "unpark": true}}))
+		}
+		if state != stateParked {
+			return fmt.Errorf("%w: %s is %s, not PARKED behind a dead event", ErrNotParked, customer, state)
+		}
+		if _, err := tx.Exec(ctx, `UPDATE customer_blocks SET state = 'DRAINING', blocking_event_id = NULL, next_attempt_at = now(), updated_at = now()
+WHERE source = $1 AND customer_id = $2`, src, customer); err != nil {
+			return err
+		}
+		return cfg.Audit.Write(ctx, tx, adminRecord(cfg, &wire.AuditRecord{EventID: blocker, Source: src, CustomerID: customer,
+			Action: wire.ActionUnparked, Reason: "blocker_skipped", Detail: map[string]any{"note": reason}}))
+	})
+}
+
+// lockBlock locks the customer's row (of source, or of its only source).
+func lockBlock(ctx context.Context, tx pgx.Tx, source, customer string) (src, state, blocker string, err error) {
+	rows, err := tx.Query(ctx, `SELECT source, state, coalesce(blocking_event_id, '') FROM customer_blocks
+WHERE customer_id = $1 AND ($2 = '' OR source = $2) ORDER BY source FOR UPDATE`, customer, source)
 	if err != nil {
-		return err
+		return "", "", "", err
 	}
-	if !skipBlocker {
-		return Replay(ctx, cfg, source, blocker, reason)
+	n := 0
+	_, err = pgx.ForEachRow(rows, []any{&src, &state, &blocker}, func() error { n++; return nil })
+	switch {
+	case err != nil:
+		return "", "", "", err
+	case n == 0:
+		return "", "", "", fmt.Errorf("%w: %s", ErrNotParked, customer)
+	case n > 1:
+		return "", "", "", fmt.Errorf("%w: %s (give its source)", ErrAmbiguous, customer)
 	}
-	tx, err := cfg.Pool.Begin(ctx)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // no-op after Commit
-	var nextSource, next string
-	err = tx.QueryRow(ctx, `SELECT source, event_id FROM events WHERE customer_id = $1 AND status = 'PARKED'
-ORDER BY kafka_partition, kafka_offset LIMIT 1`, customer).Scan(&nextSource, &next)
-	noneWaiting := errors.Is(err, pgx.ErrNoRows)
-	if err != nil && !noneWaiting {
-		return err
-	}
-	if noneWaiting {
-		_, err = tx.Exec(ctx, `DELETE FROM parked_customers WHERE customer_id = $1`, customer)
-	} else {
-		_, err = tx.Exec(ctx, `UPDATE parked_customers SET source = $2, blocking_event_id = $3 WHERE customer_id = $1`, customer, nextSource, next)
-	}
-	if err != nil {
-		return err
-	}
-	id, err := uuid.NewV7()
-	if err != nil {
-		return err
-	}
-	if err := cfg.Audit.Write(ctx, tx, &wire.AuditRecord{SchemaVersion: wire.AuditSchemaVersion, AuditID: id.String(),
-		EventID: blocker, Source: source, CustomerID: customer, Action: wire.ActionUnparked, Reason: "blocker_skipped",
-		Actor: cfg.Actor, Instance: cfg.Instance, At: time.Now().UTC(), Detail: map[string]any{"note": reason}}); err != nil {
-		return err
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return err
-	}
-	if noneWaiting {
-		return nil
-	}
-	return Replay(ctx, cfg, nextSource, next, reason)
+	return src, state, blocker, nil
 }

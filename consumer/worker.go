@@ -2,14 +2,13 @@ package consumer
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/hookstream/hookstream/internal/backoff"
 )
 
 // worker owns one partition: it processes the partition's records batch by
@@ -25,6 +24,12 @@ type worker struct {
 	cancel    context.CancelFunc
 	done      chan struct{}
 	next      int64 // offset the stored position is at; -1 before the first batch
+	// ownerEpoch is read once (epoch) and kept: a later take of the
+	// partition by this member is a new worker.
+	ownerEpoch int64
+	epochMu    sync.Mutex
+	// blockWake asks runBlocks to look for due customers now.
+	blockWake chan struct{}
 	// highWatermark is the partition's end as of the last fetch.
 	highWatermark atomic.Int64
 
@@ -40,7 +45,7 @@ const maxPending = 4096
 func newWorker(c *Consumer, p int32) *worker {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &worker{c: c, partition: p, ctx: ctx, cancel: cancel, done: make(chan struct{}), next: -1,
-		wake: make(chan struct{}, 1), taken: make(chan struct{}, 1)}
+		wake: make(chan struct{}, 1), taken: make(chan struct{}, 1), blockWake: make(chan struct{}, 1)}
 }
 
 // enqueue adds fetched records, waiting while maxPending are already
@@ -70,6 +75,10 @@ func (w *worker) enqueue(ctx context.Context, recs []*kgo.Record) bool {
 
 func (w *worker) run() {
 	defer close(w.done)
+	defer w.cancel() // a fenced worker stops taking records too
+	blocks := make(chan struct{})
+	go func() { defer close(blocks); w.runBlocks() }()
+	defer func() { <-blocks }()
 	for {
 		select {
 		case <-w.ctx.Done():
@@ -87,39 +96,46 @@ func (w *worker) run() {
 		if len(recs) == 0 {
 			continue
 		}
-		ok, stored := w.processBatch(recs)
-		if !ok {
-			return // abandoned: the next owner takes over from the stored position
+		if err := w.process(recs); err != nil {
+			if errors.Is(err, errFenced) {
+				w.c.log.Warn("partition taken by another member; this one stops", "partition", w.partition)
+			}
+			return // abandoned: the owner takes over from the stored position
 		}
 		last := recs[len(recs)-1]
-		if stored {
-			w.positionStored(last.Offset + 1)
-		} else {
-			w.storePosition(last.Offset + 1)
-		}
+		w.positionStored(last.Offset + 1)
 		w.c.cl.MarkCommitRecords(last)
 	}
 }
 
-// storePosition records where this partition resumes. It retries until the
-// database answers or the partition is revoked: moving on without it would
-// only cost a redelivery (deduped), but a position that never moves would
-// redeliver more and more.
-func (w *worker) storePosition(next int64) {
-	for attempt := 0; ; attempt++ {
-		_, err := w.c.cfg.Pool.Exec(w.ctx, storePositionSQL, w.c.cfg.Group, w.c.cfg.Topics.Events, w.partition, next)
-		if err == nil {
-			w.positionStored(next)
-			return
-		}
-		if w.ctx.Err() != nil {
-			return
-		}
-		w.c.log.Warn("store position", "partition", w.partition, "error", err)
-		if !backoff.Sleep(w.ctx, backoff.Delay(attempt, 100*time.Millisecond, 5*time.Second)) {
-			return
-		}
+// process runs one batch of records.
+func (w *worker) process(recs []*kgo.Record) error {
+	var evs []*Event
+	err := w.c.retrying(w.ctx, func() (err error) {
+		evs, err = w.c.decode(w.ctx, recs)
+		return err
+	})
+	if err != nil {
+		return err
 	}
+	b := &batch{partition: w.partition, epoch: w.epoch(), next: recs[len(recs)-1].Offset + 1}
+	b.lanes, b.dups = lanesOf(evs, w.next)
+	err = w.c.runBatch(w.ctx, b)
+	if err == nil {
+		w.wakeBlocks() // the batch may have blocked or parked customers
+	}
+	return err
+}
+
+// epoch is the owner epoch this worker runs under, taken when the group
+// assigned the partition (records arrive only after that).
+func (w *worker) epoch() int64 {
+	w.epochMu.Lock()
+	defer w.epochMu.Unlock()
+	if w.ownerEpoch == 0 {
+		w.ownerEpoch = w.c.epochOf(w.partition)
+	}
+	return w.ownerEpoch
 }
 
 // positionStored notes a stored position.

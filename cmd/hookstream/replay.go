@@ -11,7 +11,6 @@ import (
 
 	"github.com/hookstream/hookstream/audit"
 	"github.com/hookstream/hookstream/consumer"
-	"github.com/hookstream/hookstream/internal/kafka"
 	"github.com/hookstream/hookstream/internal/wire"
 )
 
@@ -53,12 +52,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer pool.Close()
-	producer, err := kafka.NewProducer(s.kafkaConfig("hookstream-replay"))
-	if err != nil {
-		return fmt.Errorf("kafka-brokers (HOOKSTREAM_KAFKA_BROKERS): %w", err)
-	}
-	defer producer.Close()
-	cfg := consumer.ReplayConfig{Pool: pool, Producer: producer, Audit: audit.Writer{}, Topics: wire.Topics{}, Actor: wire.ActorAdmin, Instance: s.instance}
+	cfg := consumer.ReplayConfig{Pool: pool, Audit: audit.Writer{}, Actor: wire.ActorAdmin, Instance: s.instance}
 
 	type key struct{ source, id string }
 	var targets []key

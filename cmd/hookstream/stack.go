@@ -77,7 +77,7 @@ func startReceiver(ctx context.Context, o receiverOptions) (_ *receiverStack, er
 	s.server = httpserver.New(httpserver.Config{
 		Addr: o.addr,
 		Routes: []func(r gin.IRouter){rcv.Register, admin.Register(admin.Config{
-			Token: o.adminToken, Pool: s.pool, Producer: s.producer, Topics: o.topics, Instance: o.instance,
+			Token: o.adminToken, Pool: s.pool, Instance: o.instance,
 		})},
 		Ready: []httpserver.Check{
 			{Name: "kafka", Check: func(ctx context.Context) error { return kafka.Ping(ctx, s.producer) }},

@@ -29,8 +29,6 @@ import (
 type Config struct {
 	Token    string // required; empty disables the API
 	Pool     *pgxpool.Pool
-	Producer consumer.ReplayProducer
-	Topics   wire.Topics
 	Instance string
 }
 
@@ -40,12 +38,13 @@ func Register(cfg Config) func(gin.IRouter) {
 		if cfg.Token == "" {
 			return
 		}
-		a := &api{cfg: cfg, replay: consumer.ReplayConfig{Pool: cfg.Pool, Producer: cfg.Producer, Audit: audit.Writer{},
-			Topics: cfg.Topics, Actor: wire.ActorAdmin, Instance: cfg.Instance}}
+		a := &api{cfg: cfg, replay: consumer.ReplayConfig{Pool: cfg.Pool, Audit: audit.Writer{},
+			Actor: wire.ActorAdmin, Instance: cfg.Instance}}
 		g := r.Group("/admin", a.auth)
 		g.GET("/events", a.listEvents)
 		g.GET("/events/:source/:event_id", a.getEvent)
 		g.POST("/events/:source/:event_id/replay", a.replayEvent)
+		g.GET("/customers/blocked", a.blocked)
 		g.GET("/customers/parked", a.parked)
 		g.POST("/customers/:customer_id/unpark", a.unpark)
 	}
@@ -199,13 +198,29 @@ func (a *api) replayEvent(c *gin.Context) {
 	}
 }
 
-func (a *api) parked(c *gin.Context) {
-	ps, err := consumer.ParkedCustomers(c.Request.Context(), a.cfg.Pool)
+// blocked lists the customers with unfinished older events, in any state
+// (?state=BLOCKED|PARKED|DRAINING narrows it).
+func (a *api) blocked(c *gin.Context) {
+	state := c.Query("state")
+	switch state {
+	case "", "BLOCKED", "PARKED", "DRAINING":
+	default:
+		fail(c, http.StatusBadRequest, "bad_request", "state must be one of BLOCKED, PARKED, DRAINING")
+		return
+	}
+	a.listBlocked(c, state)
+}
+
+// parked lists the customers parked behind a dead event.
+func (a *api) parked(c *gin.Context) { a.listBlocked(c, "PARKED") }
+
+func (a *api) listBlocked(c *gin.Context, state string) {
+	bs, err := consumer.BlockedCustomers(c.Request.Context(), a.cfg.Pool, state)
 	if err != nil {
 		fail(c, http.StatusServiceUnavailable, "unavailable", "database unavailable")
 		return
 	}
-	c.JSON(http.StatusOK, ps)
+	c.JSON(http.StatusOK, bs)
 }
 
 func (a *api) unpark(c *gin.Context) {
@@ -218,8 +233,10 @@ func (a *api) unpark(c *gin.Context) {
 		}
 		skip = b
 	}
-	err := consumer.Unpark(c.Request.Context(), a.replay, c.Param("customer_id"), skip, "admin API")
+	err := consumer.Unpark(c.Request.Context(), a.replay, c.Query("source"), c.Param("customer_id"), skip, "admin API")
 	switch {
+	case errors.Is(err, consumer.ErrAmbiguous):
+		fail(c, http.StatusConflict, "ambiguous_customer", err.Error())
 	case errors.Is(err, consumer.ErrNotParked):
 		fail(c, http.StatusNotFound, "not_parked", err.Error())
 	case errors.Is(err, consumer.ErrNotReplayable):

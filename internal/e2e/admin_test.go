@@ -75,7 +75,7 @@ func TestAdminAPI(t *testing.T) {
 	})
 
 	code, body := st.admin("GET", "/admin/customers/parked", adminToken)
-	var parked []consumer.Parked
+	var parked []consumer.Blocked
 	if err := json.Unmarshal(body, &parked); code != 200 || err != nil || len(parked) != 1 ||
 		parked[0].CustomerID != "cus_p" || parked[0].BlockingEventID != "evt_poison" || parked[0].Waiting != 2 {
 		t.Fatalf("parked: %d %s", code, body)
@@ -129,7 +129,7 @@ func TestAdminAPI(t *testing.T) {
 	}
 	st.eventually(time.Minute, "parked events processed", func() (bool, error) {
 		return st.count(`SELECT count(*) FROM events WHERE customer_id = 'cus_p' AND status = 'PROCESSED'`) == 2 &&
-			st.count(`SELECT count(*) FROM parked_customers`) == 0, nil
+			st.count(`SELECT count(*) FROM customer_blocks`) == 0, nil
 	})
 	if got := st.count(`SELECT count(*) FROM events WHERE event_id = 'evt_poison' AND status = 'DEAD'`); got != 1 {
 		t.Errorf("the skipped blocker should stay DEAD")

@@ -87,7 +87,7 @@ func start(t *testing.T, h consumer.Handler, policy consumer.RetryPolicy) *stack
 	if err != nil {
 		t.Fatal(err)
 	}
-	adminAPI := admin.Register(admin.Config{Token: adminToken, Pool: st.pool, Producer: producer, Topics: st.topics, Instance: "e2e-admin"})
+	adminAPI := admin.Register(admin.Config{Token: adminToken, Pool: st.pool, Instance: "e2e-admin"})
 	hs := httptest.NewServer(httpserver.New(httpserver.Config{Routes: []func(gin.IRouter){rcv.Register, adminAPI}, Logger: log}).Handler())
 	t.Cleanup(hs.Close)
 	st.url = hs.URL
@@ -226,7 +226,7 @@ func TestAuditLifecycle(t *testing.T) {
 		if err != nil {
 			return false, err
 		}
-		want := []string{"ACCEPTED", "PROCESSING", "FAILED", "RETRY_SCHEDULED", "PROCESSING", "FAILED", "DEAD_LETTERED", "PARKED", "RETRY_ACCEPTED", "PROCESSING", "PROCESSED", "UNPARKED"}
+		want := []string{"ACCEPTED", "PROCESSING", "FAILED", "RETRY_SCHEDULED", "PROCESSING", "FAILED", "DEAD_LETTERED", "PARKED", "RETRY_ACCEPTED", "RETRY_SCHEDULED", "PROCESSING", "PROCESSED", "UNPARKED"}
 		got := st.actions("evt_bad")
 		ok := rep.OK() && rep.Pending == 0 && fmt.Sprint(got) == fmt.Sprint(want)
 		if !ok && time.Since(start) > 50*time.Second {

@@ -1,0 +1,352 @@
+package consumer_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/hookstream/hookstream/audit"
+	"github.com/hookstream/hookstream/consumer"
+	"github.com/hookstream/hookstream/internal/testenv"
+	"github.com/hookstream/hookstream/internal/wire"
+)
+
+// member runs a consumer with cfg (the bundle's brokers, pool, group and
+// topics filled in) until stop is called or the test ends.
+func (tb *testBundle) member(cfg consumer.Config) (stop func()) {
+	tb.t.Helper()
+	cfg.Brokers, cfg.Pool, cfg.Audit, cfg.Group, cfg.Topics = tb.brokers, tb.pool, audit.Writer{}, tb.group, tb.topics
+	if cfg.Instance == "" {
+		cfg.Instance = "test"
+	}
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	cfg.BlockPoll = 50 * time.Millisecond
+	c, err := consumer.New(cfg)
+	if err != nil {
+		tb.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c.Run(ctx) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	tb.t.Cleanup(stop)
+	return stop
+}
+
+func (tb *testBundle) order(customer string) string {
+	tb.t.Helper()
+	var order *string
+	if err := tb.pool.QueryRow(context.Background(), `SELECT string_agg(seq::text, ',' ORDER BY n) FROM handled WHERE customer_id = $1`, customer).Scan(&order); err != nil {
+		tb.t.Fatal(err)
+	}
+	if order == nil {
+		return ""
+	}
+	return *order
+}
+
+func policy1() func(string) consumer.RetryPolicy {
+	return func(string) consumer.RetryPolicy { return consumer.RetryPolicy{MaxAttempts: 1} }
+}
+
+// TestInterruptedDrainResumes: a member stopped in the middle of draining
+// a customer's parked events leaves the drain to the next owner, which
+// finishes it before the customer's newer events.
+func TestInterruptedDrainResumes(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	tb.topics = testenv.TopicsN(t, tb.brokers, 1) // one member's stop hands everything to the next
+	var broken atomic.Bool
+	broken.Store(true)
+	inside := make(chan struct{})
+	release := make(chan struct{})
+	var once sync.Once
+	h := consumer.HandlerFunc(func(ctx context.Context, tx pgx.Tx, ev *consumer.Event) error {
+		switch {
+		case ev.EventID == "d-0" && broken.Load():
+			return consumer.Permanent(errors.New("410"))
+		case ev.EventID == "d-1" && !broken.Load():
+			once.Do(func() { close(inside) })
+			select { // the member stops while its handler is here
+			case <-release:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return recordingHandler(ctx, tx, ev)
+	})
+	for seq := range 3 {
+		tb.produce("generic", fmt.Sprintf("d-%d", seq), "cus_d", seq)
+	}
+	tb.flush()
+	stopA := tb.member(consumer.Config{Handler: h, Retry: policy1(), Instance: "a"})
+	tb.waitFor(time.Minute, 2, `SELECT count(*) FROM events WHERE customer_id = 'cus_d' AND status = 'PARKED'`)
+	broken.Store(false)
+	if err := consumer.Replay(context.Background(), consumer.ReplayConfig{Pool: tb.pool, Audit: audit.Writer{}}, "generic", "d-0", "fixed"); err != nil {
+		t.Fatal(err)
+	}
+	<-inside
+	stopA()
+	close(release)
+	tb.member(consumer.Config{Handler: h, Retry: policy1(), Instance: "b"})
+	tb.produce("generic", "d-3", "cus_d", 3)
+	tb.flush()
+	tb.waitFor(time.Minute, 4, `SELECT count(*) FROM events WHERE customer_id = 'cus_d' AND status = 'PROCESSED'`)
+	tb.waitFor(time.Minute, 0, `SELECT count(*) FROM customer_blocks`)
+	if got := tb.order("cus_d"); got != "0,1,2,3" {
+		t.Errorf("handled in order %s, want 0,1,2,3", got)
+	}
+}
+
+
+// TestBackoffDoesNotHoldOthers: while one customer's event waits out a long
+// backoff, the other customers of its partition keep flowing, including
+// those whose events come after it, and its own later events wait behind it.
+func TestBackoffDoesNotHoldOthers(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	tb.topics = testenv.TopicsN(t, tb.brokers, 1)
+	h := consumer.HandlerFunc(func(ctx context.Context, tx pgx.Tx, ev *consumer.Event) error {
+		if ev.CustomerID == "cus_slow" {
+			return errors.New("503 from destination")
+		}
+		return recordingHandler(ctx, tx, ev)
+	})
+	tb.produce("generic", "slow-0", "cus_slow", 0)
+	tb.flush()
+	tb.member(consumer.Config{Handler: h, Retry: func(string) consumer.RetryPolicy {
+		return consumer.RetryPolicy{MaxAttempts: 5, InitialBackoff: time.Hour, MaxBackoff: time.Hour}
+	}})
+	tb.waitFor(time.Minute, 1, `SELECT count(*) FROM customer_blocks WHERE customer_id = 'cus_slow' AND state = 'BLOCKED'`)
+	for seq := range 20 {
+		tb.produce("generic", fmt.Sprintf("slow-%d", seq+1), "cus_slow", seq+1)
+		tb.produce("generic", fmt.Sprintf("fast-%d", seq), "cus_fast", seq)
+	}
+	tb.flush()
+	tb.waitFor(time.Minute, 20, `SELECT count(*) FROM events WHERE customer_id = 'cus_fast' AND status = 'PROCESSED'`)
+	tb.waitFor(time.Minute, 20, `SELECT count(*) FROM events WHERE customer_id = 'cus_slow' AND status = 'PARKED'`)
+	tb.waitFor(time.Second, 1, `SELECT count(*) FROM events WHERE event_id = 'slow-0' AND status = 'FAILED' AND attempts = 1`)
+	// The position moved past everything: the waiting events are durable
+	// in PostgreSQL, not in memory.
+	tb.waitFor(time.Minute, 41, `SELECT next_offset::int FROM consumer_offsets WHERE group_id = $1`, tb.group)
+}
+
+// TestReplayOfSkippedDeadEvent: after an operator skips a customer's dead
+// blocker, replaying that event later runs it (it used to be counted a
+// duplicate and dropped).
+func TestReplayOfSkippedDeadEvent(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	var broken atomic.Bool
+	broken.Store(true)
+	h := consumer.HandlerFunc(func(ctx context.Context, tx pgx.Tx, ev *consumer.Event) error {
+		if ev.EventID == "s-0" && broken.Load() {
+			return consumer.Permanent(errors.New("422"))
+		}
+		return recordingHandler(ctx, tx, ev)
+	})
+	for seq := range 3 {
+		tb.produce("generic", fmt.Sprintf("s-%d", seq), "cus_s", seq)
+	}
+	tb.flush()
+	tb.member(consumer.Config{Handler: h, Retry: policy1()})
+	tb.waitFor(time.Minute, 2, `SELECT count(*) FROM events WHERE customer_id = 'cus_s' AND status = 'PARKED'`)
+	cfg := consumer.ReplayConfig{Pool: tb.pool, Audit: audit.Writer{}}
+	if err := consumer.Unpark(context.Background(), cfg, "", "cus_s", true, "skip"); err != nil {
+		t.Fatal(err)
+	}
+	tb.waitFor(time.Minute, 2, `SELECT count(*) FROM events WHERE customer_id = 'cus_s' AND status = 'PROCESSED'`)
+	tb.waitFor(time.Minute, 0, `SELECT count(*) FROM customer_blocks`)
+	broken.Store(false)
+	if err := consumer.Replay(context.Background(), cfg, "generic", "s-0", "fixed"); err != nil {
+		t.Fatal(err)
+	}
+	tb.waitFor(time.Minute, 3, `SELECT count(*) FROM events WHERE customer_id = 'cus_s' AND status = 'PROCESSED'`)
+	if got := tb.order("cus_s"); got != "1,2,0" {
+		t.Errorf("handled in order %s, want 1,2,0 (the skipped event when replayed)", got)
+	}
+}
+
+// TestBlocksAreKeyedBySource: a dead event of one source parks that
+// source's customer only; a customer with the same id in another source
+// flows.
+func TestBlocksAreKeyedBySource(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	h := consumer.HandlerFunc(func(ctx context.Context, tx pgx.Tx, ev *consumer.Event) error {
+		if ev.Source == "stripe" {
+			return consumer.Permanent(errors.New("410"))
+		}
+		return recordingHandler(ctx, tx, ev)
+	})
+	tb.produce("stripe", "x-0", "cus_x", 0)
+	tb.flush()
+	tb.member(consumer.Config{Handler: h, Retry: policy1()})
+	tb.waitFor(time.Minute, 1, `SELECT count(*) FROM customer_blocks WHERE source = 'stripe' AND customer_id = 'cus_x' AND state = 'PARKED'`)
+	for seq := range 3 {
+		tb.produce("github", fmt.Sprintf("g-%d", seq), "cus_x", seq)
+	}
+	tb.flush()
+	tb.waitFor(time.Minute, 3, `SELECT count(*) FROM events WHERE source = 'github' AND status = 'PROCESSED'`)
+}
+
+// TestConcurrencyBoundsEveryPath: however events reach the handler (a
+// batch, a retry, a drain), at most Concurrency calls run at once.
+func TestConcurrencyBoundsEveryPath(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	var inFlight, peak atomic.Int64
+	var failedOnce sync.Map
+	d := deliverFunc(func(ctx context.Context, ev *consumer.Event) error {
+		n := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+		}
+		time.Sleep(2 * time.Millisecond) // a call that lasts, so that calls overlap
+		if _, seen := failedOnce.LoadOrStore(ev.EventID, true); !seen {
+			return errors.New("503") // every event fails once: all of them go through retries
+		}
+		return nil
+	})
+	const customers = 40
+	for c := range customers {
+		for seq := range 3 {
+			tb.produce("generic", fmt.Sprintf("b%d-%d", c, seq), "cus_"+strconv.Itoa(c), seq)
+		}
+	}
+	tb.flush()
+	tb.member(consumer.Config{Deliverer: d, Concurrency: 3, Retry: func(string) consumer.RetryPolicy {
+		return consumer.RetryPolicy{MaxAttempts: 3, InitialBackoff: time.Millisecond, MaxBackoff: time.Millisecond}
+	}})
+	tb.waitFor(2*time.Minute, customers*3, `SELECT count(*) FROM events WHERE status = 'PROCESSED'`)
+	if p := peak.Load(); p > 3 {
+		t.Errorf("%d calls at once, want at most 3", p)
+	}
+}
+
+type deliverFunc func(context.Context, *consumer.Event) error
+
+func (f deliverFunc) Deliver(ctx context.Context, ev *consumer.Event) error { return f(ctx, ev) }
+
+// TestMalformedRecordDeadLettered: a record without hookstream metadata is
+// not skipped silently: it goes to the dead-letter topic with the reason,
+// and the events after it are processed.
+func TestMalformedRecordDeadLettered(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	tb.topics = testenv.TopicsN(t, tb.brokers, 1)
+	bad := &kgo.Record{Topic: tb.topics.Events, Key: []byte("cus_m"), Value: []byte(`{"seq":0}`)}
+	if err := tb.producer.ProduceSync(context.Background(), bad).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	tb.produce("generic", "m-1", "cus_m", 1)
+	tb.flush()
+	tb.member(consumer.Config{Handler: recordingHandler})
+	tb.waitFor(time.Minute, 1, `SELECT count(*) FROM events WHERE event_id = 'm-1' AND status = 'PROCESSED'`)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(tb.brokers...), kgo.ConsumeTopics(tb.topics.DLQ), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	recs := cl.PollFetches(ctx).Records()
+	if len(recs) != 1 || string(recs[0].Value) != `{"seq":0}` {
+		t.Fatalf("dead letters: %v", recs)
+	}
+	var reason string
+	for _, h := range recs[0].Headers {
+		if h.Key == "error" {
+			reason = string(h.Value)
+		}
+	}
+	if reason == "" {
+		t.Errorf("the dead letter carries no reason: %v", recs[0].Headers)
+	}
+}
+
+// TestSkipBlockerOnlySkipsADeadBlocker: skipping is refused unless the
+// customer is PARKED behind a dead event, so a skip issued while a replay
+// of the blocker is pending (or repeated) cannot skip the next event.
+func TestSkipBlockerOnlySkipsADeadBlocker(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	h := consumer.HandlerFunc(func(context.Context, pgx.Tx, *consumer.Event) error { return consumer.Permanent(errors.New("410")) })
+	for seq := range 3 {
+		tb.produce("generic", fmt.Sprintf("k-%d", seq), "cus_k", seq)
+	}
+	tb.flush()
+	stop := tb.member(consumer.Config{Handler: h, Retry: policy1()})
+	tb.waitFor(time.Minute, 2, `SELECT count(*) FROM events WHERE customer_id = 'cus_k' AND status = 'PARKED'`)
+	stop() // nothing runs the replay: it stays pending
+	cfg := consumer.ReplayConfig{Pool: tb.pool, Audit: audit.Writer{}}
+	if err := consumer.Replay(context.Background(), cfg, "generic", "k-0", "try again"); err != nil {
+		t.Fatal(err)
+	}
+	if err := consumer.Unpark(context.Background(), cfg, "", "cus_k", true, "skip"); !errors.Is(err, consumer.ErrNotParked) {
+		t.Fatalf("skip while the blocker's replay is pending: %v, want ErrNotParked", err)
+	}
+	tb.waitFor(time.Second, 1, `SELECT count(*) FROM customer_blocks WHERE blocking_event_id = 'k-0' AND state = 'BLOCKED'`)
+	tb.waitFor(time.Second, 0, `SELECT count(*) FROM audit_log WHERE action = 'UNPARKED'`)
+}
+
+// TestFencedMemberCommitsNothing: a member whose partition was taken by
+// another (its epoch raised) while it was delivering records neither the
+// outcome nor a position, and stops.
+func TestFencedMemberCommitsNothing(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	tb.topics = testenv.TopicsN(t, tb.brokers, 1)
+	inside := make(chan struct{})
+	release := make(chan struct{})
+	var once sync.Once
+	d := deliverFunc(func(ctx context.Context, ev *consumer.Event) error {
+		if ev.EventID == "z-1" {
+			once.Do(func() { close(inside) })
+			<-release
+		}
+		return nil
+	})
+	tb.produce("generic", "z-0", "cus_z", 0)
+	tb.flush()
+	tb.member(consumer.Config{Deliverer: d})
+	tb.waitFor(time.Minute, 1, `SELECT count(*) FROM events WHERE event_id = 'z-0' AND status = 'PROCESSED'`)
+	tb.produce("generic", "z-1", "cus_z", 1)
+	tb.flush()
+	<-inside
+	// Another member takes the partition (what its assignment does).
+	if _, err := tb.pool.Exec(context.Background(), `UPDATE consumer_offsets SET owner_epoch = owner_epoch + 1 WHERE group_id = $1`, tb.group); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	// The fenced member's transaction fails, so it never records z-1; it
+	// stops, and nothing else records z-1 either (the test plays the
+	// other member and does not process).
+	tb.produce("generic", "z-2", "cus_z", 2)
+	tb.flush()
+	tb.waitFor(time.Minute, 1, `SELECT count(*) FROM audit_log WHERE event_id = 'z-0' AND action = 'PROCESSED'`)
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) { // a bounded look for an outcome that must not come
+		var n int
+		if err := tb.pool.QueryRow(context.Background(), `SELECT count(*) FROM events WHERE event_id IN ('z-1', 'z-2')`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != 0 {
+			t.Fatalf("a fenced member recorded %d outcomes", n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	tb.waitFor(time.Second, 1, `SELECT next_offset::int FROM consumer_offsets WHERE group_id = $1`, tb.group)
+}
+
+var _ = wire.HeaderEventID

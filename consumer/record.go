@@ -1,0 +1,158 @@
+package consumer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/hookstream/hookstream/internal/wire"
+)
+
+// processedSQL writes the PROCESSED outcome of a batch's events in one
+// statement: new rows inserted, and rows left PROCESSING by an older
+// version updated. Any other existing row means someone else recorded the
+// event after the snapshot, and the count tells: the transaction rolls
+// back (errClaimRace) and runs again on a fresh snapshot.
+const processedSQL = `INSERT INTO events (source, event_id, customer_id, event_type, status, attempts, kafka_partition, kafka_offset, received_at, processed_at)
+SELECT u.source, u.event_id, u.customer_id, u.event_type, 'PROCESSED', u.attempts, u.p, u.o, u.received_at, clock_timestamp()
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[], $7::bigint[], $8::timestamptz[])
+  AS u(source, event_id, customer_id, event_type, attempts, p, o, received_at)
+ORDER BY u.source, u.event_id
+ON CONFLICT (source, event_id) DO UPDATE
+SET status = 'PROCESSED', attempts = excluded.attempts, kafka_partition = excluded.kafka_partition,
+    kafka_offset = excluded.kafka_offset, processed_at = clock_timestamp(), updated_at = now(),
+    payload = NULL, headers = NULL, last_error = NULL
+WHERE events.status = 'PROCESSING'`
+
+// parkSQL stores events behind their customer's block, with what a later
+// run needs (payload, headers); an event already stored is left alone.
+const parkSQL = `INSERT INTO events (source, event_id, customer_id, event_type, status, kafka_partition, kafka_offset, received_at, payload, headers)
+SELECT u.source, u.event_id, u.customer_id, u.event_type, 'PARKED', u.p, u.o, u.received_at, u.payload, u.headers
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::bigint[], $7::timestamptz[], $8::bytea[], $9::jsonb[])
+  AS u(source, event_id, customer_id, event_type, p, o, received_at, payload, headers)
+ORDER BY u.source, u.event_id
+ON CONFLICT (source, event_id) DO NOTHING`
+
+// ensureBlockSQL gives parked events a block to drain them when their
+// customer has none (it was resolved after the snapshot): every PARKED
+// event has a block that will run it.
+const ensureBlockSQL = `INSERT INTO customer_blocks (source, customer_id, state, kafka_partition, next_attempt_at)
+SELECT DISTINCT u.source, u.customer_id, 'DRAINING', u.p, now()
+FROM unnest($1::text[], $2::text[], $3::int[]) AS u(source, customer_id, p)
+ORDER BY 1, 2
+ON CONFLICT (source, customer_id) DO NOTHING`
+
+var errClaimRace = errors.New("an event of the batch was recorded by someone else meanwhile")
+
+// record writes the results of a batch (in lane order) and their audit
+// records in tx, without committing. dups are events that came twice in
+// the batch.
+func (c *Consumer) record(ctx context.Context, tx pgx.Tx, res []result, dups []*Event) error {
+	var recs []*wire.AuditRecord
+	var done, waiting []*Event
+	for _, r := range res {
+		switch r.verdict {
+		case processed:
+			done = append(done, r.ev)
+			recs = append(recs, c.auditRecord(r.ev, wire.ActionProcessing, "", nil), c.auditRecord(r.ev, wire.ActionProcessed, "", nil))
+		case duplicate:
+			recs = append(recs, c.auditRecord(r.ev, wire.ActionDuplicate, "already_handled", nil))
+		case parked:
+			waiting = append(waiting, r.ev)
+			recs = append(recs, c.auditRecord(r.ev, wire.ActionParked, "customer_blocked", nil))
+		case failed:
+			recs = append(recs, c.auditRecord(r.ev, wire.ActionProcessing, "", nil))
+			frecs, err := c.writeFailure(ctx, tx, r.ev, r.f, time.Now())
+			if err != nil {
+				return err
+			}
+			recs = append(recs, frecs...)
+		case redriven:
+			rec, err := c.redrive(ctx, tx, r.ev)
+			if err != nil {
+				return err
+			}
+			recs = append(recs, rec)
+		}
+	}
+	for _, ev := range dups {
+		recs = append(recs, c.auditRecord(ev, wire.ActionDuplicate, "already_handled", nil))
+	}
+	if err := writeProcessed(ctx, tx, done); err != nil {
+		return err
+	}
+	if err := writeParked(ctx, tx, waiting); err != nil {
+		return err
+	}
+	return c.cfg.Audit.Write(ctx, tx, recs...)
+}
+
+func writeProcessed(ctx context.Context, tx pgx.Tx, evs []*Event) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	n := len(evs)
+	src, id, cus, typ := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	att, part, off, at := make([]int32, n), make([]int32, n), make([]int64, n), make([]*time.Time, n)
+	for i, ev := range evs {
+		src[i], id[i], cus[i], typ[i] = ev.Source, ev.EventID, ev.CustomerID, ev.EventType
+		att[i], part[i], off[i], at[i] = int32(ev.Attempt), ev.Partition, ev.Offset, nullTime(ev.ReceivedAt)
+	}
+	tag, err := tx.Exec(ctx, processedSQL, src, id, cus, typ, att, part, off, at)
+	if err != nil {
+		return err
+	}
+	if tag.RowsAffected() != int64(n) {
+		return errClaimRace
+	}
+	return nil
+}
+
+func writeParked(ctx context.Context, tx pgx.Tx, evs []*Event) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	n := len(evs)
+	src, id, cus, typ := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	part, off, at := make([]int32, n), make([]int64, n), make([]*time.Time, n)
+	payload, headers := make([][]byte, n), make([][]byte, n)
+	for i, ev := range evs {
+		h, err := json.Marshal(ev.Headers)
+		if err != nil {
+			return err
+		}
+		src[i], id[i], cus[i], typ[i] = ev.Source, ev.EventID, ev.CustomerID, ev.EventType
+		part[i], off[i], at[i], payload[i], headers[i] = ev.Partition, ev.Offset, nullTime(ev.ReceivedAt), ev.Body, h
+	}
+	if _, err := tx.Exec(ctx, parkSQL, src, id, cus, typ, part, off, at, payload, headers); err != nil {
+		return err
+	}
+	_, err := tx.Exec(ctx, ensureBlockSQL, src, cus, part)
+	return err
+}
+
+// counted reports a committed batch's outcomes in the metrics and logs.
+func (c *Consumer) counted(res []result, dups []*Event, took time.Duration) {
+	for _, r := range res {
+		switch r.verdict {
+		case processed:
+			outcomesTotal.WithLabelValues(r.ev.Source, "processed").Inc()
+			processingSeconds.WithLabelValues(r.ev.Source).Observe(took.Seconds())
+			if !r.ev.ReceivedAt.IsZero() {
+				endToEndSeconds.WithLabelValues(r.ev.Source).Observe(time.Since(r.ev.ReceivedAt).Seconds())
+			}
+		case duplicate:
+			outcomesTotal.WithLabelValues(r.ev.Source, "duplicate").Inc()
+		case parked, redriven:
+			outcomesTotal.WithLabelValues(r.ev.Source, "parked").Inc()
+		case failed:
+			c.logFailure(r.ev, r.f)
+		}
+	}
+	for _, ev := range dups {
+		outcomesTotal.WithLabelValues(ev.Source, "duplicate").Inc()
+	}
+}

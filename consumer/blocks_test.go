@@ -108,7 +108,6 @@ func TestInterruptedDrainResumes(t *testing.T) {
 	}
 }
 
-
 // TestBackoffDoesNotHoldOthers: while one customer's event waits out a long
 // backoff, the other customers of its partition keep flowing, including
 // those whose events come after it, and its own later events wait behind it.

@@ -107,7 +107,9 @@ func lookup(ctx context.Context, q queryer, lanes []*lane, lock bool) (*snapshot
 			evs = append(evs, keyOf(ev))
 		}
 	}
-	slices.SortFunc(custs, func(a, b customerKey) int { return cmp.Or(cmp.Compare(a.source, b.source), cmp.Compare(a.customer, b.customer)) })
+	slices.SortFunc(custs, func(a, b customerKey) int {
+		return cmp.Or(cmp.Compare(a.source, b.source), cmp.Compare(a.customer, b.customer))
+	})
 	slices.SortFunc(evs, func(a, b eventKey) int { return cmp.Or(cmp.Compare(a.source, b.source), cmp.Compare(a.id, b.id)) })
 	bq, eq := blocksReadSQL, eventsReadSQL
 	if lock {

@@ -41,10 +41,10 @@ func (cfg ReplayConfig) withDefaults() ReplayConfig {
 // requeued is what requeue did.
 type requeued struct {
 	customer, eventType, status string // status before
-	attempts                        int
-	partition                       int32
-	offset                          int64
-	retryNow                        bool // it is its customer's blocker, due now
+	attempts                    int
+	partition                   int32
+	offset                      int64
+	retryNow                    bool // it is its customer's blocker, due now
 }
 
 // requeue puts a FAILED or DEAD event back in its customer's line, in tx:

@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 
 	"github.com/twmb/franz-go/pkg/kgo"
-
 )
 
 // worker owns one partition: it processes the partition's records batch by

@@ -140,39 +140,44 @@ func TestBackoffDoesNotHoldOthers(t *testing.T) {
 	tb.waitFor(time.Minute, 41, `SELECT next_offset::int FROM consumer_offsets WHERE group_id = $1`, tb.group)
 }
 
-// TestReplayOfSkippedDeadEvent: after an operator skips a customer's dead
-// blocker, replaying that event later runs it (it used to be counted a
-// duplicate and dropped).
+// TestReplayOfSkippedDeadEvent: an event an operator skipped (left DEAD)
+// and replays later, while its customer is parked behind another dead
+// event, waits behind that one and runs in its turn (it used to be counted
+// a duplicate and dropped).
 func TestReplayOfSkippedDeadEvent(t *testing.T) {
 	t.Parallel()
 	tb := setup(t)
 	var broken atomic.Bool
 	broken.Store(true)
 	h := consumer.HandlerFunc(func(ctx context.Context, tx pgx.Tx, ev *consumer.Event) error {
-		if ev.EventID == "s-0" && broken.Load() {
+		if (ev.EventID == "s-0" || ev.EventID == "s-1") && broken.Load() {
 			return consumer.Permanent(errors.New("422"))
 		}
 		return recordingHandler(ctx, tx, ev)
 	})
-	for seq := range 3 {
+	for seq := range 4 {
 		tb.produce("generic", fmt.Sprintf("s-%d", seq), "cus_s", seq)
 	}
 	tb.flush()
 	tb.member(consumer.Config{Handler: h, Retry: policy1()})
-	tb.waitFor(time.Minute, 2, `SELECT count(*) FROM events WHERE customer_id = 'cus_s' AND status = 'PARKED'`)
+	tb.waitFor(time.Minute, 3, `SELECT count(*) FROM events WHERE customer_id = 'cus_s' AND status = 'PARKED'`)
 	cfg := consumer.ReplayConfig{Pool: tb.pool, Audit: audit.Writer{}}
 	if err := consumer.Unpark(context.Background(), cfg, "", "cus_s", true, "skip"); err != nil {
 		t.Fatal(err)
 	}
-	tb.waitFor(time.Minute, 2, `SELECT count(*) FROM events WHERE customer_id = 'cus_s' AND status = 'PROCESSED'`)
-	tb.waitFor(time.Minute, 0, `SELECT count(*) FROM customer_blocks`)
+	// s-1 runs next and dies too: the customer is parked behind it.
+	tb.waitFor(time.Minute, 2, `SELECT count(*) FROM events WHERE status = 'DEAD'`)
+	tb.waitFor(time.Minute, 1, `SELECT count(*) FROM customer_blocks`)
 	broken.Store(false)
 	if err := consumer.Replay(context.Background(), cfg, "generic", "s-0", "fixed"); err != nil {
 		t.Fatal(err)
 	}
-	tb.waitFor(time.Minute, 3, `SELECT count(*) FROM events WHERE customer_id = 'cus_s' AND status = 'PROCESSED'`)
-	if got := tb.order("cus_s"); got != "1,2,0" {
-		t.Errorf("handled in order %s, want 1,2,0 (the skipped event when replayed)", got)
+	if err := consumer.Unpark(context.Background(), cfg, "", "cus_s", false, "fixed"); err != nil {
+		t.Fatal(err)
+	}
+	tb.waitFor(time.Minute, 4, `SELECT count(*) FROM events WHERE customer_id = 'cus_s' AND status = 'PROCESSED'`)
+	if got := tb.order("cus_s"); got != "1,0,2,3" {
+		t.Errorf("handled in order %s, want 1,0,2,3 (the blocker, then the waiting events oldest first)", got)
 	}
 }
 

@@ -11,10 +11,10 @@ import (
 	"github.com/hookstream/hookstream/internal/backoff"
 )
 
-// A batch is every record the poll loop gathered for a partition since the
-// last one. Its outcomes and the partition's next position commit together
-// (in the batch's last transaction), so a crash re-delivers nothing that
-// was recorded and skips nothing that was not.
+// A batch is the records of one or more partitions (gather.go). Its
+// outcomes and the partitions' next positions commit together (in the
+// batch's last transaction), so a crash re-delivers nothing that was
+// recorded and skips nothing that was not.
 //
 // With a Handler, the handlers run inside the transaction that records
 // their outcome (their writes happen once): lanes are spread over as many
@@ -25,13 +25,11 @@ import (
 // once), and one short transaction records every outcome: no connection
 // or lock is held for the length of a call.
 
-// batch is a partition's batch, ready to run.
+// batch is the work of one or more partitions, ready to run.
 type batch struct {
-	partition int32
-	epoch     int64
-	lanes     []*lane
-	dups      []*Event
-	next      int64 // the position once the batch is recorded
+	parts []part
+	lanes []*lane
+	dups  []*Event
 }
 
 // runBatch drives b to durable outcomes and stores the position. It
@@ -66,7 +64,14 @@ func (c *Consumer) runBatch(ctx context.Context, b *batch) error {
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	return c.retrying(ctx, func() error { return c.storePosition(ctx, c.cfg.Pool, b.partition, b.next, b.epoch) })
+	return c.retrying(ctx, func() error {
+		return pgx.BeginFunc(ctx, c.cfg.Pool, func(tx pgx.Tx) error {
+			if err := c.fence(ctx, tx, b.parts); err != nil {
+				return err
+			}
+			return c.storePositions(ctx, tx, b.parts)
+		})
+	})
 }
 
 // runGroup runs lanes in transactions of at most CommitInterval of handler
@@ -90,7 +95,7 @@ func (c *Consumer) runGroup(ctx context.Context, b *batch, lanes []*lane, dups [
 // left for the next one.
 func (c *Consumer) groupTx(ctx context.Context, b *batch, lanes []*lane, dups []*Event, withPosition bool) (more []*lane, err error) {
 	start := time.Now()
-	tx, err := c.begin(ctx, b.partition, b.epoch)
+	tx, err := c.begin(ctx, b.parts)
 	if err != nil {
 		return nil, err
 	}
@@ -116,7 +121,7 @@ func (c *Consumer) groupTx(ctx context.Context, b *batch, lanes []*lane, dups []
 		return nil, err
 	}
 	if withPosition && len(more) == 0 {
-		if err := c.storePosition(ctx, tx, b.partition, b.next, b.epoch); err != nil {
+		if err := c.storePositions(ctx, tx, b.parts); err != nil {
 			return nil, err
 		}
 	}
@@ -124,6 +129,7 @@ func (c *Consumer) groupTx(ctx context.Context, b *batch, lanes []*lane, dups []
 		return nil, err
 	}
 	c.counted(res, dups, time.Since(start))
+	batchEvents.Observe(float64(len(res) + len(dups)))
 	return more, nil
 }
 
@@ -143,7 +149,7 @@ func (c *Consumer) deliverBatch(ctx context.Context, b *batch) error {
 		return err
 	}
 	return c.retrying(ctx, func() error {
-		tx, err := c.begin(ctx, b.partition, b.epoch)
+		tx, err := c.begin(ctx, b.parts)
 		if err != nil {
 			return err
 		}
@@ -157,13 +163,14 @@ func (c *Consumer) deliverBatch(ctx context.Context, b *batch) error {
 		if err := c.record(ctx, tx, rs, b.dups); err != nil {
 			return err
 		}
-		if err := c.storePosition(ctx, tx, b.partition, b.next, b.epoch); err != nil {
+		if err := c.storePositions(ctx, tx, b.parts); err != nil {
 			return err
 		}
 		if err := tx.Commit(ctx); err != nil {
 			return err
 		}
 		c.counted(rs, b.dups, time.Since(start))
+		batchEvents.Observe(float64(len(rs) + len(b.dups)))
 		return nil
 	})
 }
@@ -197,13 +204,13 @@ func (c *Consumer) deliverLanes(ctx context.Context, snap *snapshot, lanes []*la
 	return res, nil
 }
 
-// begin starts a transaction for partition's owner with epoch, fenced.
-func (c *Consumer) begin(ctx context.Context, partition int32, epoch int64) (pgx.Tx, error) {
+// begin starts a transaction for the owner of parts, fenced.
+func (c *Consumer) begin(ctx context.Context, parts []part) (pgx.Tx, error) {
 	tx, err := c.cfg.Pool.Begin(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if err := c.fence(ctx, tx, partition, epoch); err != nil {
+	if err := c.fence(ctx, tx, parts); err != nil {
 		_ = tx.Rollback(context.WithoutCancel(ctx))
 		return nil, err
 	}

@@ -171,7 +171,7 @@ var (
 // stepTx is one transaction of a step: it finds the customer's next
 // event, gets its outcome from run and records it.
 func (c *Consumer) stepTx(ctx context.Context, partition int32, epoch int64, k customerKey, run func(pgx.Tx, *Event) (herr, err error)) (again bool, err error) {
-	tx, err := c.begin(ctx, partition, epoch)
+	tx, err := c.begin(ctx, []part{{partition: partition, epoch: epoch}})
 	if err != nil {
 		return false, err
 	}

@@ -83,6 +83,12 @@ type Config struct {
 	// before it commits (Handler only): what a crash rolls back and runs
 	// again is at most about this much work per group. Default 200ms.
 	CommitInterval time.Duration
+	// BatchWait is how long a batch waits for more partitions' records
+	// once it has some, at most: under live traffic it turns a commit per
+	// poll into a commit per BatchWait. Default 20ms.
+	BatchWait time.Duration
+	// BatchEvents is the size at which a batch stops waiting. Default 500.
+	BatchEvents int
 	// BlockPoll is how often a partition's owner looks for blocked
 	// customers whose retry is due, at most; a failure in this member
 	// wakes it at once. Default 1s.
@@ -111,6 +117,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.CommitInterval <= 0 {
 		c.CommitInterval = 200 * time.Millisecond
+	}
+	if c.BatchWait <= 0 {
+		c.BatchWait = 20 * time.Millisecond
+	}
+	if c.BatchEvents <= 0 {
+		c.BatchEvents = 500
 	}
 	if c.BlockPoll <= 0 {
 		c.BlockPoll = time.Second
@@ -154,6 +166,11 @@ type Consumer struct {
 	// (fence.go), set when the group assigns them.
 	epochs map[int32]int64
 
+	// jobs carries partitions' records to the batch runners (gather.go);
+	// gatherMu lets one runner gather at a time.
+	jobs     chan *job
+	gatherMu sync.Mutex
+
 	// handlerAvg is the recent average handler time in nanoseconds. It
 	// starts at 1ms: a few hundred events are then spread over as many
 	// groups as Concurrency allows, and fast handlers bring it down
@@ -168,7 +185,7 @@ func New(cfg Config) (*Consumer, error) {
 		return nil, err
 	}
 	c := &Consumer{cfg: cfg, log: cfg.Logger, workers: map[int32]*worker{}, epochs: map[int32]int64{},
-		slots: make(chan struct{}, cfg.Concurrency)}
+		slots: make(chan struct{}, cfg.Concurrency), jobs: make(chan *job)}
 	c.handlerAvg.Store(int64(time.Millisecond))
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
@@ -200,8 +217,13 @@ func New(cfg Config) (*Consumer, error) {
 // transactions roll back; the next owner processes those events), commits
 // and leaves the group.
 func (c *Consumer) Run(ctx context.Context) error {
+	var runners sync.WaitGroup
+	for range batchRunners {
+		runners.Go(func() { c.runBatches(ctx) })
+	}
 	defer func() {
 		c.stopWorkers(c.allPartitions())
+		runners.Wait()
 		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		_ = c.cl.CommitMarkedOffsets(cctx)

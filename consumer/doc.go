@@ -1,18 +1,32 @@
 // Package consumer processes the events topic: a consumer group whose
 // members each own some partitions, processing every event once in effect
-// and in order per customer.
+// and in order per (source, customer).
 //
-// For each record it claims the event in PostgreSQL (events, keyed by
-// (source, event_id)), runs the Handler inside the same transaction as the
-// state change and the audit rows, and commits; a redelivered event that is
-// already PROCESSED is skipped. Within a partition, different customers run
-// concurrently (Config.Concurrency) and each customer strictly in offset
-// order. A failing event is retried with exponential backoff and jitter; when
-// its attempts run out, or it fails permanently, it goes DEAD, a copy goes to
-// the dead-letter topic and its customer is parked: the customer's later
-// events are stored PARKED until the blocker is replayed or skipped.
+// The stages, one file each:
 //
-// A partition's position is stored in PostgreSQL (consumer_offsets) once
-// everything below it is durable, and a new owner resumes from there; Kafka's
-// committed offsets follow for lag tools.
+//   - consumer.go: the group member, its configuration, the poll loop, the
+//     handler call (every call holds one of Concurrency slots).
+//   - fence.go: taking a partition (owner epoch) and checking it in every
+//     transaction; the stored position.
+//   - worker.go: one per owned partition: takes its fetched records as
+//     jobs; decode.go turns records into events (and dead-letters
+//     malformed ones).
+//   - gather.go: batch runners gather jobs of several partitions into one
+//     batch, so that under live traffic a commit covers many events.
+//   - plan.go: a batch's lanes (one per customer, in offset order) and the
+//     snapshot they are decided on (blocked customers, known events).
+//   - run.go: deciding each event and calling the handler.
+//   - record.go: writing the outcomes and audit records in a transaction.
+//   - batch.go: the transactions of a batch (a Handler's run inside them,
+//     a Deliverer's calls outside them).
+//   - blocks.go, failure.go: customer_blocks — retries when due and drains
+//     of parked events, one transaction per step, by the partition's owner;
+//     what a failure becomes (retry, DEAD, dead letter).
+//   - replay.go: the operator's side: Replay, Unpark, BlockedCustomers.
+//
+// The calls go one way: consumer.go and worker.go start the work, gather.go
+// and batch.go run it through plan, run and record, and blocks.go runs the
+// steps of blocked customers through the same run and failure functions.
+// docs/design.md ("Customer states", "Fencing", "Processing") is the
+// contract this package keeps.
 package consumer

@@ -87,36 +87,72 @@ func (c *Consumer) epochOf(p int32) int64 {
 	return c.epochs[p]
 }
 
-// fence checks, inside tx, that this member still owns the partition with
-// the given epoch, and holds a share lock on that until tx ends.
-func (c *Consumer) fence(ctx context.Context, tx pgx.Tx, partition int32, epoch int64) error {
-	var current int64
-	err := tx.QueryRow(ctx, `SELECT owner_epoch FROM consumer_offsets
-WHERE group_id = $1 AND topic = $2 AND partition = $3 FOR SHARE`, c.cfg.Group, c.cfg.Topics.Events, partition).Scan(&current)
-	if errors.Is(err, pgx.ErrNoRows) || err == nil && current != epoch {
-		return errFenced
-	}
-	return err
+// part is a partition as a batch holds it: the epoch its owner runs
+// under and the position once the batch is recorded.
+type part struct {
+	partition int32
+	epoch     int64
+	next      int64
 }
 
-// storePositionSQL moves a partition's position forward, only for the
+// fencedError names the partition that has a newer owner.
+type fencedError struct{ partition int32 }
+
+func (e *fencedError) Error() string {
+	return fmt.Sprintf("consumer: partition %d has a newer owner", e.partition)
+}
+
+func (e *fencedError) Is(target error) bool { return target == errFenced }
+
+// fence checks, inside tx, that this member still owns each partition with
+// the epoch it took, and holds a share lock on that until tx ends.
+func (c *Consumer) fence(ctx context.Context, tx pgx.Tx, parts []part) error {
+	ids := make([]int32, len(parts))
+	for i, p := range parts {
+		ids[i] = p.partition
+	}
+	rows, err := tx.Query(ctx, `SELECT partition, owner_epoch FROM consumer_offsets
+WHERE group_id = $1 AND topic = $2 AND partition = ANY($3) ORDER BY partition FOR SHARE`, c.cfg.Group, c.cfg.Topics.Events, ids)
+	if err != nil {
+		return err
+	}
+	current := map[int32]int64{}
+	var p int32
+	var epoch int64
+	if _, err := pgx.ForEachRow(rows, []any{&p, &epoch}, func() error { current[p] = epoch; return nil }); err != nil {
+		return err
+	}
+	for _, pt := range parts {
+		if e, ok := current[pt.partition]; !ok || e != pt.epoch {
+			return &fencedError{pt.partition}
+		}
+	}
+	return nil
+}
+
+// storePositionsSQL moves partitions' positions forward, each only for the
 // owner with the given epoch.
-const storePositionSQL = `UPDATE consumer_offsets SET next_offset = greatest(next_offset, $4), updated_at = now()
-WHERE group_id = $1 AND topic = $2 AND partition = $3 AND owner_epoch = $5`
+const storePositionsSQL = `UPDATE consumer_offsets o SET next_offset = greatest(o.next_offset, u.next), updated_at = now()
+FROM unnest($3::int[], $4::bigint[], $5::bigint[]) AS u(p, next, epoch)
+WHERE o.group_id = $1 AND o.topic = $2 AND o.partition = u.p AND o.owner_epoch = u.epoch`
 
 // execer is a pgx.Tx or the pool.
 type execer interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 }
 
-// storePosition writes the position through q (a transaction or the pool);
-// errFenced when the epoch is no longer this member's.
-func (c *Consumer) storePosition(ctx context.Context, q execer, partition int32, next, epoch int64) error {
-	tag, err := q.Exec(ctx, storePositionSQL, c.cfg.Group, c.cfg.Topics.Events, partition, next, epoch)
+// storePositions writes the positions through q (a transaction or the
+// pool); errFenced when an epoch is no longer this member's.
+func (c *Consumer) storePositions(ctx context.Context, q execer, parts []part) error {
+	ps, next, epochs := make([]int32, len(parts)), make([]int64, len(parts)), make([]int64, len(parts))
+	for i, p := range parts {
+		ps[i], next[i], epochs[i] = p.partition, p.next, p.epoch
+	}
+	tag, err := q.Exec(ctx, storePositionsSQL, c.cfg.Group, c.cfg.Topics.Events, ps, next, epochs)
 	if err != nil {
 		return err
 	}
-	if tag.RowsAffected() != 1 {
+	if tag.RowsAffected() != int64(len(parts)) {
 		return errFenced
 	}
 	return nil

@@ -29,6 +29,11 @@ var (
 		Name: "hookstream_consumer_blocked_customers",
 		Help: "Customers with unfinished older events (customer_blocks), by state: BLOCKED (blocker in backoff), PARKED (blocker DEAD), DRAINING; counted every 10 seconds by each consumer.",
 	}, []string{"state"})
+	batchEvents = promauto.NewHistogram(prometheus.HistogramOpts{
+		Name:    "hookstream_consumer_batch_events",
+		Help:    "Events whose outcome one batch transaction committed: its count is the PostgreSQL commits of the batch path, its sum the events.",
+		Buckets: []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000},
+	})
 	malformedTotal = promauto.NewCounter(prometheus.CounterOpts{
 		Name: "hookstream_consumer_malformed_records_total",
 		Help: "Records of the events topic without hookstream metadata, sent to the dead-letter topic.",

@@ -107,7 +107,8 @@ func (w *worker) run() {
 	}
 }
 
-// process runs one batch of records.
+// process runs one batch of records: decoded and split into lanes here,
+// run by the member's batch runners with other partitions' (gather.go).
 func (w *worker) process(recs []*kgo.Record) error {
 	var evs []*Event
 	err := w.c.retrying(w.ctx, func() (err error) {
@@ -117,9 +118,10 @@ func (w *worker) process(recs []*kgo.Record) error {
 	if err != nil {
 		return err
 	}
-	b := &batch{partition: w.partition, epoch: w.epoch(), next: recs[len(recs)-1].Offset + 1}
-	b.lanes, b.dups = lanesOf(evs, w.next)
-	err = w.c.runBatch(w.ctx, b)
+	j := &job{ctx: w.ctx, part: part{partition: w.partition, epoch: w.epoch(), next: recs[len(recs)-1].Offset + 1}, done: make(chan error, 1)}
+	j.lanes, j.dups = lanesOf(evs, w.next)
+	j.events = len(evs)
+	err = w.c.submit(j)
 	if err == nil {
 		w.wakeBlocks() // the batch may have blocked or parked customers
 	}

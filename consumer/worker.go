@@ -74,10 +74,12 @@ func (w *worker) enqueue(ctx context.Context, recs []*kgo.Record) bool {
 
 func (w *worker) run() {
 	defer close(w.done)
-	defer w.cancel() // a fenced worker stops taking records too
 	blocks := make(chan struct{})
 	go func() { defer close(blocks); w.runBlocks() }()
-	defer func() { <-blocks }()
+	defer func() {
+		w.cancel() // a fenced worker stops its block runner and takes no more records
+		<-blocks
+	}()
 	for {
 		select {
 		case <-w.ctx.Done():

@@ -47,7 +47,7 @@ func runConsume(ctx context.Context, args []string, _ io.Writer, stderr io.Write
 	startPprof(log)
 	proc, err := startProcessing(ctx, processingOptions{
 		brokers: s.brokers(), kafkaOpts: s.kafkaOpts, databaseURL: s.databaseURL, sources: srcs, instance: s.instance,
-		group: p.group, concurrency: p.concurrency, sessionTimeout: p.sessionTimeout, log: log,
+		group: p.group, concurrency: p.concurrency, batchWait: p.batchWait, sessionTimeout: p.sessionTimeout, log: log,
 	})
 	if err != nil {
 		return err
@@ -104,12 +104,14 @@ func (p *processing) serve(ctx context.Context, addr string, log *slog.Logger) (
 type processingSettings struct {
 	group          string
 	concurrency    int
+	batchWait      time.Duration
 	sessionTimeout time.Duration
 }
 
 func (p *processingSettings) register(fs *flagSet) {
 	fs.stringVar(&p.group, "group", "HOOKSTREAM_CONSUMER_GROUP", "hookstream", "consumer group of hookstream.events")
-	fs.intVar(&p.concurrency, "concurrency", "HOOKSTREAM_CONCURRENCY", 16, "customers of one partition processed at once")
+	fs.intVar(&p.concurrency, "concurrency", "HOOKSTREAM_CONCURRENCY", 128, "destination calls this member makes at once, over all its partitions (each customer's stay in order)")
+	fs.durationVar(&p.batchWait, "batch-wait", "HOOKSTREAM_BATCH_WAIT", 20*time.Millisecond, "how long a batch waits for more partitions' records before its transaction (latency traded for fewer commits under live traffic)")
 	fs.durationVar(&p.sessionTimeout, "session-timeout", "HOOKSTREAM_SESSION_TIMEOUT", 45*time.Second, "how long the group waits for a member that stopped heartbeating (a crash) before giving its partitions to others")
 }
 
@@ -122,6 +124,7 @@ type processingOptions struct {
 	instance       string
 	group          string
 	concurrency    int
+	batchWait      time.Duration
 	sessionTimeout time.Duration // 0: franz-go's default (45s)
 	log            *slog.Logger
 }
@@ -147,7 +150,10 @@ func startProcessing(ctx context.Context, o processingOptions) (_ *processing, e
 			p.closeAll()
 		}
 	}()
-	pool, err := newPool(ctx, o.databaseURL, int32(o.concurrency*4+8))
+	// Destinations are called outside transactions: connections serve the
+	// batches' reads and records (two batches at once) and the steps of
+	// blocked customers, each briefly.
+	pool, err := newPool(ctx, o.databaseURL, 32)
 	if err != nil {
 		return nil, err
 	}
@@ -166,7 +172,7 @@ func startProcessing(ctx context.Context, o processingOptions) (_ *processing, e
 	c, err := consumer.New(consumer.Config{
 		KafkaOpts: kopts,
 		Brokers:   o.brokers, Pool: pool, Deliverer: consumer.NewDestinations(o.sources, nil), Audit: audit.Writer{},
-		Group: o.group, Topics: o.topics, Concurrency: o.concurrency, Instance: o.instance, Logger: o.log,
+		Group: o.group, Topics: o.topics, Concurrency: o.concurrency, BatchWait: o.batchWait, Instance: o.instance, Logger: o.log,
 		Retry: func(source string) consumer.RetryPolicy { return policies[source] },
 	})
 	if err != nil {

@@ -112,7 +112,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if consume {
 		proc, err := startProcessing(ctx, processingOptions{
 			brokers: brokers, kafkaOpts: kafkaOpts, databaseURL: dbURL, sources: srcs, instance: s.instance,
-			group: p.group, concurrency: p.concurrency, sessionTimeout: p.sessionTimeout, log: log,
+			group: p.group, concurrency: p.concurrency, batchWait: p.batchWait, sessionTimeout: p.sessionTimeout, log: log,
 		})
 		if err != nil {
 			return err

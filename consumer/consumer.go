@@ -166,10 +166,8 @@ type Consumer struct {
 	// (fence.go), set when the group assigns them.
 	epochs map[int32]int64
 
-	// jobs carries partitions' records to the batch runners (gather.go);
-	// gatherMu lets one runner gather at a time.
-	jobs     chan *job
-	gatherMu sync.Mutex
+	// jobs carries partitions' records to the batch gatherer (gather.go).
+	jobs chan *job
 
 	// handlerAvg is the recent average handler time in nanoseconds. It
 	// starts at 1ms: a few hundred events are then spread over as many
@@ -218,9 +216,7 @@ func New(cfg Config) (*Consumer, error) {
 // and leaves the group.
 func (c *Consumer) Run(ctx context.Context) error {
 	var runners sync.WaitGroup
-	for range batchRunners {
-		runners.Go(func() { c.runBatches(ctx) })
-	}
+	runners.Go(func() { c.runBatches(ctx) })
 	defer func() {
 		c.stopWorkers(c.allPartitions())
 		runners.Wait()

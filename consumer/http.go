@@ -27,10 +27,16 @@ type Destinations struct {
 	client   *http.Client
 }
 
-// NewDestinations builds the handler from the sources' destinations.
-func NewDestinations(srcs []sources.Source, client *http.Client) *Destinations {
+// NewDestinations builds the deliverer from the sources' destinations.
+// With a nil client it makes one that keeps up to maxConns connections per
+// destination host open for reuse (net/http's default keeps 2, so calls
+// beyond those would each dial and close a connection).
+func NewDestinations(srcs []sources.Source, client *http.Client, maxConns int) *Destinations {
 	if client == nil {
-		client = &http.Client{}
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConns = max(maxConns, 100)
+		t.MaxIdleConnsPerHost = max(maxConns, 2)
+		client = &http.Client{Transport: t}
 	}
 	d := &Destinations{bySource: map[string]sources.Destination{}, client: client}
 	for _, s := range srcs {
@@ -65,6 +71,9 @@ func (d *Destinations) Deliver(ctx context.Context, ev *Event) error {
 	req.Header.Set("Idempotency-Key", ev.EventID)
 	req.Header.Set("User-Agent", "hookstream")
 	for k, v := range ev.Headers {
+		if k == wire.HeaderAudit {
+			continue // hookstream's own record, not the destination's business
+		}
 		if k == wire.HeaderTraceparent {
 			req.Header.Set("Traceparent", v)
 			continue

@@ -26,7 +26,7 @@ func TestDestinationsClassifyResponses(t *testing.T) {
 		w.WriteHeader(status)
 	}))
 	defer srv.Close()
-	d := NewDestinations([]sources.Source{{Name: "s", Destination: &sources.Destination{URL: srv.URL, Timeout: time.Second}}}, srv.Client())
+	d := NewDestinations([]sources.Source{{Name: "s", Destination: &sources.Destination{URL: srv.URL, Timeout: time.Second}}}, srv.Client(), 0)
 	ev := &Event{Source: "s", EventID: "evt_1", Body: []byte(`{"a":1}`), Attempt: 2,
 		Headers: map[string]string{"event-id": "evt_1", "customer-id": "c", "content-type": "application/json"}}
 

@@ -171,7 +171,7 @@ func startProcessing(ctx context.Context, o processingOptions) (_ *processing, e
 	}
 	c, err := consumer.New(consumer.Config{
 		KafkaOpts: kopts,
-		Brokers:   o.brokers, Pool: pool, Deliverer: consumer.NewDestinations(o.sources, nil), Audit: audit.Writer{},
+		Brokers:   o.brokers, Pool: pool, Deliverer: consumer.NewDestinations(o.sources, nil, o.concurrency), Audit: audit.Writer{},
 		Group: o.group, Topics: o.topics, Concurrency: o.concurrency, BatchWait: o.batchWait, Instance: o.instance, Logger: o.log,
 		Retry: func(source string) consumer.RetryPolicy { return policies[source] },
 	})

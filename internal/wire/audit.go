@@ -2,10 +2,12 @@ package wire
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -175,4 +177,55 @@ func (r *AuditRecord) KafkaRecord(topic string) (*kgo.Record, error) {
 			{Key: HeaderAuditSchemaVersion, Value: schemaVersionHeader},
 		},
 	}, nil
+}
+
+// ErrAuditHeader is wrapped by every error of AuditFromHeader.
+var ErrAuditHeader = errors.New("wire: bad " + HeaderAudit + " header")
+
+// AuditFromHeader decodes the receiver's decision that travels with an
+// event in the header HeaderAudit: an ACCEPTED or RETRY_ACCEPTED record by
+// the receiver, of this build's schema version, with a UUID audit_id (the
+// table's type, in the form the receiver writes), the event's source and id, an instance and a time. It
+// refuses anything else, wrapping ErrAuditHeader, so that a record the
+// table would refuse is caught before a transaction tries to write it.
+// Fields it does not know are ignored (a newer build of the same version
+// may add optional ones).
+//
+// The record has no partition or offset (the receiver cannot know them
+// before the broker acknowledges the event): the reader sets them from the
+// record it read the header from, and should check that its event_id and
+// source are the record's.
+func AuditFromHeader(v []byte) (*AuditRecord, error) {
+	var r AuditRecord
+	if err := json.Unmarshal(v, &r); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrAuditHeader, err)
+	}
+	var problem string
+	switch {
+	case r.SchemaVersion != AuditSchemaVersion:
+		problem = fmt.Sprintf("schema_version %d, this build reads %d", r.SchemaVersion, AuditSchemaVersion)
+	case r.Action != ActionAccepted && r.Action != ActionRetryAccepted:
+		problem = fmt.Sprintf("action %q is not a receiver's decision to produce an event", r.Action)
+	case r.Actor != ActorIngest:
+		problem = fmt.Sprintf("actor %q, want %q", r.Actor, ActorIngest)
+	case !canonicalUUID(r.AuditID):
+		problem = fmt.Sprintf("audit_id %q is not a UUID in canonical form", r.AuditID)
+	case r.EventID == "" || r.Source == "":
+		problem = "event_id or source missing"
+	case r.Instance == "":
+		problem = "instance missing"
+	case r.At.IsZero():
+		problem = "at missing"
+	default:
+		return &r, nil
+	}
+	return nil, fmt.Errorf("%w: %s", ErrAuditHeader, problem)
+}
+
+// canonicalUUID reports whether s is a UUID as uuid.UUID.String writes it:
+// the only form every reader (and PostgreSQL, which also takes others,
+// but not all that uuid.Parse does) sees as the same id.
+func canonicalUUID(s string) bool {
+	id, err := uuid.Parse(s)
+	return err == nil && id.String() == s
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -101,6 +102,9 @@ type setupOpts struct {
 	brokers        []string // default: testenv.Kafka
 	databaseURL    string   // default: testenv.Postgres
 	produceTimeout time.Duration
+	// noAuditTopic points the receiver at an audit topic that was never
+	// created.
+	noAuditTopic bool
 }
 
 func setup(t *testing.T, opts ...func(*setupOpts)) *testBundle {
@@ -116,6 +120,9 @@ func setup(t *testing.T, opts ...func(*setupOpts)) *testBundle {
 		o.databaseURL = testenv.Postgres(t)
 	}
 	tb := &testBundle{t: t, brokers: o.brokers, topics: testenv.Topics(t, o.brokers), client: apidocstest.Client(t)}
+	if o.noAuditTopic {
+		tb.topics.Audit += ".never-created"
+	}
 
 	srcs, err := sources.Parse([]byte(testSourcesYAML), ".", func(string) (string, bool) { return "", false })
 	if err != nil {
@@ -304,6 +311,32 @@ func (tb *testBundle) auditFor(requestID string) []wire.AuditRecord {
 	return out
 }
 
+// decision is the audit record that travels in event record r's header,
+// checked as the consumer reads it.
+func (tb *testBundle) decision(r *kgo.Record) wire.AuditRecord {
+	tb.t.Helper()
+	a, err := wire.AuditFromHeader([]byte(header(r, wire.HeaderAudit)))
+	if err != nil {
+		tb.t.Fatalf("event %s: %v", header(r, wire.HeaderEventID), err)
+	}
+	if a.EventID != header(r, wire.HeaderEventID) || a.Source != header(r, wire.HeaderSource) {
+		tb.t.Errorf("event %s/%s carries the decision about %s/%s", header(r, wire.HeaderSource), header(r, wire.HeaderEventID), a.Source, a.EventID)
+	}
+	return *a
+}
+
+// decisionsFor returns the decisions that travelled with the events of one
+// request.
+func (tb *testBundle) decisionsFor(requestID string) []wire.AuditRecord {
+	var out []wire.AuditRecord
+	for _, r := range tb.events() {
+		if a := tb.decision(r); a.RequestID == requestID {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
 func header(r *kgo.Record, key string) string {
 	for _, h := range r.Headers {
 		if h.Key == key {
@@ -321,6 +354,31 @@ func (tb *testBundle) setStatus(source, eventID string, status ingest.Status) {
 	if err != nil {
 		tb.t.Fatal(err)
 	}
+}
+
+// counter is the value of the counter name with the given labels in the
+// default registry (the receiver's metrics), 0 when it has none.
+func counter(t *testing.T, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := prometheus.DefaultGatherer.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
+					continue metrics
+				}
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
 }
 
 func decodeError(t *testing.T, body []byte) ingest.ErrorBody {

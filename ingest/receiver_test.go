@@ -62,17 +62,15 @@ func TestAcceptedEventIsInKafkaByteForByte(t *testing.T) {
 		t.Errorf("received-at: %v", err)
 	}
 
-	audits := tb.auditFor("req-accepted-1")
-	if len(audits) != 1 {
-		t.Fatalf("audit records %+v, want one ACCEPTED", audits)
-	}
-	a := audits[0]
+	// The decision travels with the event, not on the audit topic.
+	a := tb.decision(r)
 	if a.Action != wire.ActionAccepted || a.EventID != "evt_1" || a.Source != "generic" || a.CustomerID != "cus_1" ||
-		a.HTTPStatus != 202 || a.Actor != wire.ActorIngest || a.Instance != "test" || a.AuditID == "" {
-		t.Errorf("audit %+v", a)
+		a.EventType != "invoice.paid" || a.HTTPStatus != 202 || a.Actor != wire.ActorIngest || a.Instance != "test" ||
+		a.RequestID != "req-accepted-1" || a.Partition != nil || a.Offset != nil {
+		t.Errorf("decision %+v", a)
 	}
-	if a.Partition == nil || *a.Partition != r.Partition || a.Offset == nil || *a.Offset != r.Offset {
-		t.Errorf("audit partition/offset %v/%v, want %d/%d", a.Partition, a.Offset, r.Partition, r.Offset)
+	if audits := tb.auditFor("req-accepted-1"); len(audits) != 0 {
+		t.Errorf("audit topic holds %+v, want nothing for an accepted event", audits)
 	}
 }
 
@@ -336,9 +334,18 @@ func TestDuplicates(t *testing.T) {
 	if len(recs) != 2 || got["evt_failed"] != "true" || got["evt_dead"] != "true" {
 		t.Errorf("events topic holds %v, want evt_failed and evt_dead marked redrive", got)
 	}
+	// A re-drive's decision travels with the event; the duplicates', which
+	// produce no event, are on the audit topic.
 	actions := map[string]wire.Action{}
 	for _, a := range tb.audits() {
 		actions[a.EventID] = a.Action
+	}
+	for _, r := range recs {
+		a := tb.decision(r)
+		actions[a.EventID] = a.Action
+		if a.Detail["previous_status"] == nil {
+			t.Errorf("%s: decision %+v lacks detail.previous_status", a.EventID, a)
+		}
 	}
 	want := map[string]wire.Action{"evt_done": wire.ActionDuplicate, "msg_done": wire.ActionDuplicate,
 		"evt_failed": wire.ActionRetryAccepted, "evt_dead": wire.ActionRetryAccepted,

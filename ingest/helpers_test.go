@@ -10,12 +10,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/santhosh-tekuri/jsonschema/v6"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -282,6 +284,7 @@ func (tb *testBundle) audits() []wire.AuditRecord {
 	tb.t.Helper()
 	var out []wire.AuditRecord
 	for _, r := range tb.records(tb.topics.Audit) {
+		checkAuditSchema(tb.t, r.Value)
 		var a wire.AuditRecord
 		if err := json.Unmarshal(r.Value, &a); err != nil {
 			tb.t.Fatalf("audit record %s: %v", r.Value, err)
@@ -300,21 +303,53 @@ func (tb *testBundle) audits() []wire.AuditRecord {
 	return out
 }
 
-// auditFor returns the audit records of one request.
-func (tb *testBundle) auditFor(requestID string) []wire.AuditRecord {
+// auditFor returns the audit records of the requests that sent
+// X-Request-Id: clientID.
+func (tb *testBundle) auditFor(clientID string) []wire.AuditRecord {
 	var out []wire.AuditRecord
 	for _, a := range tb.audits() {
-		if a.RequestID == requestID {
+		if a.Detail[wire.DetailClientRequestID] == clientID {
 			out = append(out, a)
 		}
 	}
 	return out
 }
 
+var auditSchema = sync.OnceValues(func() (*jsonschema.Schema, error) {
+	doc, err := jsonschema.UnmarshalJSON(must(schemas.JSON().Open("audit-record.schema.json")))
+	if err != nil {
+		return nil, err
+	}
+	c := jsonschema.NewCompiler()
+	c.AssertFormat()
+	if err := c.AddResource("audit-record.schema.json", doc); err != nil {
+		return nil, err
+	}
+	return c.Compile("audit-record.schema.json")
+})
+
+// checkAuditSchema fails t unless v is an audit record of
+// schemas/json/audit-record.schema.json.
+func checkAuditSchema(t *testing.T, v []byte) {
+	t.Helper()
+	sch, err := auditSchema()
+	if err != nil {
+		t.Fatalf("audit record schema: %v", err)
+	}
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(v))
+	if err == nil {
+		err = sch.Validate(doc)
+	}
+	if err != nil {
+		t.Errorf("audit record %s does not match its schema: %v", v, err)
+	}
+}
+
 // decision is the audit record that travels in event record r's header,
 // checked as the consumer reads it.
 func (tb *testBundle) decision(r *kgo.Record) wire.AuditRecord {
 	tb.t.Helper()
+	checkAuditSchema(tb.t, []byte(header(r, wire.HeaderAudit)))
 	a, err := wire.AuditFromHeader([]byte(header(r, wire.HeaderAudit)))
 	if err != nil {
 		tb.t.Fatalf("event %s: %v", header(r, wire.HeaderEventID), err)
@@ -325,12 +360,12 @@ func (tb *testBundle) decision(r *kgo.Record) wire.AuditRecord {
 	return *a
 }
 
-// decisionsFor returns the decisions that travelled with the events of one
-// request.
-func (tb *testBundle) decisionsFor(requestID string) []wire.AuditRecord {
+// decisionsFor returns the decisions that travelled with the events of the
+// requests that sent X-Request-Id: clientID.
+func (tb *testBundle) decisionsFor(clientID string) []wire.AuditRecord {
 	var out []wire.AuditRecord
 	for _, r := range tb.events() {
-		if a := tb.decision(r); a.RequestID == requestID {
+		if a := tb.decision(r); a.Detail[wire.DetailClientRequestID] == clientID {
 			out = append(out, a)
 		}
 	}

@@ -17,7 +17,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
-	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/hookstream/hookstream/ingest/signature"
@@ -169,19 +168,21 @@ func (r *Receiver) Register(router gin.IRouter) {
 
 // request is one webhook request on its way through the receiver.
 type request struct {
-	c          *gin.Context
-	requestID  string
-	receivedAt time.Time
-	src        *source
-	sourceName string
-	body       []byte
-	eventID    string
-	customerID string
-	eventType  string
+	c               *gin.Context
+	requestID       string // the server's own (requestIDs)
+	clientRequestID string // the client's X-Request-Id, when sane
+	receivedAt      time.Time
+	src             *source
+	sourceName      string
+	body            []byte
+	eventID         string
+	customerID      string
+	eventType       string
 }
 
 func (r *Receiver) handle(c *gin.Context) {
-	req := &request{c: c, requestID: RequestID(c), receivedAt: time.Now().UTC(), sourceName: c.Param("source")}
+	req := &request{c: c, receivedAt: time.Now().UTC(), sourceName: c.Param("source")}
+	req.requestID, req.clientRequestID = requestIDs(c)
 	if rej, detail := r.check(req); rej != nil {
 		r.rejected(req, rej, detail)
 		return
@@ -248,6 +249,9 @@ func (r *Receiver) check(req *request) (*rejection, map[string]any) {
 			return reject(http.StatusBadRequest, CodeSchemaViolation, "body does not match the schema of source "+src.cfg.Name, details...), map[string]any{"details": details}
 		}
 	}
+	// The event id is read only here, after the signature: it keys the
+	// request's audit records (with the source), so it must be one the
+	// source's secret vouches for.
 	var problems []string
 	h := c.Request.Header
 	var p string
@@ -505,10 +509,21 @@ func (r *Receiver) count(req *request, rej *rejection) {
 	observe(req, rej.status)
 }
 
+// auditRecord is the receiver's decision about req. Its event id is set
+// only once the signature was verified (check), so the record's key
+// (wire.AuditRecord.Key) is the authenticated source/event_id or the
+// server's request id. detail is the caller's to give away: the client's
+// request id is added to it.
 func (r *Receiver) auditRecord(req *request, action wire.Action, reason string, status int, detail map[string]any) *wire.AuditRecord {
+	if req.clientRequestID != "" {
+		if detail == nil {
+			detail = make(map[string]any, 1)
+		}
+		detail[wire.DetailClientRequestID] = req.clientRequestID
+	}
 	rec := &wire.AuditRecord{
 		SchemaVersion: wire.AuditSchemaVersion,
-		AuditID:       newAuditID(),
+		AuditID:       newID(),
 		EventID:       req.eventID,
 		CustomerID:    req.customerID,
 		EventType:     req.eventType,
@@ -553,14 +568,6 @@ func (r *Receiver) tryAudit(rec *wire.AuditRecord) {
 			r.auditFailures.failed(auditKindRejected, rec, err)
 		}
 	})
-}
-
-func newAuditID() string {
-	id, err := uuid.NewV7()
-	if err != nil {
-		return uuid.NewString()
-	}
-	return id.String()
 }
 
 var errTooLarge = errors.New("body too large")

@@ -13,8 +13,10 @@ import (
 )
 
 // AuditSchemaVersion is the schema_version of the audit records this build
-// writes (schemas/json/audit-record.schema.json).
-const AuditSchemaVersion = 1
+// writes (schemas/json/audit-record.schema.json). Version 2: request_id is
+// always the server's own id, a client's X-Request-Id is
+// detail.client_request_id, and the topic's key is Key's.
+const AuditSchemaVersion = 2
 
 // Action is what an audit record says happened.
 type Action string
@@ -47,6 +49,8 @@ const (
 
 // AuditRecord is one decision, as published to hookstream.audit and stored in
 // audit_log. Its JSON form is schemas/json/audit-record.schema.json.
+// RequestID is the id the receiver gave the request, never one a client
+// sent (that one is the detail DetailClientRequestID).
 type AuditRecord struct {
 	SchemaVersion int            `json:"schema_version"`
 	AuditID       string         `json:"audit_id"`
@@ -67,12 +71,20 @@ type AuditRecord struct {
 	Detail        map[string]any `json:"detail,omitempty"`
 }
 
-// Key is the record's key on the compacted audit topic: the event id, or the
-// request id for a request that never had one (a rejection before the id was
-// known). Compaction therefore keeps the latest decision per event.
+// DetailClientRequestID is the detail key of the X-Request-Id a client
+// sent, recorded as it came (never a key, never the record's request_id).
+const DetailClientRequestID = "client_request_id"
+
+// Key is the record's key on the compacted audit topic, made only of what
+// hookstream vouches for: source + "/" + event_id for a record about an
+// event (the receiver sets event_id only once the signature is verified),
+// else the server's request id (a request rejected before its event id
+// was authenticated or read). Compaction therefore keeps the latest
+// decision per event, and no client can put a record under an event's key
+// without its source's secret, nor two sources' equal ids share one.
 func (r *AuditRecord) Key() string {
 	if r.EventID != "" {
-		return r.EventID
+		return r.Source + "/" + r.EventID
 	}
 	return r.RequestID
 }

@@ -8,8 +8,12 @@
 // and produces the raw body to the events topic keyed by customer_id. It
 // answers 202 only after the broker acknowledged the record with acks=all,
 // and 503 with Retry-After when it did not within the produce timeout, so a
-// 2xx always means the event is durable. Every decision is published as an
-// audit record to the audit topic before the reply.
+// 2xx always means the event is durable. Every decision is audited: an
+// accepted event carries its ACCEPTED (or RETRY_ACCEPTED) record inside the
+// event record, in the header wire.HeaderAudit, so the one acknowledgement
+// covers both; a duplicate's DUPLICATE record is produced to the audit
+// topic and awaited, and answered 503 when it is not acknowledged; a
+// rejection's REJECTED record is best effort, its failures counted.
 //
 // ingest does not import consumer or audit; cmd/hookstream wires them.
 package ingest

@@ -10,11 +10,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/santhosh-tekuri/jsonschema/v6"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -101,6 +104,9 @@ type setupOpts struct {
 	brokers        []string // default: testenv.Kafka
 	databaseURL    string   // default: testenv.Postgres
 	produceTimeout time.Duration
+	// noAuditTopic points the receiver at an audit topic that was never
+	// created.
+	noAuditTopic bool
 }
 
 func setup(t *testing.T, opts ...func(*setupOpts)) *testBundle {
@@ -116,6 +122,9 @@ func setup(t *testing.T, opts ...func(*setupOpts)) *testBundle {
 		o.databaseURL = testenv.Postgres(t)
 	}
 	tb := &testBundle{t: t, brokers: o.brokers, topics: testenv.Topics(t, o.brokers), client: apidocstest.Client(t)}
+	if o.noAuditTopic {
+		tb.topics.Audit += ".never-created"
+	}
 
 	srcs, err := sources.Parse([]byte(testSourcesYAML), ".", func(string) (string, bool) { return "", false })
 	if err != nil {
@@ -275,6 +284,7 @@ func (tb *testBundle) audits() []wire.AuditRecord {
 	tb.t.Helper()
 	var out []wire.AuditRecord
 	for _, r := range tb.records(tb.topics.Audit) {
+		checkAuditSchema(tb.t, r.Value)
 		var a wire.AuditRecord
 		if err := json.Unmarshal(r.Value, &a); err != nil {
 			tb.t.Fatalf("audit record %s: %v", r.Value, err)
@@ -293,11 +303,69 @@ func (tb *testBundle) audits() []wire.AuditRecord {
 	return out
 }
 
-// auditFor returns the audit records of one request.
-func (tb *testBundle) auditFor(requestID string) []wire.AuditRecord {
+// auditFor returns the audit records of the requests that sent
+// X-Request-Id: clientID.
+func (tb *testBundle) auditFor(clientID string) []wire.AuditRecord {
 	var out []wire.AuditRecord
 	for _, a := range tb.audits() {
-		if a.RequestID == requestID {
+		if a.Detail[wire.DetailClientRequestID] == clientID {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+var auditSchema = sync.OnceValues(func() (*jsonschema.Schema, error) {
+	doc, err := jsonschema.UnmarshalJSON(must(schemas.JSON().Open("audit-record.schema.json")))
+	if err != nil {
+		return nil, err
+	}
+	c := jsonschema.NewCompiler()
+	c.AssertFormat()
+	if err := c.AddResource("audit-record.schema.json", doc); err != nil {
+		return nil, err
+	}
+	return c.Compile("audit-record.schema.json")
+})
+
+// checkAuditSchema fails t unless v is an audit record of
+// schemas/json/audit-record.schema.json.
+func checkAuditSchema(t *testing.T, v []byte) {
+	t.Helper()
+	sch, err := auditSchema()
+	if err != nil {
+		t.Fatalf("audit record schema: %v", err)
+	}
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(v))
+	if err == nil {
+		err = sch.Validate(doc)
+	}
+	if err != nil {
+		t.Errorf("audit record %s does not match its schema: %v", v, err)
+	}
+}
+
+// decision is the audit record that travels in event record r's header,
+// checked as the consumer reads it.
+func (tb *testBundle) decision(r *kgo.Record) wire.AuditRecord {
+	tb.t.Helper()
+	checkAuditSchema(tb.t, []byte(header(r, wire.HeaderAudit)))
+	a, err := wire.AuditFromHeader([]byte(header(r, wire.HeaderAudit)))
+	if err != nil {
+		tb.t.Fatalf("event %s: %v", header(r, wire.HeaderEventID), err)
+	}
+	if a.EventID != header(r, wire.HeaderEventID) || a.Source != header(r, wire.HeaderSource) {
+		tb.t.Errorf("event %s/%s carries the decision about %s/%s", header(r, wire.HeaderSource), header(r, wire.HeaderEventID), a.Source, a.EventID)
+	}
+	return *a
+}
+
+// decisionsFor returns the decisions that travelled with the events of the
+// requests that sent X-Request-Id: clientID.
+func (tb *testBundle) decisionsFor(clientID string) []wire.AuditRecord {
+	var out []wire.AuditRecord
+	for _, r := range tb.events() {
+		if a := tb.decision(r); a.Detail[wire.DetailClientRequestID] == clientID {
 			out = append(out, a)
 		}
 	}
@@ -321,6 +389,31 @@ func (tb *testBundle) setStatus(source, eventID string, status ingest.Status) {
 	if err != nil {
 		tb.t.Fatal(err)
 	}
+}
+
+// counter is the value of the counter name with the given labels in the
+// default registry (the receiver's metrics), 0 when it has none.
+func counter(t *testing.T, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := prometheus.DefaultGatherer.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
+					continue metrics
+				}
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
 }
 
 func decodeError(t *testing.T, body []byte) ingest.ErrorBody {

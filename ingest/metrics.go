@@ -33,7 +33,7 @@ var (
 	})
 	auditSeconds = promauto.NewHistogram(prometheus.HistogramOpts{
 		Name:    "hookstream_ingest_audit_produce_duration_seconds",
-		Help:    "Time from producing a decision's audit record to the broker's acknowledgement.",
+		Help:    "Time from producing a decision's audit record to the audit topic (rejections and duplicates; an accepted event's travels with it) to the broker's acknowledgement.",
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 	})
 	rejectionsTotal = promauto.NewCounterVec(prometheus.CounterOpts{
@@ -44,10 +44,10 @@ var (
 		Name: "hookstream_ingest_duplicates_total",
 		Help: "Requests for events already known, by source and what was done (duplicate, in_flight, redrive).",
 	}, []string{"source", "kind"})
-	auditFailuresTotal = promauto.NewCounter(prometheus.CounterOpts{
+	auditFailuresTotal = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "hookstream_ingest_audit_publish_failures_total",
-		Help: "Audit records the receiver could not publish.",
-	})
+		Help: "Audit records the receiver could not publish to the audit topic, by kind: rejected (the rejection was answered all the same) or duplicate (the request was answered 503).",
+	}, []string{"kind"})
 )
 
 // observe records one answered request.

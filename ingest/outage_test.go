@@ -8,6 +8,7 @@ import (
 
 	"github.com/hookstream/hookstream/ingest"
 	"github.com/hookstream/hookstream/internal/testenv"
+	"github.com/hookstream/hookstream/internal/wire"
 )
 
 // TestBrokerOutage stops the broker: requests get 503 with Retry-After and
@@ -103,8 +104,63 @@ func TestDuplicateCheckUnavailable(t *testing.T) {
 	if n := len(tb.events()); n != 1 {
 		t.Fatalf("%d events, want 1", n)
 	}
-	a := tb.auditFor("req-nodb")
-	if len(a) != 1 || a[0].Detail["duplicate_check"] != "unavailable" {
-		t.Errorf("audit %+v, want detail duplicate_check=unavailable", a)
+	a := tb.decisionsFor("req-nodb")
+	if len(a) != 1 || a[0].Action != wire.ActionAccepted || a[0].Detail["duplicate_check"] != "unavailable" {
+		t.Errorf("decision %+v, want ACCEPTED with detail duplicate_check=unavailable", a)
+	}
+}
+
+// TestAuditTopicUnavailable: with the audit topic unavailable (never
+// created) while the events topic is fine, no 2xx or 409 goes out without
+// a durable decision. A new event is still answered 202: its decision
+// travels in the event record. A duplicate's decision has no event to
+// travel with, so it is answered 503 with Retry-After instead of its 409
+// or 202. A rejection is answered as ever (its record is best effort) and
+// the lost record is counted.
+func TestAuditTopicUnavailable(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, func(o *setupOpts) {
+		o.produceTimeout = 1500 * time.Millisecond
+		o.noAuditTopic = true
+	})
+	body := genericBody("evt_new", "cus_a")
+	if status, _, out := tb.post("/webhooks/generic", signedGeneric(body), body); status != http.StatusAccepted {
+		t.Fatalf("new event: status %d %s, want 202", status, out)
+	}
+	recs := tb.events()
+	if len(recs) != 1 {
+		t.Fatalf("%d events, want 1", len(recs))
+	}
+	if a := tb.decision(recs[0]); a.Action != wire.ActionAccepted || a.EventID != "evt_new" {
+		t.Errorf("the event carries %+v, want its ACCEPTED decision", a)
+	}
+
+	tb.setStatus("generic", "evt_done", ingest.StatusProcessed)
+	tb.setStatus("generic", "evt_busy", ingest.StatusProcessing)
+	for _, id := range []string{"evt_done", "evt_busy"} {
+		body := genericBody(id, "cus_a")
+		status, h, out := tb.post("/webhooks/generic", signedGeneric(body), body)
+		if status != http.StatusServiceUnavailable {
+			t.Errorf("duplicate %s: status %d %s, want 503", id, status, out)
+			continue
+		}
+		if eb := decodeError(t, out); eb.Error.Code != ingest.CodeUnavailable || h.Get("Retry-After") != "3" {
+			t.Errorf("duplicate %s: code %q, Retry-After %q", id, eb.Error.Code, h.Get("Retry-After"))
+		}
+	}
+
+	failures := func() float64 {
+		return counter(t, "hookstream_ingest_audit_publish_failures_total", map[string]string{"kind": "rejected"})
+	}
+	before := failures()
+	if status, _, out := tb.post("/webhooks/generic", jsonHeaders(), body); status != http.StatusUnauthorized {
+		t.Errorf("unsigned: status %d %s, want 401", status, out)
+	}
+	// The rejection waits for its record's outcome before it answers.
+	if got := failures() - before; got < 1 {
+		t.Errorf("audit failures of rejections rose by %v, want at least 1", got)
+	}
+	if n := len(tb.events()); n != 1 {
+		t.Errorf("%d events, want only the new one", n)
 	}
 }

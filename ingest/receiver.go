@@ -17,7 +17,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
-	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/hookstream/hookstream/ingest/signature"
@@ -136,7 +135,8 @@ type Receiver struct {
 	cfg     Config
 	sources map[string]*source
 	log     *slog.Logger
-	audits  auditQueue
+	// auditFailures counts and logs the audit records not published.
+	auditFailures *auditFailureLog
 }
 
 // New compiles the sources (signature schemes, JSON Schemas, rate limits)
@@ -146,7 +146,8 @@ func New(cfg Config) (*Receiver, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	r := &Receiver{cfg: cfg, sources: make(map[string]*source, len(cfg.Sources)), log: cfg.Logger}
+	r := &Receiver{cfg: cfg, sources: make(map[string]*source, len(cfg.Sources)), log: cfg.Logger,
+		auditFailures: newAuditFailureLog(cfg.Logger, auditFailureLogInterval)}
 	for _, s := range cfg.Sources {
 		if _, dup := r.sources[s.Name]; dup {
 			return nil, fmt.Errorf("ingest: source %q defined twice", s.Name)
@@ -167,19 +168,21 @@ func (r *Receiver) Register(router gin.IRouter) {
 
 // request is one webhook request on its way through the receiver.
 type request struct {
-	c          *gin.Context
-	requestID  string
-	receivedAt time.Time
-	src        *source
-	sourceName string
-	body       []byte
-	eventID    string
-	customerID string
-	eventType  string
+	c               *gin.Context
+	requestID       string // the server's own (requestIDs)
+	clientRequestID string // the client's X-Request-Id, when sane
+	receivedAt      time.Time
+	src             *source
+	sourceName      string
+	body            []byte
+	eventID         string
+	customerID      string
+	eventType       string
 }
 
 func (r *Receiver) handle(c *gin.Context) {
-	req := &request{c: c, requestID: RequestID(c), receivedAt: time.Now().UTC(), sourceName: c.Param("source")}
+	req := &request{c: c, receivedAt: time.Now().UTC(), sourceName: c.Param("source")}
+	req.requestID, req.clientRequestID = requestIDs(c)
 	if rej, detail := r.check(req); rej != nil {
 		r.rejected(req, rej, detail)
 		return
@@ -246,6 +249,9 @@ func (r *Receiver) check(req *request) (*rejection, map[string]any) {
 			return reject(http.StatusBadRequest, CodeSchemaViolation, "body does not match the schema of source "+src.cfg.Name, details...), map[string]any{"details": details}
 		}
 	}
+	// The event id is read only here, after the signature: it keys the
+	// request's audit records (with the source), so it must be one the
+	// source's secret vouches for.
 	var problems []string
 	h := c.Request.Header
 	var p string
@@ -272,25 +278,19 @@ func (r *Receiver) check(req *request) (*rejection, map[string]any) {
 	return nil, nil
 }
 
-// decide runs the duplicate check and, for a new event, produces it and its
-// audit record (see flight); anything else it decides step by step.
+// decide runs the duplicate check and, for a new event, produces it with
+// its decision (see flight); anything else it decides step by step.
 func (r *Receiver) decide(req *request) {
-	f := r.startFlight(req)
-	res := f.wait()
+	res := r.startFlight(req).wait()
 	switch {
 	case res.checked:
 		r.decideKnown(req, res.status, res.dupErr)
-		return
 	case res.eventErr != nil:
 		r.unstored(req, res.eventErr)
-		return
-	case res.auditPending:
-		r.publishAudit(req, f.audit, true)
-	case res.auditErr != nil:
-		r.auditFailed(req, f.audit, res.auditErr)
+	default:
+		reply(req.c, http.StatusAccepted, Reply{EventID: req.eventID, Status: "accepted"})
+		observe(req, http.StatusAccepted)
 	}
-	reply(req.c, http.StatusAccepted, Reply{EventID: req.eventID, Status: "accepted"})
-	observe(req, http.StatusAccepted)
 }
 
 // decideKnown answers a request whose duplicate check found the event, or
@@ -307,29 +307,23 @@ func (r *Receiver) decideKnown(req *request, status Status, dupErr error) {
 	switch status {
 	case StatusProcessed:
 		code := req.src.cfg.DuplicateStatus
-		r.audit(req, wire.ActionDuplicate, "already_processed", code, nil)
-		reply(req.c, code, Reply{EventID: req.eventID, Status: "duplicate"})
-		duplicatesTotal.WithLabelValues(req.sourceName, "duplicate").Inc()
-		observe(req, code)
+		if r.duplicate(req, "already_processed", code, nil) {
+			reply(req.c, code, Reply{EventID: req.eventID, Status: "duplicate"})
+			duplicatesTotal.WithLabelValues(req.sourceName, "duplicate").Inc()
+			observe(req, code)
+		}
 		return
 	case StatusProcessing, StatusParked:
 		// The events table has it, so it is already in Kafka: accepting again
 		// would only add a record for the consumer to skip.
-		r.audit(req, wire.ActionDuplicate, "in_flight", http.StatusAccepted, map[string]any{"state": string(status)})
-		reply(req.c, http.StatusAccepted, Reply{EventID: req.eventID, Status: "accepted"})
-		duplicatesTotal.WithLabelValues(req.sourceName, "in_flight").Inc()
-		observe(req, http.StatusAccepted)
+		if r.duplicate(req, "in_flight", http.StatusAccepted, map[string]any{"state": string(status)}) {
+			reply(req.c, http.StatusAccepted, Reply{EventID: req.eventID, Status: "accepted"})
+			duplicatesTotal.WithLabelValues(req.sourceName, "in_flight").Inc()
+			observe(req, http.StatusAccepted)
+		}
 		return
 	}
 	redrive := status == StatusFailed || status == StatusDead
-	rec := r.eventRecord(req, redrive)
-	produceStart := time.Now()
-	err := r.produce(rec)
-	produceSeconds.Observe(time.Since(produceStart).Seconds())
-	if err != nil {
-		r.unstored(req, err)
-		return
-	}
 	action, body := wire.ActionAccepted, Reply{EventID: req.eventID, Status: "accepted"}
 	if redrive {
 		action = wire.ActionRetryAccepted
@@ -339,7 +333,16 @@ func (r *Receiver) decideKnown(req *request, status Status, dupErr error) {
 		}
 		detail["previous_status"] = string(status)
 	}
-	r.auditAt(req, action, "", http.StatusAccepted, detail, rec.Partition, rec.Offset)
+	rec, err := r.decidedEvent(req, action, detail, redrive)
+	if err == nil {
+		produceStart := time.Now()
+		err = r.produce(rec)
+		produceSeconds.Observe(time.Since(produceStart).Seconds())
+	}
+	if err != nil {
+		r.unstored(req, err)
+		return
+	}
 	reply(req.c, http.StatusAccepted, body)
 	if redrive {
 		duplicatesTotal.WithLabelValues(req.sourceName, "redrive").Inc()
@@ -347,20 +350,53 @@ func (r *Receiver) decideKnown(req *request, status Status, dupErr error) {
 	observe(req, http.StatusAccepted)
 }
 
+// duplicate produces the DUPLICATE decision about req to the audit topic
+// and waits for it. The request produces no event for the decision to
+// travel with, so when the record is not acknowledged duplicate answers
+// 503 itself and reports false: a 2xx or 409 goes out only once its
+// decision is durable.
+func (r *Receiver) duplicate(req *request, reason string, status int, detail map[string]any) bool {
+	rec := r.auditRecord(req, wire.ActionDuplicate, reason, status, detail)
+	err := r.awaitAudit(rec)
+	if err == nil {
+		return true
+	}
+	r.auditFailures.failed(auditKindDuplicate, rec, err)
+	r.unavailable(req, "the decision could not be recorded; retry later",
+		map[string]any{"error": err.Error(), "unrecorded_action": string(wire.ActionDuplicate)})
+	return false
+}
+
 // unstored answers 503 for an event the broker did not acknowledge.
 func (r *Receiver) unstored(req *request, err error) {
 	r.log.Error("produce failed", "request_id", req.requestID, "event_id", req.eventID, "error", err)
-	rej := unavailable("the event could not be stored; retry later", r.cfg.RetryAfter)
+	r.unavailable(req, "the event could not be stored; retry later", map[string]any{"error": err.Error()})
+}
+
+// unavailable answers 503 with Retry-After.
+func (r *Receiver) unavailable(req *request, message string, detail map[string]any) {
+	rej := unavailable(message, r.cfg.RetryAfter)
 	r.log.Warn("request not accepted", "request_id", req.requestID, "source", req.sourceName, "event_id", req.eventID, "status", rej.status, "code", rej.code)
-	// The broker just failed us: waiting for the audit record too would
+	// The broker just failed us: waiting for this record too would
 	// double the time to answer during an outage. It is sent all the
 	// same and lands if the broker is back within the timeout.
-	r.publishAudit(req, r.auditRecord(req, wire.ActionRejected, rej.code, rej.status, map[string]any{"error": err.Error()}, -1, -1), false)
+	r.tryAudit(r.auditRecord(req, wire.ActionRejected, rej.code, rej.status, detail))
 	rej.write(req.c)
 	r.count(req, rej)
 }
 
-func (r *Receiver) eventRecord(req *request, redrive bool) *kgo.Record {
+// decidedEvent is req's event record carrying its decision, action
+// (ACCEPTED or RETRY_ACCEPTED), as the audit record JSON in the header
+// wire.HeaderAudit: acknowledged together, durable together.
+func (r *Receiver) decidedEvent(req *request, action wire.Action, detail map[string]any, redrive bool) (*kgo.Record, error) {
+	a, err := r.auditRecord(req, action, "", http.StatusAccepted, detail).Marshal()
+	if err != nil {
+		return nil, fmt.Errorf("ingest: %s audit record: %w", action, err)
+	}
+	return r.eventRecord(req, redrive, a), nil
+}
+
+func (r *Receiver) eventRecord(req *request, redrive bool, audit []byte) *kgo.Record {
 	h := req.c.Request.Header
 	var vals [9]string
 	vals[0], vals[1], vals[2], vals[3] = req.eventID, req.src.cfg.Name, req.customerID, req.eventType
@@ -375,13 +411,14 @@ func (r *Receiver) eventRecord(req *request, redrive bool) *kgo.Record {
 		size += len(v)
 	}
 	buf := make([]byte, 0, size)
-	hs := make([]kgo.RecordHeader, 0, len(vals))
+	hs := make([]kgo.RecordHeader, 0, len(vals)+1)
 	for i, v := range vals {
 		if v != "" {
 			buf = append(buf, v...)
 			hs = append(hs, kgo.RecordHeader{Key: eventHeaderKeys[i], Value: buf[len(buf)-len(v) : len(buf) : len(buf)]})
 		}
 	}
+	hs = append(hs, kgo.RecordHeader{Key: wire.HeaderAudit, Value: audit})
 	buf = append(buf, req.customerID...)
 	return &kgo.Record{
 		Topic:   r.cfg.Topics.Events,
@@ -431,8 +468,8 @@ func (r *Receiver) produce(rec *kgo.Record) error {
 }
 
 // waiter is what a request waits on for one produce, reused across
-// requests (two produces per request: their allocations showed in the
-// profile).
+// requests (its allocations showed in the profile when each request made
+// two produces).
 type waiter struct {
 	done    chan error
 	promise func(*kgo.Record, error)
@@ -452,7 +489,13 @@ func (r *Receiver) rejected(req *request, rej *rejection, detail map[string]any)
 	} else {
 		r.log.Info("request rejected", "request_id", req.requestID, "source", req.sourceName, "event_id", req.eventID, "status", rej.status, "code", rej.code)
 	}
-	r.audit(req, wire.ActionRejected, rej.code, rej.status, detail)
+	// Best effort: the rejection stands whether or not its record lands
+	// (a failure is counted and logged). It is awaited all the same, so
+	// that the answer follows its record when the topic works.
+	rec := r.auditRecord(req, wire.ActionRejected, rej.code, rej.status, detail)
+	if err := r.awaitAudit(rec); err != nil {
+		r.auditFailures.failed(auditKindRejected, rec, err)
+	}
 	rej.write(req.c)
 	r.count(req, rej)
 }
@@ -466,21 +509,21 @@ func (r *Receiver) count(req *request, rej *rejection) {
 	observe(req, rej.status)
 }
 
-func (r *Receiver) audit(req *request, action wire.Action, reason string, status int, detail map[string]any) {
-	r.auditAt(req, action, reason, status, detail, -1, -1)
-}
-
-// auditAt publishes the decision to the audit topic and waits for it. A
-// failure is logged and does not change the reply: the decision was made
-// (and for an accepted event, the event is stored).
-func (r *Receiver) auditAt(req *request, action wire.Action, reason string, status int, detail map[string]any, partition int32, offset int64) {
-	r.publishAudit(req, r.auditRecord(req, action, reason, status, detail, partition, offset), true)
-}
-
-func (r *Receiver) auditRecord(req *request, action wire.Action, reason string, status int, detail map[string]any, partition int32, offset int64) *wire.AuditRecord {
+// auditRecord is the receiver's decision about req. Its event id is set
+// only once the signature was verified (check), so the record's key
+// (wire.AuditRecord.Key) is the authenticated source/event_id or the
+// server's request id. detail is the caller's to give away: the client's
+// request id is added to it.
+func (r *Receiver) auditRecord(req *request, action wire.Action, reason string, status int, detail map[string]any) *wire.AuditRecord {
+	if req.clientRequestID != "" {
+		if detail == nil {
+			detail = make(map[string]any, 1)
+		}
+		detail[wire.DetailClientRequestID] = req.clientRequestID
+	}
 	rec := &wire.AuditRecord{
 		SchemaVersion: wire.AuditSchemaVersion,
-		AuditID:       newAuditID(),
+		AuditID:       newID(),
 		EventID:       req.eventID,
 		CustomerID:    req.customerID,
 		EventType:     req.eventType,
@@ -496,48 +539,35 @@ func (r *Receiver) auditRecord(req *request, action wire.Action, reason string, 
 	if req.src != nil {
 		rec.Source = req.src.cfg.Name
 	}
-	if partition >= 0 {
-		rec.Partition, rec.Offset = &partition, &offset
-	}
 	return rec
 }
 
-// publishAudit produces rec to the audit topic, waiting for the broker when
-// wait is set.
-func (r *Receiver) publishAudit(req *request, rec *wire.AuditRecord, wait bool) {
+// awaitAudit produces rec to the audit topic and waits for the broker.
+func (r *Receiver) awaitAudit(rec *wire.AuditRecord) error {
 	kr, err := rec.KafkaRecord(r.cfg.Topics.Audit)
 	if err != nil {
-		r.log.Error("audit record not encoded", "request_id", req.requestID, "error", err)
-		return
-	}
-	if !wait {
-		// TryProduce: a record nobody waits for must not hold up the reply
-		// while the buffer is full (then it is counted as not published).
-		r.cfg.Producer.TryProduce(context.Background(), kr, func(_ *kgo.Record, err error) {
-			if err != nil {
-				r.auditFailed(req, rec, err)
-			}
-		})
-		return
+		return err
 	}
 	start := time.Now()
-	if err := r.produce(kr); err != nil {
-		r.auditFailed(req, rec, err)
-	}
+	err = r.produce(kr)
 	auditSeconds.Observe(time.Since(start).Seconds())
+	return err
 }
 
-func (r *Receiver) auditFailed(req *request, rec *wire.AuditRecord, err error) {
-	auditFailuresTotal.Inc()
-	r.log.Error("audit record not published", "request_id", req.requestID, "audit_id", rec.AuditID, "action", rec.Action, "error", err)
-}
-
-func newAuditID() string {
-	id, err := uuid.NewV7()
+// tryAudit produces rec, a REJECTED record nobody waits for, to the audit
+// topic. TryProduce: it must not hold up the reply while the buffer is
+// full (then it is counted as not published).
+func (r *Receiver) tryAudit(rec *wire.AuditRecord) {
+	kr, err := rec.KafkaRecord(r.cfg.Topics.Audit)
 	if err != nil {
-		return uuid.NewString()
+		r.auditFailures.failed(auditKindRejected, rec, err)
+		return
 	}
-	return id.String()
+	r.cfg.Producer.TryProduce(context.Background(), kr, func(_ *kgo.Record, err error) {
+		if err != nil {
+			r.auditFailures.failed(auditKindRejected, rec, err)
+		}
+	})
 }
 
 var errTooLarge = errors.New("body too large")

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/hookstream/hookstream/ingest"
 	"github.com/hookstream/hookstream/internal/wire"
 )
@@ -51,7 +53,7 @@ func TestAcceptedEventIsInKafkaByteForByte(t *testing.T) {
 	}
 	for k, want := range map[string]string{
 		wire.HeaderEventID: "evt_1", wire.HeaderSource: "generic", wire.HeaderCustomerID: "cus_1",
-		wire.HeaderEventType: "invoice.paid", wire.HeaderRequestID: "req-accepted-1",
+		wire.HeaderEventType:   "invoice.paid",
 		wire.HeaderContentType: "application/json", wire.HeaderTraceparent: h.Get("Traceparent"),
 	} {
 		if got := header(r, k); got != want {
@@ -62,17 +64,20 @@ func TestAcceptedEventIsInKafkaByteForByte(t *testing.T) {
 		t.Errorf("received-at: %v", err)
 	}
 
-	audits := tb.auditFor("req-accepted-1")
-	if len(audits) != 1 {
-		t.Fatalf("audit records %+v, want one ACCEPTED", audits)
+	// The request id is the server's; the client's is echoed and recorded.
+	requestID := header(r, wire.HeaderRequestID)
+	if id, err := uuid.Parse(requestID); err != nil || id.Version() != 7 {
+		t.Errorf("request-id header %q, want the server's UUIDv7 (%v)", requestID, err)
 	}
-	a := audits[0]
+	// The decision travels with the event, not on the audit topic.
+	a := tb.decision(r)
 	if a.Action != wire.ActionAccepted || a.EventID != "evt_1" || a.Source != "generic" || a.CustomerID != "cus_1" ||
-		a.HTTPStatus != 202 || a.Actor != wire.ActorIngest || a.Instance != "test" || a.AuditID == "" {
-		t.Errorf("audit %+v", a)
+		a.EventType != "invoice.paid" || a.HTTPStatus != 202 || a.Actor != wire.ActorIngest || a.Instance != "test" ||
+		a.RequestID != requestID || a.Detail[wire.DetailClientRequestID] != "req-accepted-1" || a.Partition != nil || a.Offset != nil {
+		t.Errorf("decision %+v", a)
 	}
-	if a.Partition == nil || *a.Partition != r.Partition || a.Offset == nil || *a.Offset != r.Offset {
-		t.Errorf("audit partition/offset %v/%v, want %d/%d", a.Partition, a.Offset, r.Partition, r.Offset)
+	if audits := tb.auditFor("req-accepted-1"); len(audits) != 0 {
+		t.Errorf("audit topic holds %+v, want nothing for an accepted event", audits)
 	}
 }
 
@@ -336,9 +341,18 @@ func TestDuplicates(t *testing.T) {
 	if len(recs) != 2 || got["evt_failed"] != "true" || got["evt_dead"] != "true" {
 		t.Errorf("events topic holds %v, want evt_failed and evt_dead marked redrive", got)
 	}
+	// A re-drive's decision travels with the event; the duplicates', which
+	// produce no event, are on the audit topic.
 	actions := map[string]wire.Action{}
 	for _, a := range tb.audits() {
 		actions[a.EventID] = a.Action
+	}
+	for _, r := range recs {
+		a := tb.decision(r)
+		actions[a.EventID] = a.Action
+		if a.Detail["previous_status"] == nil {
+			t.Errorf("%s: decision %+v lacks detail.previous_status", a.EventID, a)
+		}
 	}
 	want := map[string]wire.Action{"evt_done": wire.ActionDuplicate, "msg_done": wire.ActionDuplicate,
 		"evt_failed": wire.ActionRetryAccepted, "evt_dead": wire.ActionRetryAccepted,
@@ -405,5 +419,87 @@ func TestChunkedBody(t *testing.T) {
 	recs := tb.events()
 	if len(recs) != 1 || !bytes.Equal(recs[0].Value, body) {
 		t.Fatalf("events topic holds %d records, want exactly the chunked event byte for byte", len(recs))
+	}
+}
+
+// TestAuditKeysFromAuthenticatedData: an audit record's key on the
+// compacted topic is source/event_id only for an event whose signature was
+// verified, and the server's request id otherwise. An unsigned request
+// that names a real event in X-Request-Id (which once became its key, so
+// that compaction left the forgery as the event's only record) gets a key
+// of the server's; equal event ids of two sources get two keys.
+func TestAuditKeysFromAuthenticatedData(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	body := genericBody("evt_real", "cus_k")
+	status, rh, out := tb.post("/webhooks/generic", signedGeneric(body), body)
+	if status != http.StatusAccepted {
+		t.Fatalf("the real event: %d %s", status, out)
+	}
+	// Without an X-Request-Id of its own, the client gets the server's.
+	if a := tb.decision(tb.events()[0]); a.RequestID != rh.Get("X-Request-Id") || a.Detail[wire.DetailClientRequestID] != nil {
+		t.Errorf("decision %+v, want request id %q (echoed) and no client request id", a, rh.Get("X-Request-Id"))
+	}
+
+	forgeries := map[string]http.Header{
+		"unsigned":        jsonHeaders(),
+		"another secret":  merge(jsonHeaders(), sign(t, "hmac-sha256", "not-the-secret", "", body, time.Now(), "X-Signature", "hex")),
+		"unknown source":  jsonHeaders(),
+		"tampered signed": signedGeneric(genericBody("evt_other", "cus_k")),
+	}
+	for name, h := range forgeries {
+		h.Set("X-Request-Id", "evt_real")
+		path := "/webhooks/generic"
+		if name == "unknown source" {
+			path = "/webhooks/nope"
+		}
+		status, rh, _ := tb.post(path, h, body)
+		if status/100 != 4 {
+			t.Errorf("%s: status %d, want a 4xx", name, status)
+		}
+		if rh.Get("X-Request-Id") != "evt_real" {
+			t.Errorf("%s: X-Request-Id %q, want the client's echoed", name, rh.Get("X-Request-Id"))
+		}
+	}
+	// Only the forgeries' records are on the topic (the event's decision
+	// travels with it): none is under an event's key.
+	for _, r := range tb.records(tb.topics.Audit) {
+		if k := string(r.Key); k == "evt_real" || k == "generic/evt_real" || strings.Contains(k, "/") {
+			t.Errorf("a forgery's record is keyed %q", k)
+		}
+	}
+	rejections := tb.auditFor("evt_real")
+	if len(rejections) != len(forgeries) {
+		t.Errorf("%d records with client_request_id evt_real, want %d: %+v", len(rejections), len(forgeries), rejections)
+	}
+	for _, a := range rejections {
+		if a.Action != wire.ActionRejected || a.EventID != "" || a.RequestID == "evt_real" {
+			t.Errorf("record %+v, want a REJECTED without event id or the client's request id", a)
+		}
+		if _, err := uuid.Parse(a.RequestID); err != nil {
+			t.Errorf("request id %q is not the server's: %v", a.RequestID, err)
+		}
+	}
+
+	// The same event id at two sources: two duplicates, two keys.
+	tb.setStatus("open", "same", ingest.StatusProcessed)
+	tb.setStatus("tiny", "same", ingest.StatusProcessed)
+	for _, src := range []string{"open", "tiny"} {
+		if status, _, out := tb.post("/webhooks/"+src, jsonHeaders(), []byte(`{"id":"same","customer":"c"}`)); status != http.StatusConflict {
+			t.Errorf("%s: status %d %s, want 409", src, status, out)
+		}
+	}
+	keys := map[string]string{}
+	for _, r := range tb.records(tb.topics.Audit) {
+		if header(r, wire.HeaderAuditAction) == string(wire.ActionDuplicate) {
+			var a wire.AuditRecord
+			if err := json.Unmarshal(r.Value, &a); err != nil {
+				t.Fatal(err)
+			}
+			keys[a.Source] = string(r.Key)
+		}
+	}
+	if keys["open"] != "open/same" || keys["tiny"] != "tiny/same" {
+		t.Errorf("DUPLICATE keys by source %v, want open/same and tiny/same", keys)
 	}
 }

@@ -238,7 +238,7 @@ func TestAuditLifecycle(t *testing.T) {
 		t.Errorf("evt_ok trail %s, want %s", got, want)
 	}
 	var rejected int
-	if err := st.pool.QueryRow(context.Background(), `SELECT count(*) FROM audit_log WHERE action = 'REJECTED' AND request_id = 'req-evt_forged' AND reason = 'signature_invalid' AND http_status = 401 AND detail->>'cause' = 'mismatch'`).Scan(&rejected); err != nil || rejected != 1 {
+	if err := st.pool.QueryRow(context.Background(), `SELECT count(*) FROM audit_log WHERE action = 'REJECTED' AND detail->>'client_request_id' = 'req-evt_forged' AND request_id <> 'req-evt_forged' AND reason = 'signature_invalid' AND http_status = 401 AND detail->>'cause' = 'mismatch'`).Scan(&rejected); err != nil || rejected != 1 {
 		t.Errorf("REJECTED row for the forged request: %d, %v", rejected, err)
 	}
 	if rep.TopicRecords != rep.TableRecords || rep.TopicRecords < 17 {

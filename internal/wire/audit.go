@@ -2,16 +2,21 @@ package wire
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // AuditSchemaVersion is the schema_version of the audit records this build
-// writes (schemas/json/audit-record.schema.json).
-const AuditSchemaVersion = 1
+// writes (schemas/json/audit-record.schema.json). Version 2: request_id is
+// always the server's own id, a client's X-Request-Id is
+// detail.client_request_id, and the topic's key is Key's.
+const AuditSchemaVersion = 2
 
 // Action is what an audit record says happened.
 type Action string
@@ -44,6 +49,8 @@ const (
 
 // AuditRecord is one decision, as published to hookstream.audit and stored in
 // audit_log. Its JSON form is schemas/json/audit-record.schema.json.
+// RequestID is the id the receiver gave the request, never one a client
+// sent (that one is the detail DetailClientRequestID).
 type AuditRecord struct {
 	SchemaVersion int            `json:"schema_version"`
 	AuditID       string         `json:"audit_id"`
@@ -64,12 +71,20 @@ type AuditRecord struct {
 	Detail        map[string]any `json:"detail,omitempty"`
 }
 
-// Key is the record's key on the compacted audit topic: the event id, or the
-// request id for a request that never had one (a rejection before the id was
-// known). Compaction therefore keeps the latest decision per event.
+// DetailClientRequestID is the detail key of the X-Request-Id a client
+// sent, recorded as it came (never a key, never the record's request_id).
+const DetailClientRequestID = "client_request_id"
+
+// Key is the record's key on the compacted audit topic, made only of what
+// hookstream vouches for: source + "/" + event_id for a record about an
+// event (the receiver sets event_id only once the signature is verified),
+// else the server's request id (a request rejected before its event id
+// was authenticated or read). Compaction therefore keeps the latest
+// decision per event, and no client can put a record under an event's key
+// without its source's secret, nor two sources' equal ids share one.
 func (r *AuditRecord) Key() string {
 	if r.EventID != "" {
-		return r.EventID
+		return r.Source + "/" + r.EventID
 	}
 	return r.RequestID
 }
@@ -83,16 +98,28 @@ func (r *AuditRecord) Marshal() ([]byte, error) {
 }
 
 // appendPlainJSON encodes the common record by hand, a few times faster
-// than a general encoder (the receiver encodes one for every request): no
-// detail, a time encoding/json accepts, and strings of printable ASCII that
-// JSON leaves as they are (ids, names, actions). Anything else reports
-// false and goes to encoding/json. (sonic's encoding/json-compatible mode,
+// than a general encoder (the receiver encodes one for every request): a
+// detail of strings only (such as a client's request id), a time
+// encoding/json accepts, and strings of printable ASCII that JSON leaves as
+// they are (ids, names, actions). Anything else reports false and goes to
+// encoding/json. (sonic's encoding/json-compatible mode,
 // used before, writes a backspace as \u0008 where encoding/json writes \b:
 // FuzzAuditMarshal found it.) The field order and omissions are the struct
 // tags'.
 func (r *AuditRecord) appendPlainJSON(b []byte) ([]byte, bool) {
-	if len(r.Detail) > 0 || r.At.Year() < 0 || r.At.Year() > 9999 {
+	if r.At.Year() < 0 || r.At.Year() > 9999 {
 		return nil, false
+	}
+	var keys []string
+	if len(r.Detail) > 0 {
+		keys = make([]string, 0, len(r.Detail))
+		for k, v := range r.Detail {
+			if s, ok := v.(string); !ok || !plainJSON(k) || !plainJSON(s) {
+				return nil, false
+			}
+			keys = append(keys, k)
+		}
+		slices.Sort(keys) // encoding/json's order
 	}
 	for _, s := range [...]string{r.AuditID, r.EventID, r.Source, r.CustomerID, r.EventType, string(r.Action),
 		r.Reason, string(r.Actor), r.Instance, r.RequestID} {
@@ -142,7 +169,22 @@ func (r *AuditRecord) appendPlainJSON(b []byte) ([]byte, bool) {
 	str("request_id", r.RequestID, true)
 	b = append(b, `,"at":"`...)
 	b = r.At.AppendFormat(b, time.RFC3339Nano)
-	return append(b, `"}`...), true
+	b = append(b, '"')
+	if len(keys) > 0 {
+		b = append(b, `,"detail":{`...)
+		for i, k := range keys {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, '"')
+			b = append(b, k...)
+			b = append(b, `":"`...)
+			b = append(b, r.Detail[k].(string)...)
+			b = append(b, '"')
+		}
+		b = append(b, '}')
+	}
+	return append(b, '}'), true
 }
 
 // plainJSON reports whether JSON encodes s as it is, between quotes.
@@ -175,4 +217,55 @@ func (r *AuditRecord) KafkaRecord(topic string) (*kgo.Record, error) {
 			{Key: HeaderAuditSchemaVersion, Value: schemaVersionHeader},
 		},
 	}, nil
+}
+
+// ErrAuditHeader is wrapped by every error of AuditFromHeader.
+var ErrAuditHeader = errors.New("wire: bad " + HeaderAudit + " header")
+
+// AuditFromHeader decodes the receiver's decision that travels with an
+// event in the header HeaderAudit: an ACCEPTED or RETRY_ACCEPTED record by
+// the receiver, of this build's schema version, with a UUID audit_id (the
+// table's type, in the form the receiver writes), the event's source and id, an instance and a time. It
+// refuses anything else, wrapping ErrAuditHeader, so that a record the
+// table would refuse is caught before a transaction tries to write it.
+// Fields it does not know are ignored (a newer build of the same version
+// may add optional ones).
+//
+// The record has no partition or offset (the receiver cannot know them
+// before the broker acknowledges the event): the reader sets them from the
+// record it read the header from, and should check that its event_id and
+// source are the record's.
+func AuditFromHeader(v []byte) (*AuditRecord, error) {
+	var r AuditRecord
+	if err := json.Unmarshal(v, &r); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrAuditHeader, err)
+	}
+	var problem string
+	switch {
+	case r.SchemaVersion != AuditSchemaVersion:
+		problem = fmt.Sprintf("schema_version %d, this build reads %d", r.SchemaVersion, AuditSchemaVersion)
+	case r.Action != ActionAccepted && r.Action != ActionRetryAccepted:
+		problem = fmt.Sprintf("action %q is not a receiver's decision to produce an event", r.Action)
+	case r.Actor != ActorIngest:
+		problem = fmt.Sprintf("actor %q, want %q", r.Actor, ActorIngest)
+	case !canonicalUUID(r.AuditID):
+		problem = fmt.Sprintf("audit_id %q is not a UUID in canonical form", r.AuditID)
+	case r.EventID == "" || r.Source == "":
+		problem = "event_id or source missing"
+	case r.Instance == "":
+		problem = "instance missing"
+	case r.At.IsZero():
+		problem = "at missing"
+	default:
+		return &r, nil
+	}
+	return nil, fmt.Errorf("%w: %s", ErrAuditHeader, problem)
+}
+
+// canonicalUUID reports whether s is a UUID as uuid.UUID.String writes it:
+// the only form every reader (and PostgreSQL, which also takes others,
+// but not all that uuid.Parse does) sees as the same id.
+func canonicalUUID(s string) bool {
+	id, err := uuid.Parse(s)
+	return err == nil && id.String() == s
 }

@@ -40,7 +40,7 @@ const (
 	HeaderCustomerID  = "customer-id"
 	HeaderEventType   = "event-type"
 	HeaderReceivedAt  = "received-at" // RFC 3339 with nanoseconds, UTC
-	HeaderRequestID   = "request-id"
+	HeaderRequestID   = "request-id"  // the receiver's own id, never a client's X-Request-Id
 	HeaderContentType = "content-type"
 	HeaderTraceparent = "traceparent"
 	// HeaderRedrive is set to "true" on an event the receiver produced again

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"strings"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -69,6 +70,18 @@ func detailOf(r *wire.AuditRecord) ([]byte, error) {
 	return b, nil
 }
 
+// WriteIfAbsent inserts recs in tx, in order, skipping any whose audit_id
+// is already in the table: for the receiver's decision that travels in the
+// event record (wire.HeaderAudit), written by every transaction that
+// processes a delivery of that record. The rows get the writing
+// transaction's id, so the relay publishes them.
+func (Writer) WriteIfAbsent(ctx context.Context, tx pgx.Tx, recs ...*wire.AuditRecord) error {
+	return insertWith(ctx, tx, insertRelayedSQL, recs)
+}
+
+// insertRelayedSQL is insertSQL leaving xid to its default (the relay's).
+var insertRelayedSQL = strings.Replace(strings.Replace(insertSQL, ", detail, xid)", ", detail)", 1), "r.detail,\n       NULL", "r.detail", 1)
+
 // insertSQL inserts a set of records in one statement (arrays in, one row
 // each), in the given order: the sink's copies of records already on the
 // topic, so not for the relay (no xid). A record already present (same
@@ -92,6 +105,10 @@ type execer interface {
 }
 
 func insert(ctx context.Context, db execer, recs []*wire.AuditRecord) error {
+	return insertWith(ctx, db, insertSQL, recs)
+}
+
+func insertWith(ctx context.Context, db execer, sql string, recs []*wire.AuditRecord) error {
 	if len(recs) == 0 {
 		return nil
 	}
@@ -115,7 +132,7 @@ func insert(ctx context.Context, db execer, recs []*wire.AuditRecord) error {
 		versions[i], statuses[i], attempts[i] = int32(r.SchemaVersion), int32(r.HTTPStatus), int32(r.Attempt)
 		partitions[i], offsets[i], ats[i], details[i] = r.Partition, r.Offset, r.At, detail
 	}
-	_, err := db.Exec(ctx, insertSQL, ids, versions, eventIDs, srcs, customers, types, actions, reasons,
+	_, err := db.Exec(ctx, sql, ids, versions, eventIDs, srcs, customers, types, actions, reasons,
 		statuses, attempts, partitions, offsets, actors, instances, requestIDs, ats, details)
 	if err != nil {
 		return fmt.Errorf("audit: insert: %w", err)

@@ -2,6 +2,7 @@ package consumer_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -353,4 +355,32 @@ func TestFencedMemberCommitsNothing(t *testing.T) {
 	tb.waitFor(time.Second, 1, `SELECT next_offset::int FROM consumer_offsets WHERE group_id = $1`, tb.group)
 }
 
-var _ = wire.HeaderEventID
+// TestTravellingDecisionWrittenOnce: the receiver's decision that travels
+// in the event record is written to audit_log by the consumer, with the
+// record's partition and offset, once however often the record comes; an
+// unreadable one does not stop the event.
+func TestTravellingDecisionWrittenOnce(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	tb.topics = testenv.TopicsN(t, tb.brokers, 1)
+	id := uuid.Must(uuid.NewV7()).String()
+	dec, err := json.Marshal(&wire.AuditRecord{SchemaVersion: wire.AuditSchemaVersion, AuditID: id, EventID: "t-0", Source: "generic",
+		CustomerID: "cus_t", Action: wire.ActionAccepted, HTTPStatus: 202, Actor: wire.ActorIngest, Instance: "rcv", At: time.Now().UTC()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := func(eventID string, header []byte) *kgo.Record {
+		return &kgo.Record{Topic: tb.topics.Events, Key: []byte("cus_t"), Value: []byte(`{"seq":0}`), Headers: []kgo.RecordHeader{
+			{Key: wire.HeaderEventID, Value: []byte(eventID)}, {Key: wire.HeaderSource, Value: []byte("generic")},
+			{Key: wire.HeaderCustomerID, Value: []byte("cus_t")}, {Key: wire.HeaderAudit, Value: header}}}
+	}
+	// The same record twice (a redelivery, a second produce), then one
+	// whose decision does not read.
+	if err := tb.producer.ProduceSync(context.Background(), rec("t-0", dec), rec("t-0", dec), rec("t-1", []byte(`{"nope"`))).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	tb.member(consumer.Config{})
+	tb.waitFor(time.Minute, 2, `SELECT count(*) FROM events WHERE status = 'PROCESSED'`)
+	tb.waitFor(time.Second, 1, `SELECT count(*) FROM audit_log WHERE audit_id = $1 AND action = 'ACCEPTED' AND kafka_offset = 0 AND xid IS NOT NULL`, id)
+	tb.waitFor(time.Second, 1, `SELECT count(*) FROM audit_log WHERE action = 'ACCEPTED'`)
+}

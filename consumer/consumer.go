@@ -21,6 +21,10 @@ import (
 // (audit.Writer).
 type AuditWriter interface {
 	Write(ctx context.Context, tx pgx.Tx, recs ...*wire.AuditRecord) error
+	// WriteIfAbsent skips records whose audit_id is already written: the
+	// receiver's decisions, which travel in the event records and come
+	// again with every redelivery.
+	WriteIfAbsent(ctx context.Context, tx pgx.Tx, recs ...*wire.AuditRecord) error
 }
 
 // RetryPolicy bounds the attempts of a failing event.

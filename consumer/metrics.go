@@ -34,6 +34,10 @@ var (
 		Help:    "Events whose outcome one batch transaction committed: its count is the PostgreSQL commits of the batch path, its sum the events.",
 		Buckets: []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000},
 	})
+	badDecisions = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "hookstream_consumer_unreadable_decisions_total",
+		Help: "Events whose travelling receiver decision (audit-record header) could not be read or named another event; their ACCEPTED record is missing.",
+	})
 	malformedTotal = promauto.NewCounter(prometheus.CounterOpts{
 		Name: "hookstream_consumer_malformed_records_total",
 		Help: "Records of the events topic without hookstream metadata, sent to the dead-letter topic.",

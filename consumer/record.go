@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -51,6 +52,9 @@ var errClaimRace = errors.New("an event of the batch was recorded by someone els
 // records in tx, without committing. dups are events that came twice in
 // the batch.
 func (c *Consumer) record(ctx context.Context, tx pgx.Tx, res []result, dups []*Event) error {
+	if err := c.cfg.Audit.WriteIfAbsent(ctx, tx, c.decisions(res, dups)...); err != nil {
+		return err
+	}
 	var recs []*wire.AuditRecord
 	var done, waiting []*Event
 	for _, r := range res {
@@ -88,6 +92,41 @@ func (c *Consumer) record(ctx context.Context, tx pgx.Tx, res []result, dups []*
 		return err
 	}
 	return c.cfg.Audit.Write(ctx, tx, recs...)
+}
+
+// decisions are the receiver's records that travel with the batch's events
+// (wire.HeaderAudit): written before the consumer's own, in the first
+// transaction that records each event, once. A record without one comes
+// from a receiver older than the header; one that does not read, or names
+// another event, is counted and logged, and verify will report the event's
+// decision missing.
+func (c *Consumer) decisions(res []result, dups []*Event) []*wire.AuditRecord {
+	var out []*wire.AuditRecord
+	add := func(ev *Event) {
+		v, ok := ev.Headers[wire.HeaderAudit]
+		if !ok {
+			return
+		}
+		rec, err := wire.AuditFromHeader([]byte(v))
+		if err == nil && (rec.EventID != ev.EventID || rec.Source != ev.Source) {
+			err = fmt.Errorf("the record is about %s/%s", rec.Source, rec.EventID)
+		}
+		if err != nil {
+			badDecisions.Inc()
+			c.log.Warn("the receiver's decision travelling with an event is unreadable", "source", ev.Source, "event_id", ev.EventID, "error", err)
+			return
+		}
+		p, o := ev.Partition, ev.Offset
+		rec.Partition, rec.Offset = &p, &o
+		out = append(out, rec)
+	}
+	for _, r := range res {
+		add(r.ev)
+	}
+	for _, ev := range dups {
+		add(ev)
+	}
+	return out
 }
 
 func writeProcessed(ctx context.Context, tx pgx.Tx, evs []*Event) error {

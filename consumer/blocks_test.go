@@ -384,3 +384,29 @@ func TestTravellingDecisionWrittenOnce(t *testing.T) {
 	tb.waitFor(time.Second, 1, `SELECT count(*) FROM audit_log WHERE audit_id = $1 AND action = 'ACCEPTED' AND kafka_offset = 0 AND xid IS NOT NULL`, id)
 	tb.waitFor(time.Second, 1, `SELECT count(*) FROM audit_log WHERE action = 'ACCEPTED'`)
 }
+
+// TestSameEventInTwoPartitions: one event id produced under two customer
+// keys (so in two partitions, and in one batch) is processed once and
+// audited a duplicate once, instead of failing the batch's statement.
+func TestSameEventInTwoPartitions(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	var keys []string
+	for i := 0; len(keys) < 2; i++ { // two customers of different partitions
+		k := "cus_" + strconv.Itoa(i)
+		if len(keys) == 0 || partitionOf(k, 12) != partitionOf(keys[0], 12) {
+			keys = append(keys, k)
+		}
+	}
+	tb.produce("generic", "twice", keys[0], 0)
+	tb.produce("generic", "twice", keys[1], 0)
+	tb.flush()
+	tb.member(consumer.Config{Handler: recordingHandler, BatchWait: time.Second}) // both partitions in one batch
+	tb.waitFor(time.Minute, 1, `SELECT count(*) FROM audit_log WHERE event_id = 'twice' AND action = 'DUPLICATE'`)
+	tb.waitFor(time.Second, 1, `SELECT count(*) FROM handled WHERE event_id = 'twice'`)
+}
+
+// partitionOf is the partition franz-go's default key partitioner picks.
+func partitionOf(key string, n int) int {
+	return kgo.StickyKeyPartitioner(nil).ForTopic("t").Partition(&kgo.Record{Key: []byte(key)}, n)
+}

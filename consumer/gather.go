@@ -114,12 +114,7 @@ func (c *Consumer) runJobs(ctx context.Context, jobs []*job) {
 		if len(jobs) == 0 {
 			return
 		}
-		b := &batch{}
-		for _, j := range jobs {
-			b.parts = append(b.parts, j.part)
-			b.lanes = append(b.lanes, j.lanes...)
-			b.dups = append(b.dups, j.dups...)
-		}
+		b := combine(jobs)
 		err := c.runBatch(ctx, b)
 		var fenced *fencedError
 		if !errors.As(err, &fenced) {
@@ -138,4 +133,31 @@ func (c *Consumer) runJobs(ctx context.Context, jobs []*job) {
 		}
 		jobs = live
 	}
+}
+
+// combine makes one batch of jobs. An event id is unique per job; one that
+// also came in another partition (a record produced by hand under another
+// key) is a duplicate here: one statement cannot write a row twice.
+func combine(jobs []*job) *batch {
+	b := &batch{}
+	seen := map[eventKey]bool{}
+	for _, j := range jobs {
+		b.parts = append(b.parts, j.part)
+		b.dups = append(b.dups, j.dups...)
+		for _, l := range j.lanes {
+			kept := &lane{key: l.key}
+			for _, ev := range l.events {
+				if seen[keyOf(ev)] {
+					b.dups = append(b.dups, ev)
+					continue
+				}
+				seen[keyOf(ev)] = true
+				kept.events = append(kept.events, ev)
+			}
+			if len(kept.events) > 0 {
+				b.lanes = append(b.lanes, kept)
+			}
+		}
+	}
+	return b
 }

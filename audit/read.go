@@ -50,10 +50,15 @@ func Tail(ctx context.Context, o TailOptions, w io.Writer) error {
 	})
 }
 
-// readTopic calls fn for each record of topic: up to the end offsets seen at
-// the start, or forever when follow is set.
+// readTopic calls fn for each record of topic, read_committed (the relay
+// writes in transactions): up to the end offsets seen at the start, or
+// forever when follow is set.
 func readTopic(ctx context.Context, brokers []string, opts []kgo.Opt, topic string, follow bool, fn func(*kgo.Record) error) error {
-	base := []kgo.Opt{kgo.SeedBrokers(brokers...), kgo.ClientID("hookstream-audit-reader"), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())}
+	base := []kgo.Opt{kgo.SeedBrokers(brokers...), kgo.ClientID("hookstream-audit-reader"), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		// A partition may end with a transaction's marker, which is
+		// never a record: kept, it tells the reader it reached the end.
+		kgo.KeepControlRecords()}
 	cl, err := kgo.NewClient(append(base, opts...)...)
 	if err != nil {
 		return err
@@ -97,14 +102,21 @@ func readTopic(ctx context.Context, brokers []string, opts []kgo.Opt, topic stri
 			}
 			if !follow {
 				end, ok := remaining[r.Partition]
-				if !ok || r.Offset >= end {
+				if !ok {
 					return
 				}
-				if r.Offset == end-1 {
+				// An aborted record at end-1 is never returned; the
+				// marker that aborts it comes at end or later.
+				if r.Offset >= end-1 {
 					delete(remaining, r.Partition)
 				}
+				if r.Offset >= end {
+					return
+				}
 			}
-			err = fn(r)
+			if !r.Attrs.IsControl() {
+				err = fn(r)
+			}
 		})
 		if err != nil {
 			return err
@@ -155,8 +167,8 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, brokers []string, topic str
 	if err != nil {
 		return nil, err
 	}
-	rows, err := pool.Query(ctx, `SELECT a.audit_id::text, coalesce(a.xid IS NOT NULL AND (a.xid, a.seq) > (c.xid, c.seq), false)
-FROM audit_log a, audit_relay c WHERE a.at >= $1`, since)
+	rows, err := pool.Query(ctx, `SELECT a.audit_id::text, coalesce((c.commit_seq, a.seq) > (r.commit_seq, r.seq), false)
+FROM audit_log a LEFT JOIN audit_commits c ON c.xid = a.xid CROSS JOIN audit_relay r WHERE a.at >= $1`, since)
 	if err != nil {
 		return nil, fmt.Errorf("audit: read table: %w", err)
 	}

@@ -98,7 +98,7 @@ func start(t *testing.T, h consumer.Handler, policy consumer.RetryPolicy) *stack
 	if err != nil {
 		t.Fatal(err)
 	}
-	relay, err := audit.NewRelay(audit.RelayConfig{Pool: st.pool, Producer: producer, Topic: st.topics.Audit, Logger: log, Idle: 10 * time.Millisecond})
+	relay, err := audit.NewRelay(audit.RelayConfig{Pool: st.pool, Kafka: kafka.Config{Brokers: brokers}, Topic: st.topics.Audit, Logger: log, Idle: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

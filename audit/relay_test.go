@@ -127,7 +127,7 @@ func actionsOf(recs []wire.AuditRecord) []string {
 // once, at its commit (not before: the trigger is deferred), as part of
 // that transaction (a rollback after it fired takes the number back, so
 // there is no gap), and does not count rows without an xid (the sink's
-// copies).
+// copies) or a WriteIfAbsent that wrote nothing.
 func TestCommitClock(t *testing.T) {
 	t.Parallel()
 	_, _, pool := services(t)
@@ -154,11 +154,12 @@ func TestCommitClock(t *testing.T) {
 		return n
 	}
 
+	first := record("a", wire.ActionProcessed)
 	tx, err := pool.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := (audit.Writer{}).Write(ctx, tx, record("a", wire.ActionProcessed), record("b", wire.ActionProcessed), record("c", wire.ActionProcessed)); err != nil {
+	if err := (audit.Writer{}).Write(ctx, tx, first, record("b", wire.ActionProcessed), record("c", wire.ActionProcessed)); err != nil {
 		t.Fatal(err)
 	}
 	if n := inTx(tx); n != 0 {
@@ -193,12 +194,16 @@ func TestCommitClock(t *testing.T) {
 		t.Fatalf("after a rollback and a commit: %d commits, last %d, want 2 and 2", n, last)
 	}
 
-	// The sink's copies (no xid) do not count.
+	// The sink's copies (no xid) and a write of nothing new do not count.
 	if _, err := pool.Exec(ctx, `INSERT INTO audit_log (audit_id, action, actor, instance, at, xid) VALUES (gen_random_uuid(), 'ACCEPTED', 'ingest', 'x', now(), NULL)`); err != nil {
 		t.Fatal(err)
 	}
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return (audit.Writer{}).WriteIfAbsent(ctx, tx, first) })
+	if err != nil {
+		t.Fatal(err)
+	}
 	if n, _ := commits(); n != 2 {
-		t.Fatalf("%d commits after a sink copy, want still 2", n)
+		t.Fatalf("%d commits after a sink copy and an empty WriteIfAbsent, want still 2", n)
 	}
 }
 

@@ -119,7 +119,7 @@ func (s *Sink) insert(ctx context.Context, recs []*wire.AuditRecord) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	return insert(ctx, s.cfg.Pool, recs)
+	return insert(ctx, s.cfg.Pool, insertCopiedSQL, recs)
 }
 
 // header is the value of r's header key.

@@ -93,7 +93,27 @@ CREATE CONSTRAINT TRIGGER audit_log_commit
     WHEN (audit_log_first_of_xact(NEW.xid))
     EXECUTE FUNCTION audit_log_commit();
 
+-- Records of the audit topic the sink could not copy into audit_log (not
+-- an audit record's JSON, or refused by the table: an audit_id that is
+-- not a UUID, an action this version does not know), kept byte for byte
+-- with the reason ("decode" or the SQLSTATE) and the error, so the sink
+-- can go on with the next record. One row per topic record.
+CREATE TABLE audit_quarantine (
+    id              bigserial   PRIMARY KEY,
+    topic           text        NOT NULL,
+    kafka_partition integer     NOT NULL,
+    kafka_offset    bigint      NOT NULL,
+    record_key      bytea,
+    record_value    bytea,
+    headers         jsonb       NOT NULL DEFAULT '[]'::jsonb,
+    reason          text        NOT NULL,
+    message         text        NOT NULL,
+    quarantined_at  timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (topic, kafka_partition, kafka_offset)
+);
+
 -- +goose Down
+DROP TABLE audit_quarantine;
 -- The old cursor goes just before the first row not yet published, in
 -- (xid, seq) order: rows after it that were published already go out
 -- again (the topic is at-least-once), none is skipped.

@@ -396,20 +396,19 @@ func (v *verifier) lookUpDecisions(ctx context.Context, recs []*eventRecord) err
 	var ids []string
 	var legacy []*eventRecord
 	for _, er := range recs {
-		switch {
-		case er.auditID == "":
+		if er.auditID == "" {
 			legacy = append(legacy, er)
-		default:
-			u, err := uuid.Parse(er.auditID)
-			if err != nil {
-				continue // not a UUID: cannot be in the table
-			}
-			id := u.String() // the table's spelling
-			if byID[id] == nil {
-				ids = append(ids, id)
-			}
-			byID[id] = append(byID[id], er)
+			continue
 		}
+		u, err := uuid.Parse(er.auditID)
+		if err != nil {
+			continue // not a UUID: cannot be in the table
+		}
+		id := u.String() // the table's spelling
+		if byID[id] == nil {
+			ids = append(ids, id)
+		}
+		byID[id] = append(byID[id], er)
 	}
 	for start := 0; start < len(ids); start += chunk {
 		rows, err := v.cfg.Pool.Query(ctx, `SELECT a.audit_id::text, `+pendingSQL+`

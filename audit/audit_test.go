@@ -95,15 +95,10 @@ func commit(t *testing.T, pool *pgxpool.Pool, recs ...*wire.AuditRecord) {
 	}
 }
 
-// newRelay returns a relay publishing to topic through a producer of its own.
+// newRelay returns a relay publishing to cfg.Topic.
 func newRelay(t *testing.T, brokers []string, pool *pgxpool.Pool, cfg audit.RelayConfig) *audit.Relay {
 	t.Helper()
-	producer, err := kafka.NewProducer(kafka.Config{Brokers: brokers})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(producer.Close)
-	cfg.Pool, cfg.Producer, cfg.Logger = pool, producer, slog.New(slog.DiscardHandler)
+	cfg.Pool, cfg.Kafka, cfg.Logger = pool, kafka.Config{Brokers: brokers}, slog.New(slog.DiscardHandler)
 	relay, err := audit.NewRelay(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -113,8 +108,9 @@ func newRelay(t *testing.T, brokers []string, pool *pgxpool.Pool, cfg audit.Rela
 
 // TestRelayPublishesCommittedRowsOnceInOrder: rows committed while no relay
 // runs (the relay "killed between a commit and its publish") are published
-// once each, in commit order, when a relay starts; rows of a transaction
-// still open are not published before it commits, even if later rows are.
+// once each, in commit order, when a relay starts; the rows of a
+// transaction still open go out once it commits, after the rows of every
+// transaction that committed before it, even one that wrote later.
 func TestRelayPublishesCommittedRowsOnceInOrder(t *testing.T) {
 	t.Parallel()
 	brokers, tp, pool := services(t)
@@ -125,7 +121,8 @@ func TestRelayPublishesCommittedRowsOnceInOrder(t *testing.T) {
 		commit(t, pool, r)
 		want = append(want, r.AuditID)
 	}
-	// An open transaction holding an earlier seq than rows committed after it.
+	// An open transaction, with an earlier xid and seq than a row
+	// committed after it.
 	open, err := pool.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -137,52 +134,22 @@ func TestRelayPublishesCommittedRowsOnceInOrder(t *testing.T) {
 	}
 	after := record("after", wire.ActionProcessed)
 	commit(t, pool, after)
+	want = append(want, after.AuditID)
 
 	relay := newRelay(t, brokers, pool, audit.RelayConfig{Topic: tp.Audit})
-	conn, err := pool.Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Release()
-	// The snapshot horizon is cluster-wide: a short transaction of another
-	// test may hold it back for a moment, so publish until nothing is left
-	// that may go out.
-	publishAll := func() int {
-		total := 0
-		deadline := time.Now().Add(10 * time.Second)
-		for time.Now().Before(deadline) {
-			n, err := relay.PublishOnce(ctx, conn.Conn())
-			if err != nil {
-				t.Fatal(err)
-			}
-			total += n
-			var left int
-			if err := conn.QueryRow(ctx, `SELECT count(*) FROM audit_log a, audit_relay c
-WHERE (a.xid, a.seq) > (c.xid, c.seq) AND a.event_id <> 'late' AND a.event_id <> 'after'`).Scan(&left); err != nil {
-				t.Fatal(err)
-			}
-			if n == 0 && left == 0 {
-				break
-			}
-			if n == 0 {
-				time.Sleep(10 * time.Millisecond) // polling: the horizon moves when others commit
-			}
-		}
-		return total
-	}
-	if n := publishAll(); n != 5 {
-		t.Fatalf("published %d before the open transaction committed, want the 5 rows older than it", n)
+	if n := audittest.Drain(t, relay, pool); n != 6 {
+		t.Fatalf("published %d before the open transaction committed, want the 6 committed rows", n)
 	}
 	if err := open.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if total := audittest.Publish(t, relay, conn.Conn(), 2); total != 2 {
-		t.Fatalf("published %d after the commit, want 2", total)
+	want = append(want, late.AuditID)
+	if n := audittest.Drain(t, relay, pool); n != 1 {
+		t.Fatalf("published %d after the commit, want 1", n)
 	}
-	if n, _ := relay.PublishOnce(ctx, conn.Conn()); n != 0 {
-		t.Fatalf("third round published %d, want 0: nothing twice", n)
+	if n := audittest.Drain(t, relay, pool); n != 0 {
+		t.Fatalf("third run published %d, want 0: nothing twice", n)
 	}
-	want = append(want, late.AuditID, after.AuditID)
 	topicHolds(t, brokers, tp.Audit, want)
 }
 
@@ -276,72 +243,27 @@ func TestCompactionKeepsLatestPerEvent(t *testing.T) {
 }
 
 // TestRelayRunPublishesEveryRowOnceInOrder: the running relay reads a batch
-// while the one before is being acknowledged; across many small batches and
-// a restart the topic still gets every row once, in (xid, seq) order.
+// while the one before is being committed; across many small batches (a
+// transaction's rows split between two) and a restart the topic still
+// gets every row once, in the order the transactions committed.
 func TestRelayRunPublishesEveryRowOnceInOrder(t *testing.T) {
 	t.Parallel()
 	brokers, tp, pool := services(t)
-	ctx := context.Background()
+	var want []string
 	write := func(txs int) {
 		for i := range txs {
 			var recs []*wire.AuditRecord
 			for j := range i%3 + 1 {
-				recs = append(recs, record(fmt.Sprintf("e%d-%d", i, j), wire.ActionProcessed))
+				r := record(fmt.Sprintf("e%d-%d", i, j), wire.ActionProcessed)
+				recs, want = append(recs, r), append(want, r.AuditID)
 			}
 			commit(t, pool, recs...)
 		}
 	}
 	relay := newRelay(t, brokers, pool, audit.RelayConfig{Topic: tp.Audit, Batch: 7, Idle: time.Millisecond})
-	// run runs the relay until its stored position is the last row.
-	run := func() {
-		var last struct {
-			xid string
-			seq int64
-		}
-		if err := pool.QueryRow(ctx, `SELECT xid::text, seq FROM audit_log ORDER BY xid DESC, seq DESC LIMIT 1`).Scan(&last.xid, &last.seq); err != nil {
-			t.Fatal(err)
-		}
-		rctx, cancel := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() { done <- relay.Run(rctx) }()
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			var at bool
-			if err := pool.QueryRow(ctx, `SELECT xid = $1::xid8 AND seq = $2 FROM audit_relay`, last.xid, last.seq).Scan(&at); err != nil {
-				t.Fatal(err)
-			}
-			if at {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("the relay did not reach the last row")
-			}
-			time.Sleep(5 * time.Millisecond) // polling the stored position
-		}
-		cancel()
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
-	}
 	write(40)
-	run()
+	audittest.Drain(t, relay, pool)
 	write(20) // a relay that starts again carries on from the stored position
-	run()
-
-	rows, err := pool.Query(ctx, `SELECT audit_id::text FROM audit_log ORDER BY xid, seq`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var want []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			t.Fatal(err)
-		}
-		want = append(want, id)
-	}
-	if rows.Err() != nil {
-		t.Fatal(rows.Err())
-	}
+	audittest.Drain(t, relay, pool)
 	topicHolds(t, brokers, tp.Audit, want)
 }

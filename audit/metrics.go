@@ -5,7 +5,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 )
 
-// Metrics of the relay, registered with the default Prometheus registry.
+// Metrics of the relay and the sink, registered with the default
+// Prometheus registry.
 var (
 	relayPublishedTotal = promauto.NewCounter(prometheus.CounterOpts{
 		Name: "hookstream_audit_relay_published_total",
@@ -15,4 +16,8 @@ var (
 		Name: "hookstream_audit_relay_lag_seconds",
 		Help: "Age of the last record the relay published when it published it (0 when nothing was left): how far the audit topic trails the table.",
 	})
+	sinkQuarantinedTotal = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "hookstream_audit_sink_quarantined_total",
+		Help: "Records of the audit topic the sink could not copy into audit_log and kept in audit_quarantine, by reason (decode, or the SQLSTATE of the table's refusal).",
+	}, []string{"reason"})
 )

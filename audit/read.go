@@ -5,11 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"sort"
-	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -35,7 +32,7 @@ func Tail(ctx context.Context, o TailOptions, w io.Writer) error {
 	if o.Topic == "" {
 		o.Topic = wire.DefaultAuditTopic
 	}
-	return readTopic(ctx, o.Brokers, o.KafkaOpts, o.Topic, o.Follow, func(r *kgo.Record) error {
+	return readTopic(ctx, o.Brokers, o.KafkaOpts, o.Topic, nil, o.Follow, func(r *kgo.Record) error {
 		if o.EventID != "" || o.CustomerID != "" {
 			var a wire.AuditRecord
 			if err := json.Unmarshal(r.Value, &a); err != nil {
@@ -50,10 +47,25 @@ func Tail(ctx context.Context, o TailOptions, w io.Writer) error {
 	})
 }
 
-// readTopic calls fn for each record of topic: up to the end offsets seen at
-// the start, or forever when follow is set.
-func readTopic(ctx context.Context, brokers []string, opts []kgo.Opt, topic string, follow bool, fn func(*kgo.Record) error) error {
-	base := []kgo.Opt{kgo.SeedBrokers(brokers...), kgo.ClientID("hookstream-audit-reader"), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())}
+// readTopic calls fn for each record of topic, read_committed (the relay
+// writes in transactions), from the offsets in from (nil: the start of
+// each partition), up to the end offsets seen at the start, or forever
+// when follow is set.
+func readTopic(ctx context.Context, brokers []string, opts []kgo.Opt, topic string, from map[int32]int64, follow bool, fn func(*kgo.Record) error) error {
+	base := []kgo.Opt{kgo.SeedBrokers(brokers...), kgo.ClientID("hookstream-audit-reader"),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		// A partition may end with a transaction's marker, which is
+		// never a record: kept, it tells the reader it reached the end.
+		kgo.KeepControlRecords()}
+	if from == nil {
+		base = append(base, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	} else {
+		offsets := map[int32]kgo.Offset{}
+		for p, o := range from {
+			offsets[p] = kgo.NewOffset().At(o)
+		}
+		base = append(base, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: offsets}))
+	}
 	cl, err := kgo.NewClient(append(base, opts...)...)
 	if err != nil {
 		return err
@@ -61,18 +73,15 @@ func readTopic(ctx context.Context, brokers []string, opts []kgo.Opt, topic stri
 	defer cl.Close()
 	remaining := map[int32]int64{}
 	if !follow {
-		ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
+		ends, err := endOffsets(ctx, kadm.NewClient(cl), topic)
 		if err != nil {
-			return fmt.Errorf("audit: end offsets of %s: %w", topic, err)
+			return err
 		}
-		if err := ends.Error(); err != nil {
-			return fmt.Errorf("audit: end offsets of %s: %w", topic, err)
-		}
-		ends.Each(func(o kadm.ListedOffset) {
-			if o.Offset > 0 {
-				remaining[o.Partition] = o.Offset
+		for p, end := range ends {
+			if start, ok := from[p]; end > 0 && (from == nil || ok && start < end) {
+				remaining[p] = end
 			}
-		})
+		}
 		if len(remaining) == 0 {
 			return nil
 		}
@@ -97,14 +106,21 @@ func readTopic(ctx context.Context, brokers []string, opts []kgo.Opt, topic stri
 			}
 			if !follow {
 				end, ok := remaining[r.Partition]
-				if !ok || r.Offset >= end {
+				if !ok {
 					return
 				}
-				if r.Offset == end-1 {
+				// An aborted record at end-1 is never returned; the
+				// marker that aborts it comes at end or later.
+				if r.Offset >= end-1 {
 					delete(remaining, r.Partition)
 				}
+				if r.Offset >= end {
+					return
+				}
 			}
-			err = fn(r)
+			if !r.Attrs.IsControl() {
+				err = fn(r)
+			}
 		})
 		if err != nil {
 			return err
@@ -115,75 +131,19 @@ func readTopic(ctx context.Context, brokers []string, opts []kgo.Opt, topic stri
 	}
 }
 
-// Report is what Verify found.
-type Report struct {
-	Since time.Time `json:"since"`
-	// TopicRecords and TableRecords count the records in the window.
-	TopicRecords int `json:"topic_records"`
-	TableRecords int `json:"table_records"`
-	// Pending counts table records the relay has not published yet: not a
-	// disagreement.
-	Pending int `json:"pending"`
-	// MissingFromTable lists audit_ids in the topic but not the table;
-	// MissingFromTopic the reverse.
-	MissingFromTable []string `json:"missing_from_table"`
-	MissingFromTopic []string `json:"missing_from_topic"`
-}
-
-// OK reports whether topic and table agree.
-func (r *Report) OK() bool { return len(r.MissingFromTable) == 0 && len(r.MissingFromTopic) == 0 }
-
-// Verify compares the audit topic and the audit_log table over records at
-// or after since. The topic is compacted: records of an event older than the
-// topic's min.compaction.lag.ms may have been replaced by newer ones, so the
-// window should stay within it (the default lag is 7 days). opts are
-// applied to the client that reads the topic (TLS, SASL).
-func Verify(ctx context.Context, pool *pgxpool.Pool, brokers []string, topic string, since time.Time, opts ...kgo.Opt) (*Report, error) {
-	if topic == "" {
-		topic = wire.DefaultAuditTopic
+// endOffsets returns the end offset (the next offset to be written) of
+// each partition of topic.
+func endOffsets(ctx context.Context, adm *kadm.Client, topic string) (map[int32]int64, error) {
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err == nil {
+		err = ends.Error()
 	}
-	rep := &Report{Since: since, MissingFromTable: []string{}, MissingFromTopic: []string{}}
-	inTopic := map[string]bool{}
-	err := readTopic(ctx, brokers, opts, topic, false, func(r *kgo.Record) error {
-		var a wire.AuditRecord
-		if err := json.Unmarshal(r.Value, &a); err != nil || a.AuditID == "" || a.At.Before(since) {
-			return nil
-		}
-		inTopic[a.AuditID] = true
-		return nil
-	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("audit: end offsets of %s: %w", topic, err)
 	}
-	rows, err := pool.Query(ctx, `SELECT a.audit_id::text, coalesce(a.xid IS NOT NULL AND (a.xid, a.seq) > (c.xid, c.seq), false)
-FROM audit_log a, audit_relay c WHERE a.at >= $1`, since)
-	if err != nil {
-		return nil, fmt.Errorf("audit: read table: %w", err)
-	}
-	inTable := map[string]bool{}
-	var id string
-	var pending bool
-	_, err = pgx.ForEachRow(rows, []any{&id, &pending}, func() error {
-		inTable[id] = true
-		if pending {
-			rep.Pending++
-		} else if !inTopic[id] {
-			rep.MissingFromTopic = append(rep.MissingFromTopic, id)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("audit: read table: %w", err)
-	}
-	for id := range inTopic {
-		if !inTable[id] {
-			rep.MissingFromTable = append(rep.MissingFromTable, id)
-		}
-	}
-	sort.Strings(rep.MissingFromTable)
-	sort.Strings(rep.MissingFromTopic)
-	rep.TopicRecords, rep.TableRecords = len(inTopic), len(inTable)
-	return rep, nil
+	out := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) { out[o.Partition] = o.Offset })
+	return out, nil
 }
 
 // Trail returns the audit records of one event from the table, oldest first.

@@ -12,21 +12,26 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/hookstream/hookstream/internal/backoff"
+	"github.com/hookstream/hookstream/internal/kafka"
 	"github.com/hookstream/hookstream/internal/wire"
 )
 
-// Producer is the part of *kgo.Client the relay needs.
-type Producer interface {
-	ProduceSync(ctx context.Context, rs ...*kgo.Record) kgo.ProduceResults
-}
-
 // RelayConfig configures a Relay.
 type RelayConfig struct {
-	Pool     *pgxpool.Pool // required
-	Producer Producer      // required; idempotent, acks=all
+	Pool *pgxpool.Pool // required
+	// Kafka is how the relay reaches the brokers (Brokers required). The
+	// relay makes a transactional producer of its own from it each time
+	// it becomes the active relay (kafka.NewTransactionalProducer); set
+	// Metrics to export that client's metrics.
+	Kafka kafka.Config
 	// Topic is the audit topic. Default wire.DefaultAuditTopic.
 	Topic string
-	// Batch bounds the records published per round. Default 2000.
+	// TransactionalID is shared by every relay of the topic: the one that
+	// becomes active fences the one before it. Default
+	// "hookstream-audit-relay-" + Topic.
+	TransactionalID string
+	// Batch bounds the records published per round (one Kafka
+	// transaction). Default 2000.
 	Batch int
 	// Idle is how long the relay waits when nothing is left to publish.
 	// Default 50ms.
@@ -35,23 +40,46 @@ type RelayConfig struct {
 }
 
 // Relay publishes the audit_log rows written by Writer to the audit topic,
-// in the order of their transactions. One relay runs at a time (a
-// PostgreSQL advisory lock); others wait to take over. Its position is the
+// in the order their transactions committed (audit_commits, see migration
+// 00005), each round in one Kafka transaction. Its position is the
 // audit_relay row.
+//
+// One relay publishes at a time, by fencing: a relay that becomes active
+// initializes a transactional producer under the shared transactional id,
+// which aborts the previous relay's open transaction and refuses it any
+// further commit, and then increments audit_relay.epoch, which refuses it
+// any further move of the position. A session advisory lock only decides
+// which of the waiting relays tries next, so that they do not take turns
+// fencing each other; it is not what keeps two relays apart (it dies with
+// its connection while the relay that held it may still be running).
 type Relay struct {
 	cfg RelayConfig
 }
 
-// relayLock is the advisory lock key held by the active relay.
+// relayLock is the advisory lock key of the relay allowed to take over.
 const relayLock = 0x686f6f6b5f61 // "hook_a"
+
+// sendTimeout bounds a round's produce and commit; shutdown waits for it
+// rather than leave a transaction open, which would hold back
+// read_committed readers until the next relay starts.
+const sendTimeout = 10 * time.Second
+
+// errFenced: another relay took over; this one must stop.
+var errFenced = errors.New("audit relay: fenced: another relay took over")
 
 // NewRelay returns a relay; Run runs it.
 func NewRelay(cfg RelayConfig) (*Relay, error) {
-	if cfg.Pool == nil || cfg.Producer == nil {
-		return nil, errors.New("audit: relay needs Pool and Producer")
+	if cfg.Pool == nil || len(cfg.Kafka.Brokers) == 0 {
+		return nil, errors.New("audit: relay needs Pool and Kafka.Brokers")
 	}
 	if cfg.Topic == "" {
 		cfg.Topic = wire.DefaultAuditTopic
+	}
+	if cfg.TransactionalID == "" {
+		cfg.TransactionalID = "hookstream-audit-relay-" + cfg.Topic
+	}
+	if cfg.Kafka.ClientID == "" {
+		cfg.Kafka.ClientID = "hookstream-audit-relay"
 	}
 	if cfg.Batch <= 0 {
 		cfg.Batch = 2000
@@ -65,12 +93,13 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 	return &Relay{cfg: cfg}, nil
 }
 
-// Run publishes until ctx ends. Errors (database or broker unavailable) are
-// logged and retried: the table keeps every record, and the position moves
-// only once the broker has acknowledged.
+// Run publishes until ctx ends. Errors (database or broker unavailable,
+// fenced by another relay) are logged and the relay starts over: the
+// table keeps every record, and the position moves only once the Kafka
+// transaction has committed.
 func (r *Relay) Run(ctx context.Context) error {
 	for ctx.Err() == nil {
-		if err := r.leader(ctx); err != nil && ctx.Err() == nil {
+		if err := r.lead(ctx); err != nil && ctx.Err() == nil {
 			r.cfg.Logger.Warn("audit relay", "error", err)
 			backoff.Sleep(ctx, time.Second)
 		}
@@ -78,9 +107,8 @@ func (r *Relay) Run(ctx context.Context) error {
 	return nil
 }
 
-// leader takes the advisory lock on one connection and publishes while it
-// holds it.
-func (r *Relay) leader(ctx context.Context) error {
+// lead waits for its turn, takes over and publishes while nothing fails.
+func (r *Relay) lead(ctx context.Context) error {
 	conn, err := r.cfg.Pool.Acquire(ctx)
 	if err != nil {
 		return err
@@ -102,13 +130,18 @@ func (r *Relay) leader(ctx context.Context) error {
 		// The lock is released with the session if this fails.
 		_, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, relayLock)
 	}()
-	return r.publish(ctx, conn.Conn())
+	t, err := r.begin(ctx, conn.Conn())
+	if err != nil {
+		return err
+	}
+	defer t.close()
+	return t.run(ctx)
 }
 
-// position is a place in the (xid, seq) order of audit_log.
+// position is a place in the (commit_seq, seq) order of audit_log.
 type position struct {
-	xid string // xid8 as text
-	seq int64
+	commit int64
+	seq    int64
 }
 
 // batch is a round's records and the position after them.
@@ -118,21 +151,54 @@ type batch struct {
 	lastAt time.Time
 }
 
-// publish publishes until ctx ends, reading the next batch while the
-// broker acknowledges the one before: the read is the larger half of a
-// round. A batch is produced only once the one before it is acknowledged
-// and its position stored, so the topic receives the rows in order even
-// across a failure; and publish never returns with a batch in flight, so
-// the relay that takes over cannot publish rows that a late acknowledgement
-// of this one would then follow.
-func (r *Relay) publish(ctx context.Context, conn *pgx.Conn) (err error) {
-	pos, err := r.position(ctx, conn)
+// term is one relay's time as the active relay: its producer, its epoch
+// and where it is.
+type term struct {
+	r     *Relay
+	conn  *pgx.Conn
+	cl    *kgo.Client
+	epoch int64
+	pos   position
+}
+
+// begin fences the relay before this one, first in Kafka and then in
+// PostgreSQL, and reads the position. In that order, the previous relay
+// either committed its last transaction before the fence (and stored its
+// position before the epoch moved, so this relay starts after it, or
+// not, so this relay publishes those rows again, after them) or commits
+// nothing more: the topic never gets an older row after a newer one.
+func (r *Relay) begin(ctx context.Context, conn *pgx.Conn) (*term, error) {
+	cl, err := kafka.NewTransactionalProducer(r.cfg.Kafka, r.cfg.TransactionalID)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	if _, _, err := cl.ProducerID(ctx); err != nil {
+		cl.Close()
+		return nil, fmt.Errorf("audit relay: initialize the transactional producer: %w", err)
+	}
+	t := &term{r: r, conn: conn, cl: cl}
+	err = conn.QueryRow(ctx, `UPDATE audit_relay SET epoch = epoch + 1, updated_at = now() WHERE id = 1 RETURNING epoch, commit_seq, seq`).
+		Scan(&t.epoch, &t.pos.commit, &t.pos.seq)
+	if err != nil {
+		cl.Close()
+		return nil, fmt.Errorf("audit relay: take over: %w", err)
+	}
+	return t, nil
+}
+
+// close drops the producer. A transaction it left open (a failed round)
+// is aborted by the next relay's fence, or by the broker at its timeout.
+func (t *term) close() { t.cl.Close() }
+
+// run publishes until ctx ends, reading the next batch while the broker
+// commits the one before: the read is the larger half of a round. A
+// batch is produced only once the one before it is committed and its
+// position stored, so the topic receives the rows in order even across a
+// failure; and run never returns with a batch in flight.
+func (t *term) run(ctx context.Context) (err error) {
 	var (
 		inflight *batch
-		acked    chan error
+		sent     chan error
 	)
 	// settle waits for the batch in flight and stores its position.
 	settle := func() error {
@@ -141,18 +207,19 @@ func (r *Relay) publish(ctx context.Context, conn *pgx.Conn) (err error) {
 		}
 		b := inflight
 		inflight = nil
-		if err := <-acked; err != nil {
-			return fmt.Errorf("audit relay: publish: %w", err)
+		if err := <-sent; err != nil {
+			return err
 		}
-		return r.store(context.WithoutCancel(ctx), conn, b)
+		return t.store(context.WithoutCancel(ctx), b)
 	}
 	defer func() {
 		if serr := settle(); err == nil && ctx.Err() == nil {
 			err = serr
 		}
 	}()
+	pos := t.pos
 	for ctx.Err() == nil {
-		next, err := r.read(ctx, conn, pos)
+		next, err := t.read(ctx, pos)
 		if err != nil {
 			return err
 		}
@@ -161,71 +228,68 @@ func (r *Relay) publish(ctx context.Context, conn *pgx.Conn) (err error) {
 		}
 		if len(next.recs) == 0 {
 			relayLagSeconds.Set(0)
-			if !backoff.Sleep(ctx, r.cfg.Idle) {
+			if !backoff.Sleep(ctx, t.r.cfg.Idle) {
 				return nil
 			}
 			continue
 		}
-		inflight, acked, pos = next, make(chan error, 1), next.end
-		go func(recs []*kgo.Record, acked chan<- error) {
-			acked <- r.cfg.Producer.ProduceSync(ctx, recs...).FirstErr()
-		}(next.recs, acked)
+		inflight, sent, pos = next, make(chan error, 1), next.end
+		go func(recs []*kgo.Record, sent chan<- error) {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sendTimeout)
+			defer cancel()
+			sent <- t.send(sctx, recs)
+		}(next.recs, sent)
 	}
 	return nil
 }
 
-// PublishOnce publishes one batch from the stored position and returns how
-// many records it published.
-func (r *Relay) PublishOnce(ctx context.Context, conn *pgx.Conn) (int, error) {
-	pos, err := r.position(ctx, conn)
-	if err != nil {
-		return 0, err
+// send publishes recs in one Kafka transaction.
+func (t *term) send(ctx context.Context, recs []*kgo.Record) error {
+	if err := t.produce(ctx, recs); err != nil {
+		return err
 	}
-	b, err := r.read(ctx, conn, pos)
-	if err != nil || len(b.recs) == 0 {
-		return 0, err
-	}
-	if err := r.cfg.Producer.ProduceSync(ctx, b.recs...).FirstErr(); err != nil {
-		return 0, fmt.Errorf("audit relay: publish: %w", err)
-	}
-	if err := r.store(ctx, conn, b); err != nil {
-		return 0, err
-	}
-	return len(b.recs), nil
+	return t.commit(ctx)
 }
 
-// position reads the stored position: a relay that takes over starts where
-// the one before it stopped.
-func (r *Relay) position(ctx context.Context, conn *pgx.Conn) (position, error) {
-	var p position
-	if err := conn.QueryRow(ctx, `SELECT xid::text, seq FROM audit_relay WHERE id = 1`).Scan(&p.xid, &p.seq); err != nil {
-		return p, fmt.Errorf("audit relay: read position: %w", err)
+func (t *term) produce(ctx context.Context, recs []*kgo.Record) error {
+	if err := t.cl.BeginTransaction(); err != nil {
+		return fmt.Errorf("audit relay: begin transaction: %w", err)
 	}
-	return p, nil
+	if err := t.cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		return fmt.Errorf("audit relay: publish: %w", err)
+	}
+	return nil
 }
 
-// read returns the batch after from. Only rows of transactions older than
-// every transaction still running are taken: any transaction that writes
-// later has a higher id, so, taken in (xid, seq) order, no row is ever
-// skipped. Rows go out in that order: a transaction's rows together, in the
-// order written, and the transactions of one event in the order they ran.
-func (r *Relay) read(ctx context.Context, conn *pgx.Conn, from position) (*batch, error) {
-	rows, err := conn.Query(ctx, `SELECT `+selectColumns+`, a.xid::text, a.seq
-FROM audit_log a
-WHERE a.xid IS NOT NULL AND (a.xid, a.seq) > ($2::xid8, $3::bigint)
-  AND a.xid < pg_snapshot_xmin(pg_current_snapshot())
-ORDER BY a.xid, a.seq LIMIT $1`, pgx.QueryExecModeExec, r.cfg.Batch, from.xid, from.seq) // planned each time, like the consumer's look-ups
+func (t *term) commit(ctx context.Context) error {
+	if err := t.cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		return fmt.Errorf("audit relay: commit: %w", err)
+	}
+	return nil
+}
+
+// read returns the batch after from: the rows of the transactions that
+// committed after it, in commit order, each transaction's rows in the
+// order written. commit_seq has no gaps and no snapshot sees a number
+// without those below it, so reading from the position never skips a
+// row. The lateral join probes audit_log's (xid, seq) index per
+// transaction whatever the statistics say.
+func (t *term) read(ctx context.Context, from position) (*batch, error) {
+	rows, err := t.conn.Query(ctx, `SELECT `+selectColumns+`, c.commit_seq, a.seq
+FROM (SELECT commit_seq, xid FROM audit_commits WHERE commit_seq >= $2 ORDER BY commit_seq LIMIT $1) c
+CROSS JOIN LATERAL (SELECT * FROM audit_log a WHERE a.xid = c.xid AND (c.commit_seq > $2 OR a.seq > $3)) a
+ORDER BY c.commit_seq, a.seq LIMIT $1`, t.r.cfg.Batch, from.commit, from.seq)
 	if err != nil {
 		return nil, fmt.Errorf("audit relay: read: %w", err)
 	}
 	defer rows.Close()
 	b := &batch{end: from}
 	for rows.Next() {
-		rec, err := scanRecord(rows, &b.end.xid, &b.end.seq)
+		rec, err := scanRecord(rows, &b.end.commit, &b.end.seq)
 		if err != nil {
 			return nil, fmt.Errorf("audit relay: %w", err)
 		}
-		kr, err := rec.KafkaRecord(r.cfg.Topic)
+		kr, err := rec.KafkaRecord(t.r.cfg.Topic)
 		if err != nil {
 			return nil, err
 		}
@@ -237,23 +301,45 @@ ORDER BY a.xid, a.seq LIMIT $1`, pgx.QueryExecModeExec, r.cfg.Batch, from.xid, f
 	return b, nil
 }
 
-// store moves the stored position past an acknowledged batch. The commit
-// does not wait for the disk (synchronous_commit off, for this transaction
-// only): a position lost in a PostgreSQL crash is an older one, from which
-// the relay publishes the same rows again in the same order, so readers
-// see duplicates (same audit_id) but never an older state after a newer.
-func (r *Relay) store(ctx context.Context, conn *pgx.Conn, b *batch) error {
-	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+// store moves the stored position past a committed batch, if this relay
+// has not been fenced. The commit does not wait for the disk
+// (synchronous_commit off, for this transaction only): a position lost in
+// a PostgreSQL crash is an older one, from which the relay publishes the
+// same rows again in the same order, so readers see duplicates (same
+// audit_id) but never an older state after a newer.
+func (t *term) store(ctx context.Context, b *batch) error {
+	var moved int64
+	err := pgx.BeginFunc(ctx, t.conn, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `UPDATE audit_relay SET xid = $1::xid8, seq = $2, updated_at = now() WHERE id = 1`, b.end.xid, b.end.seq)
+		tag, err := tx.Exec(ctx, `UPDATE audit_relay SET commit_seq = $1, seq = $2, updated_at = now() WHERE id = 1 AND epoch = $3`,
+			b.end.commit, b.end.seq, t.epoch)
+		moved = tag.RowsAffected()
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("audit relay: move position: %w", err)
 	}
+	if moved == 0 {
+		return errFenced
+	}
 	relayPublishedTotal.Add(float64(len(b.recs)))
 	relayLagSeconds.Set(time.Since(b.lastAt).Seconds())
 	return nil
+}
+
+// Unpublished counts the committed audit_log rows the relay has not
+// published yet.
+func Unpublished(ctx context.Context, db interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}) (int64, error) {
+	var n int64
+	err := db.QueryRow(ctx, `SELECT count(*) FROM audit_relay r
+JOIN audit_commits c ON c.commit_seq >= r.commit_seq
+JOIN audit_log a ON a.xid = c.xid AND (c.commit_seq, a.seq) > (r.commit_seq, r.seq)`).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("audit: count unpublished rows: %w", err)
+	}
+	return n, nil
 }

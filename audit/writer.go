@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -71,44 +70,51 @@ func detailOf(r *wire.AuditRecord) ([]byte, error) {
 }
 
 // WriteIfAbsent inserts recs in tx, in order, skipping any whose audit_id
-// is already in the table: for the receiver's decision that travels in the
-// event record (wire.HeaderAudit), written by every transaction that
-// processes a delivery of that record. The rows get the writing
-// transaction's id, so the relay publishes them.
+// is already in the table. It is for records that may be written more
+// than once: the receiver's decision that travels in the event record
+// (wire.HeaderAudit) is written by every transaction that processes a
+// delivery of that record, and the first to commit wins. The rows get
+// the writing transaction's id like Write's, so the relay publishes them;
+// a skipped row is not published again.
 func (Writer) WriteIfAbsent(ctx context.Context, tx pgx.Tx, recs ...*wire.AuditRecord) error {
-	return insertWith(ctx, tx, insertRelayedSQL, recs)
+	return insert(ctx, tx, insertRelayedSQL, recs)
 }
 
-// insertRelayedSQL is insertSQL leaving xid to its default (the relay's).
-var insertRelayedSQL = strings.Replace(strings.Replace(insertSQL, ", detail, xid)", ", detail)", 1), "r.detail,\n       NULL", "r.detail", 1)
+// insertColumns are the columns both insert statements fill from arrays,
+// one row per element, in the given order. Every value goes in as text or
+// bigint and is converted by the server, so a value the table refuses (an
+// audit_id that is not a UUID, a number out of range) is the server's
+// error (a *pgconn.PgError with its SQLSTATE), never the client's.
+const insertColumns = `audit_id, schema_version, event_id, source, customer_id, event_type, action, reason,
+                       http_status, attempt, kafka_partition, kafka_offset, actor, instance, request_id, at, detail`
 
-// insertSQL inserts a set of records in one statement (arrays in, one row
-// each), in the given order: the sink's copies of records already on the
-// topic, so not for the relay (no xid). A record already present (same
-// audit_id) is skipped.
-const insertSQL = `INSERT INTO audit_log (audit_id, schema_version, event_id, source, customer_id, event_type, action, reason,
-                       http_status, attempt, kafka_partition, kafka_offset, actor, instance, request_id, at, detail, xid)
-SELECT r.audit_id, r.schema_version, NULLIF(r.event_id, ''), NULLIF(r.source, ''), NULLIF(r.customer_id, ''),
-       NULLIF(r.event_type, ''), r.action, NULLIF(r.reason, ''), NULLIF(r.http_status, 0), NULLIF(r.attempt, 0),
-       r.kafka_partition, r.kafka_offset, r.actor, r.instance, NULLIF(r.request_id, ''), r.at, r.detail,
-       NULL
-FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-            $9::int[], $10::int[], $11::int[], $12::bigint[], $13::text[], $14::text[], $15::text[],
+const insertValues = `SELECT r.audit_id::uuid, r.schema_version::int, NULLIF(r.event_id, ''), NULLIF(r.source, ''), NULLIF(r.customer_id, ''),
+       NULLIF(r.event_type, ''), r.action, NULLIF(r.reason, ''), NULLIF(r.http_status, 0)::int, NULLIF(r.attempt, 0)::int,
+       r.kafka_partition::int, r.kafka_offset, r.actor, r.instance, NULLIF(r.request_id, ''), r.at, r.detail`
+
+const insertFrom = `
+FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+            $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::text[], $14::text[], $15::text[],
             $16::timestamptz[], $17::jsonb[])
      WITH ORDINALITY AS r(audit_id, schema_version, event_id, source, customer_id, event_type, action, reason,
                           http_status, attempt, kafka_partition, kafka_offset, actor, instance, request_id, at, detail, n)
 ORDER BY r.n
 ON CONFLICT (audit_id) DO NOTHING`
 
+// insertCopiedSQL is the sink's: copies of records already on the topic,
+// so not the relay's to publish (no xid).
+const insertCopiedSQL = `INSERT INTO audit_log (` + insertColumns + `, xid)
+` + insertValues + `, NULL` + insertFrom
+
+// insertRelayedSQL leaves xid to its default, the writing transaction's.
+const insertRelayedSQL = `INSERT INTO audit_log (` + insertColumns + `)
+` + insertValues + insertFrom
+
 type execer interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 }
 
-func insert(ctx context.Context, db execer, recs []*wire.AuditRecord) error {
-	return insertWith(ctx, db, insertSQL, recs)
-}
-
-func insertWith(ctx context.Context, db execer, sql string, recs []*wire.AuditRecord) error {
+func insert(ctx context.Context, db execer, sql string, recs []*wire.AuditRecord) error {
 	if len(recs) == 0 {
 		return nil
 	}
@@ -116,9 +122,8 @@ func insertWith(ctx context.Context, db execer, sql string, recs []*wire.AuditRe
 	var (
 		ids, eventIDs, srcs, customers, types, actions, reasons = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 		actors, instances, requestIDs                           = make([]string, n), make([]string, n), make([]string, n)
-		versions, statuses, attempts                            = make([]int32, n), make([]int32, n), make([]int32, n)
-		partitions                                              = make([]*int32, n)
-		offsets                                                 = make([]*int64, n)
+		versions, statuses, attempts                            = make([]int64, n), make([]int64, n), make([]int64, n)
+		partitions, offsets                                     = make([]*int64, n), make([]*int64, n)
 		ats                                                     = make([]time.Time, n)
 		details                                                 = make([][]byte, n)
 	)
@@ -129,8 +134,12 @@ func insertWith(ctx context.Context, db execer, sql string, recs []*wire.AuditRe
 		}
 		ids[i], eventIDs[i], srcs[i], customers[i], types[i] = r.AuditID, r.EventID, r.Source, r.CustomerID, r.EventType
 		actions[i], reasons[i], actors[i], instances[i], requestIDs[i] = string(r.Action), r.Reason, string(r.Actor), r.Instance, r.RequestID
-		versions[i], statuses[i], attempts[i] = int32(r.SchemaVersion), int32(r.HTTPStatus), int32(r.Attempt)
-		partitions[i], offsets[i], ats[i], details[i] = r.Partition, r.Offset, r.At, detail
+		versions[i], statuses[i], attempts[i] = int64(r.SchemaVersion), int64(r.HTTPStatus), int64(r.Attempt)
+		if r.Partition != nil {
+			p := int64(*r.Partition)
+			partitions[i] = &p
+		}
+		offsets[i], ats[i], details[i] = r.Offset, r.At, detail
 	}
 	_, err := db.Exec(ctx, sql, ids, versions, eventIDs, srcs, customers, types, actions, reasons,
 		statuses, attempts, partitions, offsets, actors, instances, requestIDs, ats, details)

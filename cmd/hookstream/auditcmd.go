@@ -13,7 +13,7 @@ import (
 
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || (args[0] != "tail" && args[0] != "verify") {
-		fmt.Fprintln(stderr, "usage: hookstream audit tail [--follow] [--event-id ID] [--customer ID]\n       hookstream audit verify [--since DURATION]")
+		fmt.Fprintln(stderr, "usage: hookstream audit tail [--follow] [--event-id ID] [--customer ID]\n       hookstream audit verify [--since DURATION] [--group GROUP]")
 		return errUsage
 	}
 	var s settings
@@ -31,8 +31,10 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return audit.Tail(ctx, audit.TailOptions{Brokers: s.brokers(), KafkaOpts: s.kafkaOpts, Follow: follow, EventID: eventID, CustomerID: customer}, stdout)
 	}
 	var since time.Duration
+	var group string
 	s.registerDatabase(fs)
-	fs.DurationVar(&since, "since", 24*time.Hour, "compare records of this window (keep it within the topic's min.compaction.lag.ms)")
+	fs.DurationVar(&since, "since", 24*time.Hour, "check records and events of this window (keep it within the audit topic's min.compaction.lag.ms)")
+	fs.stringVar(&group, "group", "HOOKSTREAM_CONSUMER_GROUP", "hookstream", "consumer group of hookstream.events: the records it has processed must have their ACCEPTED decision")
 	if err := s.parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
@@ -44,7 +46,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer pool.Close()
-	rep, err := audit.Verify(ctx, pool, s.brokers(), "", time.Now().Add(-since), s.kafkaOpts...)
+	rep, err := audit.Verify(ctx, audit.VerifyConfig{Pool: pool, Brokers: s.brokers(), KafkaOpts: s.kafkaOpts, Group: group, Since: time.Now().Add(-since)})
 	if err != nil {
 		return err
 	}
@@ -54,7 +56,8 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if !rep.OK() {
-		return fmt.Errorf("topic and table disagree: %d missing from the table, %d missing from the topic", len(rep.MissingFromTable), len(rep.MissingFromTopic))
+		return fmt.Errorf("audit trail incomplete: %d records missing from the table, %d from the topic, %d decisions missing (missing_decisions)",
+			len(rep.MissingFromTable), len(rep.MissingFromTopic), len(rep.MissingDecisions))
 	}
 	return nil
 }

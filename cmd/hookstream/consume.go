@@ -136,7 +136,7 @@ type processing struct {
 	wg       sync.WaitGroup
 	close    []func()
 	pool     *pgxpool.Pool
-	producer *kgo.Client // the audit relay's, for readiness
+	producer *kgo.Client // for readiness
 }
 
 func startProcessing(ctx context.Context, o processingOptions) (_ *processing, err error) {
@@ -179,13 +179,16 @@ func startProcessing(ctx context.Context, o processingOptions) (_ *processing, e
 		return nil, err
 	}
 	p.close = append(p.close, c.Close) // a no-op once Run has closed it
-	producer, err := kafka.NewProducer(kafka.Config{Brokers: o.brokers, ClientID: "hookstream-audit-relay", Opts: o.kafkaOpts, Metrics: true})
+	// The relay makes its own transactional producer whenever it becomes
+	// the active relay; readiness pings the brokers with a plain client.
+	_, ready, err := kafka.NewAdmin(kafka.Config{Brokers: o.brokers, ClientID: "hookstream-consume-ready", Opts: o.kafkaOpts})
 	if err != nil {
 		return nil, err
 	}
-	p.close = append(p.close, producer.Close)
-	p.producer = producer
-	relay, err := audit.NewRelay(audit.RelayConfig{Pool: pool, Producer: producer, Topic: o.topics.Audit, Logger: o.log})
+	p.close = append(p.close, ready.Close)
+	p.producer = ready
+	relay, err := audit.NewRelay(audit.RelayConfig{Pool: pool, Topic: o.topics.Audit, Logger: o.log,
+		Kafka: kafka.Config{Brokers: o.brokers, ClientID: "hookstream-audit-relay", Opts: o.kafkaOpts, Metrics: true}})
 	if err != nil {
 		return nil, err
 	}

@@ -28,7 +28,7 @@ func commands() []command {
 		{"serve", "run the webhook receiver (stateless; run many)", runServe},
 		{"consume", "run a consumer group member, the audit relay and the audit sink (up to one per partition)", runConsume},
 		{"replay", "re-drive FAILED or DEAD events by id, customer or status", runReplay},
-		{"audit", "audit tail: print audit records as JSON lines; audit verify: compare topic and table", runAudit},
+		{"audit", "audit tail: print audit records as JSON lines; audit verify: check the audit trail against the events", runAudit},
 		{"bench", "post signed webhooks to a receiver and summarise the answers", runBench},
 		{"migrate", "apply the database migrations", runMigrate},
 		{"topics", "create the Kafka topics with their configs", runTopics},

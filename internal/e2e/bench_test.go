@@ -27,7 +27,8 @@ func TestBenchVerify(t *testing.T) {
 	if sum.Requests != 600 || sum.StatusCounts["202"] == 0 || sum.StatusCounts["401"]+sum.StatusCounts["400"] == 0 {
 		t.Fatalf("summary: %d requests, statuses %v", sum.Requests, sum.StatusCounts)
 	}
-	cfg := loadgen.VerifyConfig{Pool: st.pool, Brokers: st.brokers, AuditTopic: st.topics.Audit, Source: "generic", Wait: 2 * time.Minute, Since: since}
+	cfg := loadgen.VerifyConfig{Pool: st.pool, Brokers: st.brokers, AuditTopic: st.topics.Audit, EventsTopic: st.topics.Events, Group: st.group,
+		Source: "generic", Wait: 2 * time.Minute, Since: since}
 	v, err := loadgen.Verify(ctx, cfg, sum)
 	if err != nil {
 		t.Fatal(err)

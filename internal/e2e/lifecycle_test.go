@@ -52,6 +52,7 @@ type stack struct {
 	url     string
 	brokers []string
 	topics  wire.Topics
+	group   string // the consumer's
 	pool    *pgxpool.Pool
 	// client checks every response of the receiver and the admin API
 	// against schemas/openapi.yaml.
@@ -93,12 +94,13 @@ func start(t *testing.T, h consumer.Handler, policy consumer.RetryPolicy) *stack
 	st.url = hs.URL
 
 	run := strings.ReplaceAll(t.Name(), "/", "-") + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)
-	c, err := consumer.New(consumer.Config{Brokers: brokers, Pool: st.pool, Handler: h, Audit: audit.Writer{}, Group: "e2e-" + run,
+	st.group = "e2e-" + run
+	c, err := consumer.New(consumer.Config{Brokers: brokers, Pool: st.pool, Handler: h, Audit: audit.Writer{}, Group: st.group,
 		Topics: st.topics, Retry: func(string) consumer.RetryPolicy { return policy }, Instance: "e2e-consumer", Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	relay, err := audit.NewRelay(audit.RelayConfig{Pool: st.pool, Producer: producer, Topic: st.topics.Audit, Logger: log, Idle: 10 * time.Millisecond})
+	relay, err := audit.NewRelay(audit.RelayConfig{Pool: st.pool, Kafka: kafka.Config{Brokers: brokers}, Topic: st.topics.Audit, Logger: log, Idle: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,6 +120,12 @@ func start(t *testing.T, h consumer.Handler, policy consumer.RetryPolicy) *stack
 		}
 	})
 	return st
+}
+
+// verify runs audit.Verify over the last hour.
+func (st *stack) verify() (*audit.Report, error) {
+	return audit.Verify(context.Background(), audit.VerifyConfig{Pool: st.pool, Brokers: st.brokers, Topics: st.topics, Group: st.group,
+		Since: time.Now().Add(-time.Hour)})
 }
 
 func (st *stack) post(eventID, customer string, sign bool) int {
@@ -222,7 +230,7 @@ func TestAuditLifecycle(t *testing.T) {
 	start := time.Now()
 	st.eventually(time.Minute, "topic and table agree (see the log for the last report)", func() (bool, error) {
 		var err error
-		rep, err = audit.Verify(context.Background(), st.pool, st.brokers, st.topics.Audit, time.Now().Add(-time.Hour))
+		rep, err = st.verify()
 		if err != nil {
 			return false, err
 		}
@@ -250,7 +258,7 @@ func TestAuditLifecycle(t *testing.T) {
 	if err := st.pool.QueryRow(context.Background(), `DELETE FROM audit_log WHERE event_id = 'evt_ok' AND action = 'PROCESSED' RETURNING audit_id::text`).Scan(&gone); err != nil {
 		t.Fatal(err)
 	}
-	rep2, err := audit.Verify(context.Background(), st.pool, st.brokers, st.topics.Audit, time.Now().Add(-time.Hour))
+	rep2, err := st.verify()
 	if err != nil {
 		t.Fatal(err)
 	}

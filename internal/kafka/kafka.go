@@ -88,6 +88,45 @@ func NewProducer(cfg Config, opts ...kgo.Opt) (*kgo.Client, error) {
 	return cl, nil
 }
 
+// NewTransactionalProducer returns a producer whose records are written in
+// Kafka transactions under transactionalID (BeginTransaction, ProduceSync,
+// EndTransaction), with acks from all in-sync replicas and no linger. A
+// new client with the same transactionalID fences this one as soon as it
+// initializes its producer id (ProducerID): this client's open transaction
+// is aborted and it can commit nothing more. Readers that must not see
+// aborted records read with kgo.FetchIsolationLevel(kgo.ReadCommitted()).
+// Unlike NewProducer it cannot drop records at their deadline (franz-go
+// refuses idempotent produce cancellation with transactions); an
+// unanswered transaction is aborted instead. The transaction timeout is
+// 10s: a transaction left open by a crash holds back read_committed
+// readers of its partitions until the next client with the same id
+// starts, or for at most that long.
+func NewTransactionalProducer(cfg Config, transactionalID string, opts ...kgo.Opt) (*kgo.Client, error) {
+	cfg = cfg.withDefaults()
+	if len(cfg.Brokers) == 0 {
+		return nil, errors.New("kafka: no brokers configured (HOOKSTREAM_KAFKA_BROKERS)")
+	}
+	if transactionalID == "" {
+		return nil, errors.New("kafka: a transactional producer needs a transactional id")
+	}
+	base := []kgo.Opt{
+		kgo.SeedBrokers(cfg.Brokers...),
+		kgo.ClientID(cfg.ClientID),
+		kgo.TransactionalID(transactionalID),
+		kgo.TransactionTimeout(10 * time.Second),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.ProducerLinger(0),
+		kgo.RecordDeliveryTimeout(cfg.ProduceTimeout),
+		kgo.ProducerBatchCompression(kgo.NoCompression()),
+		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
+	}
+	cl, err := kgo.NewClient(append(append(base, cfg.extra()...), opts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: %w", err)
+	}
+	return cl, nil
+}
+
 func (c Config) extra() []kgo.Opt {
 	opts := append([]kgo.Opt(nil), c.Opts...)
 	if c.Metrics {

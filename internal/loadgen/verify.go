@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/hookstream/hookstream/audit"
+	"github.com/hookstream/hookstream/internal/wire"
 )
 
 // VerifyConfig says where the outcome of a run is.
@@ -19,9 +20,13 @@ type VerifyConfig struct {
 	Brokers []string
 	// KafkaOpts are applied to the client that reads the audit topic (TLS,
 	// SASL). Default none.
-	KafkaOpts  []kgo.Opt
-	AuditTopic string // default hookstream.audit
-	Source     string
+	KafkaOpts   []kgo.Opt
+	AuditTopic  string // default hookstream.audit
+	EventsTopic string // default hookstream.events
+	// Group is the consumer group that processes the events topic (whose
+	// processed records audit.Verify reconciles). Default "hookstream".
+	Group  string
+	Source string
 	// Wait bounds how long processing may take to catch up. Default 5m.
 	Wait time.Duration
 	// Since is the start of the run (for the audit comparison window).
@@ -156,7 +161,8 @@ WHERE source = $1 AND event_id = ANY($2) AND status = 'PROCESSED' AND received_a
 	// The audit trail: topic and table hold the same records once the relay
 	// and the sink have caught up.
 	for {
-		rep, err := audit.Verify(ctx, cfg.Pool, cfg.Brokers, cfg.AuditTopic, cfg.Since.Add(-time.Minute), cfg.KafkaOpts...)
+		rep, err := audit.Verify(ctx, audit.VerifyConfig{Pool: cfg.Pool, Brokers: cfg.Brokers, KafkaOpts: cfg.KafkaOpts,
+			Topics: wire.Topics{Events: cfg.EventsTopic, Audit: cfg.AuditTopic}, Group: cfg.Group, Since: cfg.Since.Add(-time.Minute)})
 		if err != nil {
 			return nil, err
 		}

@@ -2,9 +2,12 @@ package migrate_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/url"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -81,39 +84,100 @@ INSERT INTO audit_outbox (seq) SELECT seq FROM a WHERE $3`, uuid.New(), "e"+stri
 		t.Fatal("nothing applied after version 2")
 	}
 
+	if got := publishAll(t, dbURL); fmt.Sprint(got) != "[e2 e3 e4]" {
+		t.Fatalf("published %v, want the 3 rows that were waiting: e2 e3 e4", got)
+	}
+}
+
+// publishAll runs a relay on the database at dbURL until it has published
+// every committed audit row, and returns the event ids it published, in
+// order, as a reader of the topic sees them.
+func publishAll(t *testing.T, dbURL string) []string {
+	t.Helper()
 	brokers := testenv.Kafka(t)
 	tp := testenv.TopicsN(t, brokers, 1)
-	pool, err := pgxpool.New(ctx, dbURL)
+	pool, err := pgxpool.New(context.Background(), dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	producer, err := kafka.NewProducer(kafka.Config{Brokers: brokers})
+	relay, err := audit.NewRelay(audit.RelayConfig{Pool: pool, Kafka: kafka.Config{Brokers: brokers}, Topic: tp.Audit, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer producer.Close()
-	relay, err := audit.NewRelay(audit.RelayConfig{Pool: pool, Producer: producer, Topic: tp.Audit, Logger: slog.New(slog.DiscardHandler)})
+	audittest.Drain(t, relay, pool)
+	if n := audittest.Drain(t, relay, pool); n != 0 {
+		t.Fatalf("a second run published %d rows, want 0", n)
+	}
+	var got []string
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = audit.Tail(ctx, audit.TailOptions{Brokers: brokers, Topic: tp.Audit}, writerFunc(func(p []byte) (int, error) {
+		var a struct {
+			EventID string `json:"event_id"`
+		}
+		if err := json.Unmarshal(p, &a); err != nil {
+			return 0, err
+		}
+		got = append(got, a.EventID)
+		return len(p), nil
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	total := audittest.Publish(t, relay, conn, 3)
-	if n, err := relay.PublishOnce(ctx, conn); err != nil || n != 0 {
-		t.Fatalf("another round published %d (%v), want 0", n, err)
+	return got
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestAuditCursorCarriedOverToCommitOrder: rows the relay of migration 3
+// had not published when migration 5 moves the relay to commit order are
+// published once, in the order the old relay would have given them, the
+// rest of a transaction it had published in part included; rows it had
+// published are not published again, and rows written after the
+// migration follow.
+func TestAuditCursorCarriedOverToCommitOrder(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dbURL := emptyDatabase(t)
+	if _, err := migrate.UpTo(ctx, dbURL, 3); err != nil {
+		t.Fatal(err)
 	}
-	if total != 3 {
-		t.Fatalf("published %d rows, want the 3 that were waiting", total)
-	}
-	var events []string
-	rows, err := conn.Query(ctx, `SELECT a.event_id FROM audit_log a, audit_relay c WHERE (a.xid, a.seq) <= (c.xid, c.seq) ORDER BY a.seq`)
+	conn, err := pgx.Connect(ctx, dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	events, err = pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
+	defer conn.Close(ctx)
+	// Three transactions: a b | c d | e; the old relay had published up
+	// to c.
+	write := func(conn *pgx.Conn, ids ...string) {
+		t.Helper()
+		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			for _, id := range ids {
+				if _, err := tx.Exec(ctx, `INSERT INTO audit_log (audit_id, event_id, source, customer_id, action, actor, instance, at)
+VALUES ($1, $2, 'generic', 'c', 'PROCESSED', 'consumer', 'old', now())`, uuid.New(), id); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(conn, "a", "b")
+	write(conn, "c", "d")
+	write(conn, "e")
+	if _, err := conn.Exec(ctx, `UPDATE audit_relay SET (xid, seq) = (SELECT xid, seq FROM audit_log WHERE event_id = 'c')`); err != nil {
 		t.Fatal(err)
 	}
-	if len(events) != 3 || events[0] != "e2" || events[2] != "e4" {
-		t.Fatalf("published rows %v, want e2 e3 e4", events)
+	if _, err := migrate.Up(ctx, dbURL); err != nil {
+		t.Fatal(err)
+	}
+	write(conn, "f")
+	if got := publishAll(t, dbURL); fmt.Sprint(got) != "[d e f]" {
+		t.Fatalf("published %v, want d e f", got)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/hookstream/hookstream/audit"
 	"github.com/hookstream/hookstream/internal/kafka"
 	"github.com/hookstream/hookstream/internal/wire"
 )
@@ -83,9 +84,8 @@ func main() {
 	// The audit trail is part of the work: wait until the relay has
 	// published every row.
 	for {
-		var left int
-		if err := pool.QueryRow(ctx, `SELECT count(*) FROM audit_log a, audit_relay c
-WHERE a.xid IS NOT NULL AND (a.xid, a.seq) > (c.xid, c.seq)`).Scan(&left); err != nil {
+		left, err := audit.Unpublished(ctx, pool)
+		if err != nil {
 			log.Fatal(err)
 		}
 		if left == 0 {

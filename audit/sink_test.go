@@ -1,0 +1,145 @@
+package audit_test
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/hookstream/hookstream/audit"
+	"github.com/hookstream/hookstream/internal/kafka"
+	"github.com/hookstream/hookstream/internal/wire"
+)
+
+// quarantined reads hookstream_audit_sink_quarantined_total{reason}.
+func quarantined(t *testing.T, reason string) float64 {
+	t.Helper()
+	mfs, err := prometheus.DefaultGatherer.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "hookstream_audit_sink_quarantined_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "reason" && l.GetValue() == reason {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// TestSinkQuarantinesWhatTheTableRefuses: records the table refuses, then a
+// good one, on the audit topic: the good one reaches audit_log, each
+// refused one is in audit_quarantine byte for byte with its reason, and
+// the metric counts them.
+func TestSinkQuarantinesWhatTheTableRefuses(t *testing.T) {
+	t.Parallel()
+	brokers, tp, pool := services(t)
+	ctx := context.Background()
+	ingest := func(mod func(*wire.AuditRecord)) *kgo.Record {
+		r := record("e", wire.ActionAccepted)
+		r.Actor = wire.ActorIngest
+		mod(r)
+		kr, err := r.KafkaRecord(tp.Audit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return kr
+	}
+	poison := []struct {
+		name   string
+		rec    *kgo.Record
+		reason string
+	}{
+		{"audit_id not a UUID", ingest(func(r *wire.AuditRecord) { r.AuditID = "not-a-uuid" }), "22P02"},
+		{"an action of a newer version", ingest(func(r *wire.AuditRecord) { r.Action = "ARCHIVED" }), "23514"},
+		{"a number out of range", ingest(func(r *wire.AuditRecord) { r.HTTPStatus = 1 << 40 }), "22003"},
+		{"a NUL in text", ingest(func(r *wire.AuditRecord) { r.Reason = "a\x00b" }), "22021"},
+		{"not JSON", &kgo.Record{Topic: tp.Audit, Key: []byte("k"), Value: []byte("{not json"),
+			Headers: []kgo.RecordHeader{{Key: wire.HeaderAuditActor, Value: []byte("ingest")}, {Key: "bin", Value: []byte{0, 0xff}}}}, "decode"},
+	}
+	before := map[string]float64{}
+	for _, p := range poison {
+		before[p.reason] = quarantined(t, p.reason)
+	}
+	good := record("good", wire.ActionAccepted)
+	good.Actor = wire.ActorIngest
+	goodKR, err := good.KafkaRecord(tp.Audit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	producer, err := kafka.NewProducer(kafka.Config{Brokers: brokers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer producer.Close()
+	var all []*kgo.Record
+	for _, p := range poison {
+		all = append(all, p.rec)
+	}
+	if err := producer.ProduceSync(ctx, append(all, goodKR)...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+
+	sink, err := audit.NewSink(audit.SinkConfig{Brokers: brokers, Pool: pool, Topic: tp.Audit, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { _ = sink.Run(sctx); close(done) }()
+	defer func() { stop(); <-done }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM audit_log WHERE audit_id = $1`, good.AuditID).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the good record did not reach audit_log: the sink is stuck behind the refused ones")
+		}
+		time.Sleep(20 * time.Millisecond) // polling for the state
+	}
+
+	for _, p := range poison {
+		var reason, message string
+		var value, headers []byte
+		err := pool.QueryRow(ctx, `SELECT reason, message, record_value, headers FROM audit_quarantine
+WHERE topic = $1 AND kafka_partition = $2 AND kafka_offset = $3`, tp.Audit, p.rec.Partition, p.rec.Offset).Scan(&reason, &message, &value, &headers)
+		if err != nil {
+			t.Errorf("%s: not in quarantine: %v", p.name, err)
+			continue
+		}
+		if reason != p.reason || message == "" || string(value) != string(p.rec.Value) {
+			t.Errorf("%s: quarantined with reason %q, message %q, value %q; want reason %q and the value as produced", p.name, reason, message, value, p.reason)
+		}
+		var hs []map[string]any
+		if err := json.Unmarshal(headers, &hs); err != nil || len(hs) != len(p.rec.Headers) {
+			t.Errorf("%s: headers %s (%v), want the record's %d", p.name, headers, err, len(p.rec.Headers))
+		}
+		if got := quarantined(t, p.reason); got < before[p.reason]+1 {
+			t.Errorf("%s: hookstream_audit_sink_quarantined_total{reason=%q} %v, want at least %v", p.name, p.reason, got, before[p.reason]+1)
+		}
+	}
+	var rows int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM audit_quarantine`).Scan(&rows); err != nil || rows != len(poison) {
+		t.Errorf("%d quarantined rows (%v), want %d", rows, err, len(poison))
+	}
+	var binary string
+	if err := pool.QueryRow(ctx, `SELECT h->>'value_base64' FROM audit_quarantine, jsonb_array_elements(headers) h WHERE h->>'key' = 'bin'`).Scan(&binary); err != nil || !strings.HasPrefix(binary, "AP8") {
+		t.Errorf("a binary header kept as %q (%v), want base64", binary, err)
+	}
+}

@@ -36,22 +36,18 @@ type job struct {
 	done   chan error // buffered: the worker may have stopped waiting
 }
 
-// submit hands j to the runners and waits for its outcome.
+// submit hands j to the runners and waits for its outcome. It waits even
+// when the partition is revoked meanwhile: the batch stops at once then
+// (runJobs), and the revocation must not return while this member may
+// still be calling destinations for the partition, or the next owner's
+// deliveries of the same customers would interleave with them.
 func (c *Consumer) submit(j *job) error {
 	select {
 	case c.jobs <- j:
 	case <-j.ctx.Done():
 		return j.ctx.Err()
 	}
-	select {
-	case err := <-j.done:
-		return err
-	case <-j.ctx.Done():
-		// Revoked or stopping: the batch may still commit this job's
-		// outcomes, and that is safe (the fence holds the next owner
-		// until it ends), but nobody needs to wait for it.
-		return j.ctx.Err()
-	}
+	return <-j.done
 }
 
 // runBatches gathers batches and runs each in a goroutine until ctx ends,
@@ -97,42 +93,66 @@ func (c *Consumer) gather(ctx context.Context) []*job {
 	return jobs
 }
 
-// runJobs runs jobs as one batch and tells each its outcome. A partition
-// found fenced leaves the batch (its worker stops) and the others run
-// again without it.
+// runJobs runs jobs as one batch and tells each its outcome. The batch
+// stops when any of its partitions is revoked (its calls canceled, its
+// transactions rolled back) and runs again without that partition; so does
+// a partition found fenced. The others' events may then reach their
+// destinations again, in order, from this member (at least once).
 func (c *Consumer) runJobs(ctx context.Context, jobs []*job) {
 	for len(jobs) > 0 {
-		var live []*job
-		for _, j := range jobs {
-			if j.ctx.Err() != nil {
-				j.done <- j.ctx.Err()
-				continue
-			}
-			live = append(live, j)
-		}
-		jobs = live
+		jobs = c.dropEnded(jobs)
 		if len(jobs) == 0 {
 			return
 		}
-		b := combine(jobs)
-		err := c.runBatch(ctx, b)
+		bctx, cancel := context.WithCancel(ctx)
+		stops := make([]func() bool, len(jobs))
+		for i, j := range jobs {
+			stops[i] = context.AfterFunc(j.ctx, cancel)
+		}
+		err := c.runBatch(bctx, combine(jobs))
+		for _, stop := range stops {
+			stop()
+		}
+		cancel()
 		var fenced *fencedError
-		if !errors.As(err, &fenced) {
+		switch {
+		case errors.As(err, &fenced):
+			jobs = c.drop(jobs, fenced.partition, err)
+		case err != nil && ctx.Err() == nil:
+			continue // a partition was revoked: the others run again
+		default:
 			for _, j := range jobs {
 				j.done <- err
 			}
 			return
 		}
-		live = jobs[:0]
-		for _, j := range jobs {
-			if j.part.partition == fenced.partition {
-				j.done <- err
-			} else {
-				live = append(live, j)
-			}
-		}
-		jobs = live
 	}
+}
+
+// dropEnded tells the jobs of revoked partitions so and returns the others.
+func (c *Consumer) dropEnded(jobs []*job) []*job {
+	live := jobs[:0]
+	for _, j := range jobs {
+		if err := j.ctx.Err(); err != nil {
+			j.done <- err
+		} else {
+			live = append(live, j)
+		}
+	}
+	return live
+}
+
+// drop tells the job of partition err and returns the others.
+func (c *Consumer) drop(jobs []*job, partition int32, err error) []*job {
+	live := jobs[:0]
+	for _, j := range jobs {
+		if j.part.partition == partition {
+			j.done <- err
+		} else {
+			live = append(live, j)
+		}
+	}
+	return live
 }
 
 // combine makes one batch of jobs. An event id is unique per job; one that

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -126,7 +127,30 @@ type processingOptions struct {
 	concurrency    int
 	batchWait      time.Duration
 	sessionTimeout time.Duration // 0: franz-go's default (45s)
-	log            *slog.Logger
+	// idleTransactionTimeout: 0 is idleTransactionTimeout.
+	idleTransactionTimeout time.Duration
+	log                    *slog.Logger
+}
+
+// idleTransactionTimeout is how long PostgreSQL lets a transaction of the
+// consumer role sit idle before it ends it. A member paused inside a
+// transaction (SIGSTOP, a long GC pause, a frozen VM) holds that
+// transaction's locks for as long as it is paused, among them the share
+// lock on its partition's owner epoch that the next owner's take waits for
+// (docs/design.md, "Fencing"): without a bound, the group gives the
+// partition to another member and that member waits for the paused one.
+// No transaction of the role waits longer between two statements: the
+// longest wait inside one is a dead letter's produce, bounded at 10s.
+const idleTransactionTimeout = 15 * time.Second
+
+// newProcessingPool is the consumer role's pool: its transactions end
+// when left idle for idle (0: idleTransactionTimeout), unless the URL says
+// otherwise.
+func newProcessingPool(ctx context.Context, url string, maxConns int32, idle time.Duration) (*pgxpool.Pool, error) {
+	if idle <= 0 {
+		idle = idleTransactionTimeout
+	}
+	return newPool(ctx, url, maxConns, "idle_in_transaction_session_timeout", strconv.FormatInt(idle.Milliseconds(), 10))
 }
 
 // processing is the consumer role: a group member, the audit relay and the
@@ -151,9 +175,9 @@ func startProcessing(ctx context.Context, o processingOptions) (_ *processing, e
 		}
 	}()
 	// Destinations are called outside transactions: connections serve the
-	// batches' reads and records (two batches at once) and the steps of
-	// blocked customers, each briefly.
-	pool, err := newPool(ctx, o.databaseURL, 32)
+	// batches' reads and records and the steps of blocked customers, each
+	// briefly.
+	pool, err := newProcessingPool(ctx, o.databaseURL, 32, o.idleTransactionTimeout)
 	if err != nil {
 		return nil, err
 	}

@@ -127,3 +127,81 @@ func TestConsumeServesHealthAndKafkaClientMetrics(t *testing.T) {
 		t.Errorf("hookstream_fetch_records_total of the consumer = %v after %d events, want at least %d", got, n, n)
 	}
 }
+
+// A member paused inside one of its transactions (SIGSTOP, a long GC pause)
+// holds the transaction's locks while paused, among them the share lock on
+// its partition's owner epoch, which the next owner's take waits for. The
+// consumer role's connections end a transaction left idle, so the next
+// owner gets the partition. The paused member here is a transaction opened
+// on a pool of the consumer role, left idle after its fence; without the
+// bound the next member never processes the partition's event.
+func TestPausedMemberDoesNotHoldItsPartitions(t *testing.T) {
+	t.Parallel()
+	broker := testenv.NewKafka(t) // default topic names need a broker of this test's own
+	dbURL := testenv.Postgres(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	adm, cl, err := kafka.NewAdmin(kafka.Config{Brokers: broker.Addrs()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if _, err := topics.Ensure(ctx, adm, topics.Config{Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	const idle = 2 * time.Second
+	paused, err := newProcessingPool(ctx, dbURL, 2, idle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer paused.Close()
+	// The previous owner took the partition (epoch 1), began a
+	// transaction, fenced it, and stopped there.
+	if _, err := paused.Exec(ctx, `INSERT INTO consumer_offsets (group_id, topic, partition, next_offset, owner_epoch) VALUES ('hookstream', $1, 0, -1, 1)`, wire.DefaultEventsTopic); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := paused.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background()) //nolint:errcheck // PostgreSQL ended it
+	var epoch int64
+	if err := tx.QueryRow(ctx, `SELECT owner_epoch FROM consumer_offsets WHERE group_id = 'hookstream' AND topic = $1 AND partition = 0 FOR SHARE`, wire.DefaultEventsTopic).Scan(&epoch); err != nil {
+		t.Fatal(err)
+	}
+
+	prod, err := kafka.NewProducer(kafka.Config{Brokers: broker.Addrs()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	rec := &kgo.Record{Topic: wire.DefaultEventsTopic, Key: []byte("cus-p"), Value: []byte(`{}`), Headers: []kgo.RecordHeader{
+		{Key: wire.HeaderEventID, Value: []byte("evt-p")}, {Key: wire.HeaderSource, Value: []byte("paused")},
+		{Key: wire.HeaderCustomerID, Value: []byte("cus-p")}, {Key: wire.HeaderContentType, Value: []byte("application/json")},
+	}}
+	if err := prod.ProduceSync(ctx, rec).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	proc, err := startProcessing(ctx, processingOptions{
+		brokers: broker.Addrs(), databaseURL: dbURL, instance: "next-owner", group: "hookstream", concurrency: 2,
+		idleTransactionTimeout: idle, log: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proc.stop()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var n int
+		if err := paused.QueryRow(ctx, `SELECT count(*) FROM events WHERE event_id = 'evt-p' AND status = 'PROCESSED'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the next owner did not process the partition within a minute of the previous owner's pause")
+		}
+		time.Sleep(50 * time.Millisecond) // polling for the state
+	}
+}

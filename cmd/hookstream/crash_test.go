@@ -4,12 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -57,9 +60,15 @@ func (r *recorder) count() int {
 // startConsume runs `hookstream consume` as its own process.
 func startConsume(t *testing.T, env []string, name string) *exec.Cmd {
 	t.Helper()
+	return startConsumeLog(t, env, name, &testLog{t: t, prefix: name})
+}
+
+// startConsumeLog is startConsume with the process's log going to stderr.
+func startConsumeLog(t *testing.T, env []string, name string, stderr io.Writer) *exec.Cmd {
+	t.Helper()
 	cmd := exec.Command(binary, "consume", "--instance", name, "--concurrency", "4", "--log-level", "warn", "--session-timeout", "6s", "--http-addr", "127.0.0.1:0")
 	cmd.Env = append(os.Environ(), env...)
-	cmd.Stderr = &testLog{t: t, prefix: name}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -75,10 +84,15 @@ func startConsume(t *testing.T, env []string, name string) *exec.Cmd {
 type testLog struct {
 	t      *testing.T
 	prefix string
+	drop   []string // lines containing one of these are not logged
 }
 
 func (l *testLog) Write(p []byte) (int, error) {
-	l.t.Logf("%s: %s", l.prefix, p)
+	for _, line := range strings.SplitAfter(string(p), "\n") {
+		if line != "" && !slices.ContainsFunc(l.drop, func(d string) bool { return strings.Contains(line, d) }) {
+			l.t.Logf("%s: %s", l.prefix, line)
+		}
+	}
 	return len(p), nil
 }
 

@@ -48,6 +48,7 @@ type devProcess struct {
 	stdout *bytes.Buffer
 	stderr *bytes.Buffer
 	done   chan error
+	exited chan struct{} // closed once the process has been waited for
 }
 
 var (
@@ -57,10 +58,17 @@ var (
 
 func startDev(t *testing.T, dataDir string, kafkaPort int) *devProcess {
 	t.Helper()
-	cmd := exec.Command(binary, "dev", "--data-dir", dataDir, "--http-addr", "127.0.0.1:0",
-		"--kafka-listen", fmt.Sprintf("127.0.0.1:%d", kafkaPort), "--partitions", "3")
-	cmd.Env = append(os.Environ(), "HOOKSTREAM_KAFKA_BROKERS=", "HOOKSTREAM_DATABASE_URL=", "HOOKSTREAM_GENERIC_SECRET=")
-	p := &devProcess{cmd: cmd, stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
+	return startDevWith(t, []string{"--data-dir", dataDir, "--kafka-listen", fmt.Sprintf("127.0.0.1:%d", kafkaPort), "--partitions", "3"},
+		[]string{"HOOKSTREAM_KAFKA_BROKERS=", "HOOKSTREAM_DATABASE_URL=", "HOOKSTREAM_GENERIC_SECRET="})
+}
+
+// startDevWith runs `hookstream dev` on a free HTTP port with more flags
+// and environment, and waits until it is ready.
+func startDevWith(t *testing.T, args, env []string) *devProcess {
+	t.Helper()
+	cmd := exec.Command(binary, append([]string{"dev", "--http-addr", "127.0.0.1:0"}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
+	p := &devProcess{cmd: cmd, stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}, done: make(chan error, 1), exited: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -88,11 +96,16 @@ func startDev(t *testing.T, dataDir string, kafkaPort int) *devProcess {
 			}
 		}
 		_, _ = io.Copy(io.Discard, out)
-		p.done <- cmd.Wait()
+		err := cmd.Wait()
+		close(p.exited)
+		p.done <- err
 	}()
 	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
+		select {
+		case <-p.exited:
+		default:
 			_ = cmd.Process.Kill()
+			<-p.exited
 		}
 	})
 	select {

@@ -92,14 +92,20 @@ func startReceiver(ctx context.Context, o receiverOptions) (_ *receiverStack, er
 }
 
 // newPool connects to url; maxConns 0 keeps pgxpool's default (or the
-// URL's pool_max_conns).
-func newPool(ctx context.Context, url string, maxConns int32) (*pgxpool.Pool, error) {
+// URL's pool_max_conns). params are session settings, as name, value
+// pairs, applied unless the URL sets them.
+func newPool(ctx context.Context, url string, maxConns int32, params ...string) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("database-url (HOOKSTREAM_DATABASE_URL): %w", err)
 	}
 	if maxConns > 0 && cfg.MaxConns < maxConns {
 		cfg.MaxConns = maxConns
+	}
+	for i := 0; i+1 < len(params); i += 2 {
+		if _, set := cfg.ConnConfig.RuntimeParams[params[i]]; !set {
+			cfg.ConnConfig.RuntimeParams[params[i]] = params[i+1]
+		}
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

@@ -54,12 +54,12 @@ func newDedupeBench(t *testing.T) *dedupeBench {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { b.admin.Close(context.Background()) })
+	t.Cleanup(func() { _ = b.admin.Close(context.Background()) })
 	b.watch, err = pgx.Connect(context.Background(), url)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { b.watch.Close(context.Background()) })
+	t.Cleanup(func() { _ = b.watch.Close(context.Background()) })
 	statuses := []Status{StatusProcessing, StatusProcessed, StatusFailed, StatusDead, StatusParked}
 	for i := range 40 {
 		id := fmt.Sprintf("evt_%02d", i)
@@ -228,7 +228,7 @@ func TestLookupTimeout(t *testing.T) {
 	if err := a.wait(t, "evt_01"); !errors.Is(err, ErrTimeout) {
 		t.Errorf("queued look-up answered %v, want ErrTimeout", err)
 	}
-	a.wait(t, "evt_00") // a timeout too, from its timer or its query
+	_ = a.wait(t, "evt_00") // a timeout too, from its timer or its query
 	release()
 	d.Close() // waits for the worker, and so for both queries' own ends
 	a.mu.Lock()

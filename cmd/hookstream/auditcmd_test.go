@@ -35,7 +35,7 @@ func TestAuditVerifyExitsOneOnAMissingDecision(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(ctx)
+	defer func() { _ = conn.Close(ctx) }()
 	if _, err := conn.Exec(ctx, `INSERT INTO events (source, event_id, customer_id, status, received_at) VALUES ('generic', 'evt_unaudited', 'c', 'PROCESSING', now())`); err != nil {
 		t.Fatal(err)
 	}

@@ -37,7 +37,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
 		os.Exit(1)
 	}
-	testenv.Main(m, func() { os.RemoveAll(dir) })
+	testenv.Main(m, func() { _ = os.RemoveAll(dir) })
 }
 
 // devProcess is a running `hookstream dev`.
@@ -161,7 +161,7 @@ func TestDevPersistsAcrossRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dataDir) })
+	t.Cleanup(func() { _ = os.RemoveAll(dataDir) })
 	// PostgreSQL may run as the postgres user (when root): let it in.
 	if err := os.Chmod(dataDir, 0o755); err != nil {
 		t.Fatal(err)

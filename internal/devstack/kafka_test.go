@@ -112,7 +112,7 @@ func TestKafkaPortInUse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	defer func() { _ = ln.Close() }()
 	_, err = StartKafka(context.Background(), KafkaConfig{ListenAddr: ln.Addr().String()})
 	if err == nil || !strings.Contains(err.Error(), "already in use") {
 		t.Fatalf("got %v, want an error saying the address is in use", err)

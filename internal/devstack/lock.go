@@ -52,7 +52,7 @@ func lockDir(dir string) (*dirLock, error) {
 	}
 	if err != nil {
 		owner, _ := os.ReadFile(path)
-		f.Close()
+		_ = f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
 			if pid := strings.TrimSpace(string(owner)); pid != "" {
 				return nil, fmt.Errorf("%s: %w (pid %s)", dir, ErrDataDirInUse, pid)

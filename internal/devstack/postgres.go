@@ -494,19 +494,19 @@ func resolveDir(dataDir string, cred *syscall.Credential, logf func(string, ...a
 		return "", fmt.Errorf("postgres: relocate data directory: %w", err)
 	}
 	if err := os.Lchown(elsewhere, int(cred.Uid), int(cred.Gid)); err != nil {
-		os.Remove(elsewhere)
+		_ = os.Remove(elsewhere)
 		return "", fmt.Errorf("postgres: relocate data directory: %w", err)
 	}
 	if !reachable(elsewhere, cred) {
-		os.Remove(elsewhere)
+		_ = os.Remove(elsewhere)
 		return "", fmt.Errorf("postgres: user %q can reach neither the data directory %s (%s is closed to it) nor %s: choose a data directory elsewhere or set HOOKSTREAM_DATABASE_URL", serverUser, dir, blocker, elsewhere)
 	}
 	if err := os.Remove(dir); err != nil {
-		os.Remove(elsewhere)
+		_ = os.Remove(elsewhere)
 		return "", fmt.Errorf("postgres: relocate data directory: %w", err)
 	}
 	if err := os.Symlink(elsewhere, dir); err != nil {
-		os.Remove(elsewhere)
+		_ = os.Remove(elsewhere)
 		return "", fmt.Errorf("postgres: relocate data directory: %w", err)
 	}
 	logf("user %s cannot reach %s (%s is closed to it): PostgreSQL's files are in %s, and %s links there", serverUser, dir, blocker, elsewhere, dir)
@@ -607,7 +607,7 @@ func (p *Postgres) logSince(offset int64) string {
 	if err != nil {
 		return ""
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	if st, err := f.Stat(); err == nil && st.Size()-offset > 4096 {
 		offset = st.Size() - 4096
 	}
@@ -781,7 +781,7 @@ func freePort() (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("find a free port: %w", err)
 	}
-	defer ln.Close()
+	defer func() { _ = ln.Close() }()
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 

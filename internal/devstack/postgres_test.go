@@ -38,7 +38,7 @@ func dataDir(t *testing.T) string {
 	if err := os.Chmod(parent, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(parent) })
+	t.Cleanup(func() { _ = os.RemoveAll(parent) })
 	return filepath.Join(parent, "pg data")
 }
 
@@ -55,7 +55,7 @@ func exec1(t *testing.T, url, sql string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(ctx)
+	defer func() { _ = conn.Close(ctx) }()
 	if _, err := conn.Exec(ctx, sql); err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +68,7 @@ func count(t *testing.T, url, table string) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(ctx)
+	defer func() { _ = conn.Close(ctx) }()
 	var n int
 	if err := conn.QueryRow(ctx, "SELECT count(*) FROM "+table).Scan(&n); err != nil {
 		t.Fatal(err)
@@ -83,7 +83,7 @@ func answers(url string) bool {
 	if err != nil {
 		return false
 	}
-	conn.Close(ctx)
+	_ = conn.Close(ctx)
 	return true
 }
 
@@ -97,7 +97,7 @@ func TestPostgresStopStartKeepsData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pg.Close(ctx)
+	defer func() { _ = pg.Close(ctx) }()
 	url := pg.URL()
 	exec1(t, url, `CREATE TABLE kept (x int); INSERT INTO kept VALUES (1), (2)`)
 	if err := pg.Stop(ctx); err != nil {
@@ -134,7 +134,7 @@ func TestPostgresDataDirIsExclusive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pg.Close(ctx)
+	defer func() { _ = pg.Close(ctx) }()
 	if _, err := StartPostgres(ctx, PostgresConfig{DataDir: dir, NoSync: true}); !errors.Is(err, ErrDataDirInUse) {
 		t.Fatalf("second server on the same directory: %v, want ErrDataDirInUse", err)
 	}
@@ -148,7 +148,7 @@ func TestPostgresDataDirIsExclusive(t *testing.T) {
 	if err != nil {
 		t.Fatalf("after Stop: %v", err)
 	}
-	defer pg2.Close(ctx)
+	defer func() { _ = pg2.Close(ctx) }()
 	if err := pg.Start(ctx); !errors.Is(err, ErrDataDirInUse) {
 		t.Fatalf("Start of the first while the second runs: %v, want ErrDataDirInUse", err)
 	}
@@ -171,7 +171,7 @@ func TestPostgresRestartsServerOrphanedByKilledParent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pg.Close(ctx)
+	defer func() { _ = pg.Close(ctx) }()
 	if n := count(t, pg.URL(), "kept"); n != 1 {
 		t.Fatalf("%d rows, want 1", n)
 	}
@@ -190,7 +190,7 @@ func TestPostgresStartAfterServerKilled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pg.Close(ctx)
+	defer func() { _ = pg.Close(ctx) }()
 	// CHECKPOINT: with NoSync a commit may still be in WAL buffers when
 	// the server dies; what is asserted here is recovery, not NoSync.
 	exec1(t, pg.URL(), `CREATE TABLE kept (x int); INSERT INTO kept VALUES (1)`)
@@ -232,7 +232,7 @@ func TestPostgresEphemeralGoneWhenParentKilled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	helper, url := startHelper(t, "ephemeral", dir)
 	if !answers(url) {
 		t.Fatal("the helper's server does not answer")
@@ -287,9 +287,9 @@ func TestPostgresAsRootUnderClosedParent(t *testing.T) {
 	dir := filepath.Join(closed, "pg")
 	var target string
 	t.Cleanup(func() {
-		os.RemoveAll(closed)
+		_ = os.RemoveAll(closed)
 		if target != "" {
-			os.RemoveAll(target)
+			_ = os.RemoveAll(target)
 		}
 	})
 	pg, err := StartPostgres(ctx, PostgresConfig{DataDir: dir, NoSync: true})
@@ -298,7 +298,7 @@ func TestPostgresAsRootUnderClosedParent(t *testing.T) {
 	}
 	target, err = os.Readlink(dir)
 	if err != nil || !strings.Contains(target, "hookstream-postgres-") || pg.Dir() != target {
-		pg.Close(ctx)
+		_ = pg.Close(ctx)
 		t.Fatalf("data dir is not a link to the server's files: %q %v (server files in %s)", target, err, pg.Dir())
 	}
 	exec1(t, pg.URL(), `CREATE TABLE kept (x int); INSERT INTO kept VALUES (1)`)
@@ -309,7 +309,7 @@ func TestPostgresAsRootUnderClosedParent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pg.Close(ctx)
+	defer func() { _ = pg.Close(ctx) }()
 	if n := count(t, pg.URL(), "kept"); n != 1 {
 		t.Fatalf("after a restart: %d rows, want 1", n)
 	}
@@ -373,7 +373,7 @@ func TestPostgresLongDataDir(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pg.Close(ctx)
+	defer func() { _ = pg.Close(ctx) }()
 	if pg.sockDir != "" {
 		t.Fatalf("socket directory %s (%d bytes) kept", pg.sockDir, len(pg.sockDir))
 	}

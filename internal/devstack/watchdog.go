@@ -37,9 +37,9 @@ func startWatchdog(p *Postgres) (*watchdog, error) {
 		"hookstream-postgres-watchdog", filepath.Join(p.bin, "pg_ctl"), p.pgdata, p.dir)
 	cmd.Stdin = r
 	err = cmd.Start()
-	r.Close()
+	_ = r.Close()
 	if err != nil {
-		w.Close()
+		_ = w.Close()
 		return nil, fmt.Errorf("postgres: watchdog: %w", err)
 	}
 	return &watchdog{cmd: cmd, w: w}, nil
@@ -48,7 +48,7 @@ func startWatchdog(p *Postgres) (*watchdog, error) {
 // finish releases the watchdog, so that it stops the server (if running)
 // and removes the data directory, and waits for it to be done.
 func (wd *watchdog) finish(ctx context.Context) error {
-	wd.w.Close()
+	_ = wd.w.Close()
 	// Waiting only here, not in a goroutine started with the watchdog,
 	// keeps a long-lived goroutine out of callers' leak checks.
 	done := make(chan error, 1)
@@ -66,6 +66,5 @@ func (wd *watchdog) finish(ctx context.Context) error {
 	case <-timer.C:
 	}
 	_ = syscall.Kill(-wd.cmd.Process.Pid, syscall.SIGKILL)
-	<-done
-	return errors.New("postgres: watchdog did not finish in time")
+	return errors.Join(errors.New("postgres: watchdog did not finish in time"), <-done)
 }

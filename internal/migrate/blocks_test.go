@@ -25,7 +25,7 @@ func TestCustomerBlocksCarriedOver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(ctx)
+	defer func() { _ = conn.Close(ctx) }()
 	_, err = conn.Exec(ctx, `
 INSERT INTO events (source, event_id, customer_id, status, attempts, kafka_partition, kafka_offset, payload) VALUES
   ('stripe', 'dead-0', 'cus_p', 'DEAD', 8, 3, 10, '{}'),

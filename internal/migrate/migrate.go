@@ -27,7 +27,7 @@ func UpTo(ctx context.Context, url string, version int64) ([]int64, error) {
 	if err != nil {
 		return nil, fmt.Errorf("migrate: open database: %w", err)
 	}
-	defer db.Close()
+	defer func() { _ = db.Close() }()
 	locker, err := lock.NewPostgresSessionLocker()
 	if err != nil {
 		return nil, fmt.Errorf("migrate: %w", err)

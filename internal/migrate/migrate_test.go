@@ -32,7 +32,7 @@ func emptyDatabase(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(ctx)
+	defer func() { _ = conn.Close(ctx) }()
 	name := "empty_" + uuid.NewString()[:8]
 	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
 		t.Fatal(err)
@@ -41,7 +41,7 @@ func emptyDatabase(t *testing.T) string {
 		c, err := pgx.Connect(context.Background(), base)
 		if err == nil {
 			_, _ = c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
-			c.Close(context.Background())
+			_ = c.Close(context.Background())
 		}
 	})
 	u, err := url.Parse(base)
@@ -66,7 +66,7 @@ func TestAuditOutboxCarriedOver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(ctx)
+	defer func() { _ = conn.Close(ctx) }()
 	// Two published rows (no longer in the outbox) and three waiting.
 	for i := range 5 {
 		_, err := conn.Exec(ctx, `WITH a AS (INSERT INTO audit_log (audit_id, event_id, source, customer_id, action, actor, instance, at)
@@ -149,7 +149,7 @@ func TestAuditCursorCarriedOverToCommitOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(ctx)
+	defer func() { _ = conn.Close(ctx) }()
 	// Three transactions: a b | c d | e; the old relay had published up
 	// to c.
 	write := func(conn *pgx.Conn, ids ...string) {

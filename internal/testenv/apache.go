@@ -94,6 +94,9 @@ func startApache(ctx context.Context, n int) (c *apacheCluster, err error) {
 	if len(c.brokers) != n {
 		return nil, fmt.Errorf("kafka-cluster.sh up printed %q, want %d brokers", last, n)
 	}
+	if err := warmUp(ctx, c.brokers); err != nil {
+		return nil, fmt.Errorf("Apache Kafka in %s: %w", dir, err)
+	}
 	return c, nil
 }
 

@@ -131,6 +131,9 @@ func TopicsN(t testing.TB, brokers []string, partitions int32) wire.Topics {
 	if _, err := topics.Ensure(ctx, adm, topics.Config{Topics: tp, Partitions: partitions, AuditPartitions: partitions}); err != nil {
 		t.Fatalf("testenv: create topics: %v", err)
 	}
+	if err := waitTopicsReady(ctx, brokers, partitions, tp.Events, tp.DLQ, tp.Audit); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
 	t.Cleanup(func() {
 		// Best effort: the broker may be gone (an outage test that ended
 		// with it stopped), and a fresh name per test means leftovers

@@ -13,6 +13,8 @@
 #   kafka-cluster.sh down DIR     stop every node (SIGTERM, then SIGKILL after
 #                                 KAFKA_CLUSTER_STOP_TIMEOUT); data stays in DIR
 #   kafka-cluster.sh status DIR   each node running or not; last line: bootstrap
+#   kafka-cluster.sh resolve      only resolve Kafka into the cache (CI does
+#                                 it first); prints the directory of its jars
 #
 # The broker is org.apache.kafka:kafka_2.13 at KAFKA_CLUSTER_VERSION (pinned
 # below), resolved with the machine's Maven into a cache outside the
@@ -56,7 +58,7 @@ say() { echo "kafka-cluster: $*" >&2; }
 die() { say "$*"; exit 1; }
 
 usage() {
-  sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -453,6 +455,12 @@ cmd_status() {
 }
 
 main() {
+  if [ "${1:-}" = resolve ] && [ $# -eq 1 ]; then
+    check_java
+    resolve
+    echo "$CACHE/libs"
+    return
+  fi
   [ $# -ge 2 ] || usage
   local cmd=$1
   DIR=$2

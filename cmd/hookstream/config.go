@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/hookstream/hookstream/internal/kafka"
+	"github.com/hookstream/hookstream/internal/topics"
 )
 
 // settings are the options shared by the roles. Each has a flag and a
@@ -25,6 +26,8 @@ type settings struct {
 	adminToken     string
 	sourcesFile    string
 	partitions     int
+	replication    int
+	minInsync      int
 	produceTimeout time.Duration
 	logLevel       string
 	logFormat      string
@@ -33,6 +36,7 @@ type settings struct {
 	kafkaSecurity  kafka.Security
 
 	hasPartitions bool // registerPartitions was called
+	hasDurability bool // registerDurability was called
 	hasKafka      bool // registerKafka was called
 	// kafkaOpts apply kafkaSecurity to a client; set by validate.
 	kafkaOpts []kgo.Opt
@@ -143,6 +147,19 @@ func (s *settings) registerPartitions(fs *flagSet) {
 	fs.intVar(&s.partitions, "partitions", "HOOKSTREAM_PARTITIONS", 12, "partitions of hookstream.events and hookstream.dlq when creating them")
 }
 
+// registerDurability: the replication factor and min.insync.replicas of
+// the topics a command creates (internal/topics, Config.Durability).
+func (s *settings) registerDurability(fs *flagSet) {
+	s.hasDurability = true
+	fs.intVar(&s.replication, "replication-factor", "HOOKSTREAM_REPLICATION_FACTOR", 0, "replication factor of new topics (0: min(3, brokers); -1: the broker's default)")
+	fs.intVar(&s.minInsync, "min-insync-replicas", "HOOKSTREAM_MIN_INSYNC_REPLICAS", 0, "min.insync.replicas of new topics (0: 2 when the replication factor is 3 or more, else 1)")
+}
+
+// topicsConfig is what the command's flags ask of the topics.
+func (s *settings) topicsConfig() topics.Config {
+	return topics.Config{Partitions: int32(s.partitions), ReplicationFactor: int16(s.replication), MinInsyncReplicas: s.minInsync}
+}
+
 func (s *settings) registerServer(fs *flagSet, defaultAddr string) {
 	fs.stringVar(&s.httpAddr, "http-addr", "HOOKSTREAM_HTTP_ADDR", defaultAddr, "HTTP listen address")
 	fs.stringVar(&s.adminToken, "admin-token", "HOOKSTREAM_ADMIN_TOKEN", "", "bearer token of the admin API (disabled when empty)")
@@ -182,6 +199,15 @@ func (s *settings) parseFlags(fs *flagSet, args []string) error {
 func (s *settings) validate() error {
 	if s.hasPartitions && (s.partitions < 1 || s.partitions > 10000) {
 		return fmt.Errorf("partitions (HOOKSTREAM_PARTITIONS): must be between 1 and 10000, got %d", s.partitions)
+	}
+	if s.hasDurability && (s.replication < -1 || s.replication > 100) {
+		return fmt.Errorf("replication-factor (HOOKSTREAM_REPLICATION_FACTOR): must be -1 (the broker's default), 0 (min(3, brokers)) or up to 100, got %d", s.replication)
+	}
+	if s.hasDurability && (s.minInsync < 0 || s.minInsync > 100) {
+		return fmt.Errorf("min-insync-replicas (HOOKSTREAM_MIN_INSYNC_REPLICAS): must be 0 (the default) or up to 100, got %d", s.minInsync)
+	}
+	if s.hasDurability && s.replication > 0 && s.minInsync > s.replication {
+		return fmt.Errorf("min-insync-replicas (HOOKSTREAM_MIN_INSYNC_REPLICAS): %d is more than the replication factor %d: no write could be acknowledged", s.minInsync, s.replication)
 	}
 	if s.produceTimeout < 0 {
 		return fmt.Errorf("produce-timeout (HOOKSTREAM_PRODUCE_TIMEOUT): must be positive, got %s", s.produceTimeout)

@@ -26,6 +26,9 @@ func TestBadConfigNamesTheField(t *testing.T) {
 		{[]string{"serve", "--sources", "/nonexistent.yaml"}, nil, "sources file"},
 		{[]string{"topics"}, map[string]string{"HOOKSTREAM_PARTITIONS": "many"}, `HOOKSTREAM_PARTITIONS: "many" is not an integer`},
 		{[]string{"topics", "--partitions", "0"}, nil, "partitions (HOOKSTREAM_PARTITIONS): must be between 1 and 10000"},
+		{[]string{"topics"}, map[string]string{"HOOKSTREAM_MIN_INSYNC_REPLICAS": "two"}, `HOOKSTREAM_MIN_INSYNC_REPLICAS: "two" is not an integer`},
+		{[]string{"topics", "--replication-factor", "-3"}, nil, "replication-factor (HOOKSTREAM_REPLICATION_FACTOR): must be -1"},
+		{[]string{"dev", "--replication-factor", "2", "--min-insync-replicas", "3"}, nil, "min-insync-replicas (HOOKSTREAM_MIN_INSYNC_REPLICAS): 3 is more than the replication factor 2"},
 		{[]string{"serve", "--sources", bad}, map[string]string{"HOOKSTREAM_PRODUCE_TIMEOUT": "soon"}, `HOOKSTREAM_PRODUCE_TIMEOUT: "soon" is not a duration`},
 		{[]string{"consume"}, map[string]string{"HOOKSTREAM_LOG_LEVEL": "loud"}, "log-level (HOOKSTREAM_LOG_LEVEL)"},
 		{[]string{"consume"}, nil, "database-url (HOOKSTREAM_DATABASE_URL): required"},
@@ -41,7 +44,7 @@ func TestBadConfigNamesTheField(t *testing.T) {
 		{[]string{"audit", "tail"}, map[string]string{"HOOKSTREAM_KAFKA_SASL_MECHANISM": "md5"}, "kafka-sasl-mechanism (HOOKSTREAM_KAFKA_SASL_MECHANISM)"},
 	}
 	for _, c := range cases {
-		for _, k := range []string{"HOOKSTREAM_SOURCES", "HOOKSTREAM_DATABASE_URL", "HOOKSTREAM_KAFKA_BROKERS", "HOOKSTREAM_PARTITIONS", "HOOKSTREAM_PRODUCE_TIMEOUT", "HOOKSTREAM_LOG_LEVEL",
+		for _, k := range []string{"HOOKSTREAM_SOURCES", "HOOKSTREAM_DATABASE_URL", "HOOKSTREAM_KAFKA_BROKERS", "HOOKSTREAM_PARTITIONS", "HOOKSTREAM_REPLICATION_FACTOR", "HOOKSTREAM_MIN_INSYNC_REPLICAS", "HOOKSTREAM_PRODUCE_TIMEOUT", "HOOKSTREAM_LOG_LEVEL",
 			"HOOKSTREAM_KAFKA_TLS", "HOOKSTREAM_KAFKA_TLS_CA", "HOOKSTREAM_KAFKA_SASL_MECHANISM", "HOOKSTREAM_KAFKA_SASL_USER", "HOOKSTREAM_KAFKA_SASL_PASSWORD"} {
 			t.Setenv(k, "")
 			_ = os.Unsetenv(k)

@@ -32,6 +32,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	s.registerDatabase(fs)
 	s.registerServer(fs, "127.0.0.1:8080")
 	s.registerPartitions(fs)
+	s.registerDurability(fs)
 	s.registerLog(fs, "text")
 	fs.stringVar(&dataDir, "data-dir", "HOOKSTREAM_DATA_DIR", ".hookstream", "where the embedded broker and PostgreSQL keep their data")
 	p.register(fs)
@@ -92,7 +93,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if _, err := migrate.Up(ctx, dbURL); err != nil {
 		return err
 	}
-	if err := ensureTopics(ctx, kafka.Config{Brokers: brokers, ClientID: "hookstream-topics", Opts: kafkaOpts}, int32(s.partitions), -1, io.Discard); err != nil {
+	if err := ensureTopics(ctx, kafka.Config{Brokers: brokers, ClientID: "hookstream-topics", Opts: kafkaOpts}, s.topicsConfig(), io.Discard, func(msg string) { log.Warn(msg) }); err != nil {
 		return err
 	}
 

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/compose-spec/compose-go/v2/cli"
@@ -48,12 +49,15 @@ func service(t *testing.T, p *types.Project, name string) types.ServiceConfig {
 	return s
 }
 
-var hookstreamServices = []string{"migrate", "topics", "receiver", "consumer-1", "consumer-2"}
+var (
+	hookstreamServices = []string{"migrate", "topics", "receiver", "consumer-1", "consumer-2"}
+	kafkaServices      = []string{"kafka-1", "kafka-2", "kafka-3"}
+)
 
 func TestComposeServicesAndImages(t *testing.T) {
 	t.Parallel()
 	p := load(t)
-	want := append([]string{"kafka", "postgres"}, hookstreamServices...)
+	want := append(append([]string{"postgres"}, kafkaServices...), hookstreamServices...)
 	got := p.ServiceNames()
 	for _, name := range want {
 		if !slices.Contains(got, name) {
@@ -62,14 +66,16 @@ func TestComposeServicesAndImages(t *testing.T) {
 	}
 
 	// Real Apache Kafka in KRaft mode: the official image, 3.9 or 4.x.
-	kafka := service(t, p, "kafka")
-	if m := regexp.MustCompile(`^apache/kafka:(\d+)\.(\d+)`).FindStringSubmatch(kafka.Image); m == nil {
-		t.Errorf("kafka image %q is not apache/kafka:<version>", kafka.Image)
-	} else if major, minor := atoi(m[1]), atoi(m[2]); !(major == 3 && minor == 9) && major != 4 {
-		t.Errorf("kafka image %q: want Apache Kafka 3.9 or 4.x", kafka.Image)
-	}
-	if kafka.Environment["KAFKA_PROCESS_ROLES"] == nil {
-		t.Error("kafka: KAFKA_PROCESS_ROLES unset: not KRaft")
+	for _, name := range kafkaServices {
+		kafka := service(t, p, name)
+		if m := regexp.MustCompile(`^apache/kafka:(\d+)\.(\d+)`).FindStringSubmatch(kafka.Image); m == nil {
+			t.Errorf("%s image %q is not apache/kafka:<version>", name, kafka.Image)
+		} else if major, minor := atoi(m[1]), atoi(m[2]); !(major == 3 && minor == 9) && major != 4 {
+			t.Errorf("%s image %q: want Apache Kafka 3.9 or 4.x", name, kafka.Image)
+		}
+		if kafka.Environment["KAFKA_PROCESS_ROLES"] == nil {
+			t.Errorf("%s: KAFKA_PROCESS_ROLES unset: not KRaft", name)
+		}
 	}
 
 	// The official PostgreSQL image, current major (18, released 2025-09).
@@ -109,10 +115,19 @@ func TestComposeStartOrder(t *testing.T) {
 	const healthy, completed = types.ServiceConditionHealthy, types.ServiceConditionCompletedSuccessfully
 	want := map[string]map[string]string{
 		"migrate":    {"postgres": healthy},
-		"topics":     {"migrate": completed, "kafka": healthy},
-		"receiver":   {"migrate": completed, "topics": completed, "kafka": healthy, "postgres": healthy},
-		"consumer-1": {"migrate": completed, "topics": completed, "kafka": healthy, "postgres": healthy},
-		"consumer-2": {"migrate": completed, "topics": completed, "kafka": healthy, "postgres": healthy},
+		"topics":     {"migrate": completed},
+		"receiver":   {"migrate": completed, "topics": completed, "postgres": healthy},
+		"consumer-1": {"migrate": completed, "topics": completed, "postgres": healthy},
+		"consumer-2": {"migrate": completed, "topics": completed, "postgres": healthy},
+	}
+	// Every broker: topics get three replicas only once three brokers
+	// have registered.
+	for name, deps := range want {
+		if name != "migrate" {
+			for _, k := range kafkaServices {
+				deps[k] = healthy
+			}
+		}
 	}
 	for name, deps := range want {
 		s := service(t, p, name)
@@ -133,7 +148,7 @@ func TestComposeHealthChecksAndRestarts(t *testing.T) {
 	p := load(t)
 	// Long-running services: a health check (what service_healthy waits
 	// for) and a restart policy.
-	for _, name := range []string{"kafka", "postgres", "receiver", "consumer-1", "consumer-2"} {
+	for _, name := range append([]string{"postgres", "receiver", "consumer-1", "consumer-2"}, kafkaServices...) {
 		s := service(t, p, name)
 		if s.HealthCheck == nil || s.HealthCheck.Disable || len(s.HealthCheck.Test) < 2 {
 			t.Errorf("%s: no health check", name)
@@ -185,14 +200,21 @@ func TestComposeHookstreamEnvironment(t *testing.T) {
 				t.Errorf("%s: %s unset", name, k)
 			}
 		}
-		// Inside the compose network the broker is kafka's internal
-		// listener, never the host's 127.0.0.1.
-		if b := env(s, "HOOKSTREAM_KAFKA_BROKERS"); b != "" && b != "kafka:29092" {
-			t.Errorf("%s: HOOKSTREAM_KAFKA_BROKERS=%q, want kafka:29092", name, b)
+		// Inside the compose network the brokers are their internal
+		// listeners, never the host's 127.0.0.1; every one of them, so
+		// that a client starts while any one is down.
+		if b, want := env(s, "HOOKSTREAM_KAFKA_BROKERS"), "kafka-1:29092,kafka-2:29092,kafka-3:29092"; b != "" && b != want {
+			t.Errorf("%s: HOOKSTREAM_KAFKA_BROKERS=%q, want %s", name, b, want)
 		}
 		if u := env(s, "HOOKSTREAM_DATABASE_URL"); u != "" && !regexp.MustCompile(`^postgres(ql)?://[^@]+@postgres:5432/`).MatchString(u) {
 			t.Errorf("%s: HOOKSTREAM_DATABASE_URL=%q does not point at the postgres service", name, u)
 		}
+	}
+	// Three replicas, two in sync: one broker may fail with no
+	// acknowledged event lost and writes still accepted.
+	tp := service(t, p, "topics")
+	if rf, mi := env(tp, "HOOKSTREAM_REPLICATION_FACTOR"), env(tp, "HOOKSTREAM_MIN_INSYNC_REPLICAS"); rf != "3" || mi != "2" {
+		t.Errorf("topics: HOOKSTREAM_REPLICATION_FACTOR=%q HOOKSTREAM_MIN_INSYNC_REPLICAS=%q, want 3 and 2", rf, mi)
 	}
 	c1, c2 := service(t, p, "consumer-1"), service(t, p, "consumer-2")
 	if g1, g2 := env(c1, "HOOKSTREAM_CONSUMER_GROUP"), env(c2, "HOOKSTREAM_CONSUMER_GROUP"); g1 != g2 {
@@ -215,7 +237,9 @@ func TestComposePorts(t *testing.T) {
 		published string
 		target    uint32
 	}{
-		"kafka":      {"9092", 9092},
+		"kafka-1":    {"9092", 9092},
+		"kafka-2":    {"9093", 9092},
+		"kafka-3":    {"9094", 9092},
 		"postgres":   {"5432", 5432},
 		"receiver":   {"8080", 8080},
 		"consumer-1": {"8081", 8081},
@@ -247,6 +271,47 @@ func TestComposePorts(t *testing.T) {
 		s := service(t, p, name)
 		if addr := s.Environment["HOOKSTREAM_HTTP_ADDR"]; addr == nil || *addr != ":"+strconv.Itoa(int(want[name].target)) {
 			t.Errorf("%s: HOOKSTREAM_HTTP_ADDR %v does not match its port %d", name, addr, want[name].target)
+		}
+	}
+}
+
+// The three nodes form one KRaft cluster: one cluster id, distinct node
+// ids, each a voter of the quorum, each advertising to the host the port
+// it publishes.
+func TestComposeKafkaCluster(t *testing.T) {
+	t.Parallel()
+	p := load(t)
+	env := func(s types.ServiceConfig, k string) string {
+		if v := s.Environment[k]; v != nil {
+			return *v
+		}
+		return ""
+	}
+	var voters []string
+	ids := map[string]bool{}
+	clusterID := env(service(t, p, kafkaServices[0]), "CLUSTER_ID")
+	if len(clusterID) != 22 {
+		t.Errorf("CLUSTER_ID %q: want a Kafka UUID (22 characters of URL-safe base64)", clusterID)
+	}
+	for _, name := range kafkaServices {
+		s := service(t, p, name)
+		if got := env(s, "CLUSTER_ID"); got != clusterID {
+			t.Errorf("%s: CLUSTER_ID %q, %s has %q", name, got, kafkaServices[0], clusterID)
+		}
+		id := env(s, "KAFKA_NODE_ID")
+		if id == "" || ids[id] {
+			t.Errorf("%s: KAFKA_NODE_ID %q missing or taken", name, id)
+		}
+		ids[id] = true
+		voters = append(voters, id+"@"+name+":9093")
+		if len(s.Ports) != 1 || !strings.Contains(env(s, "KAFKA_ADVERTISED_LISTENERS"), "EXTERNAL://127.0.0.1:"+s.Ports[0].Published) {
+			t.Errorf("%s: advertises %q, publishes %+v", name, env(s, "KAFKA_ADVERTISED_LISTENERS"), s.Ports)
+		}
+		if !strings.Contains(env(s, "KAFKA_ADVERTISED_LISTENERS"), "INTERNAL://"+name+":29092") {
+			t.Errorf("%s: advertises %q, want INTERNAL://%s:29092", name, env(s, "KAFKA_ADVERTISED_LISTENERS"), name)
+		}
+		if got, want := env(s, "KAFKA_CONTROLLER_QUORUM_VOTERS"), strings.Join(voters, ","); !strings.HasPrefix(got, want) {
+			t.Errorf("%s: KAFKA_CONTROLLER_QUORUM_VOTERS %q does not list %s", name, got, want)
 		}
 	}
 }

@@ -19,7 +19,7 @@ import (
 // Images used when a Docker engine answers.
 const (
 	postgresImage = "postgres:17-alpine"
-	kafkaImage    = "apache/kafka:4.1.0"
+	kafkaImage    = "apache/kafka:4.3.1"
 )
 
 // startPostgresContainer runs PostgreSQL in Docker, removed when Main ends

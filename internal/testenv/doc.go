@@ -20,16 +20,27 @@
 // Kafka (Kafka), the first that applies, once per test binary:
 //
 //  1. HOOKSTREAM_TEST_KAFKA_BROKERS: comma-separated seed brokers.
-//  2. testcontainers-go, apache/kafka in KRaft single-node mode, when a
+//  2. HOOKSTREAM_TEST_KAFKA=apache: real Apache Kafka, a 3-node KRaft
+//     cluster started by scripts/kafka-cluster.sh in a temporary
+//     directory (half a minute; the first run on a machine also resolves
+//     Kafka with Maven). A watchdog process kills it and removes the
+//     directory when Main ends, or when the test binary dies without
+//     running it.
+//  3. testcontainers-go, apache/kafka in KRaft single-node mode, when a
 //     Docker engine answers.
-//  3. An in-process kfake broker, in memory.
+//  4. An in-process kfake broker, in memory.
 //
-// Brokers are shared; Topics gives every test topics of its own.
+// Brokers are shared; Topics gives every test topics of its own, created
+// by internal/topics with its defaults: on the 3-node cluster, three
+// replicas and min.insync.replicas 2, like production.
 //
-// NewKafka and NewPostgres are different: a private server that the test
-// stops and starts (outage and restart tests). They are always the
-// in-process kfake broker and a devstack PostgreSQL, whatever the
-// environment says, because the test must control their lifetime.
+// NewKafka, KafkaCluster and NewPostgres are different: services of one
+// test, which it stops and starts (outage and restart tests). NewKafka is
+// always the in-process kfake broker and NewPostgres a devstack
+// PostgreSQL, whatever the environment says, because the test must
+// control their lifetime. KafkaCluster is an Apache Kafka cluster whose
+// nodes the test kills and restarts one at a time; it needs
+// HOOKSTREAM_TEST_KAFKA=apache and skips the test without it.
 //
 // HOOKSTREAM_TEST_DOCKER=1 (make test-docker) requires step 2 for both:
 // without a Docker engine the services fail to start instead of falling

@@ -42,7 +42,8 @@ func Kafka(t testing.TB) []string {
 }
 
 func startKafka() (brokers []string, source string, err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	// Long enough for Maven to resolve Apache Kafka on a machine's first run.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	if b := kafka.ParseBrokers(os.Getenv("HOOKSTREAM_TEST_KAFKA_BROKERS")); len(b) > 0 {
 		source = "HOOKSTREAM_TEST_KAFKA_BROKERS"
@@ -51,6 +52,18 @@ func startKafka() (brokers []string, source string, err error) {
 			return nil, source, fmt.Errorf("%s=%s: %w", source, strings.Join(b, ","), err)
 		}
 		return b, source, nil
+	}
+	apache, err := apacheMode()
+	if err != nil {
+		return nil, "", err
+	}
+	if apache {
+		c, err := startApache(ctx, 3)
+		if err != nil {
+			return nil, "", err
+		}
+		atExit(c.close)
+		return c.brokers, "Apache Kafka, 3 nodes (scripts/kafka-cluster.sh in " + c.dir + ")", nil
 	}
 	if dockerEngine() == nil {
 		source = "testcontainers (" + kafkaImage + ")"
@@ -117,6 +130,9 @@ func TopicsN(t testing.TB, brokers []string, partitions int32) wire.Topics {
 	defer cancel()
 	if _, err := topics.Ensure(ctx, adm, topics.Config{Topics: tp, Partitions: partitions, AuditPartitions: partitions}); err != nil {
 		t.Fatalf("testenv: create topics: %v", err)
+	}
+	if err := waitTopicsReady(ctx, brokers, partitions, tp.Events, tp.DLQ, tp.Audit); err != nil {
+		t.Fatalf("testenv: %v", err)
 	}
 	t.Cleanup(func() {
 		// Best effort: the broker may be gone (an outage test that ended

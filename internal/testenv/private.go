@@ -17,7 +17,7 @@ import (
 //
 // It is always the in-process kfake broker, whatever HOOKSTREAM_TEST_KAFKA_BROKERS
 // says, because the test must control its lifetime, which a shared or
-// external broker does not allow. What such a test asserts must therefore
+// external broker does not allow (KafkaCluster is the Apache Kafka one). What such a test asserts must therefore
 // also hold on a real Kafka going away and coming back: rely on what the
 // protocol promises (acknowledged records survive, clients reconnect), not
 // on kfake's particulars.

@@ -222,3 +222,83 @@ func TestWithDatabase(t *testing.T) {
 		}
 	}
 }
+
+// A private cluster's node dies like a crash and comes back with its
+// data: a record acknowledged by all in-sync replicas survives the SIGKILL
+// of its partition's leader, writes go on with two nodes of three, and
+// the restarted node rejoins the in-sync replicas.
+func TestKafkaClusterKillAndStart(t *testing.T) {
+	t.Parallel()
+	c := KafkaCluster(t, 3)
+	brokers := c.Brokers()
+	tp := TopicsN(t, brokers, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	prod, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RequiredAcks(kgo.AllISRAcks()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	produce := func(v string) {
+		t.Helper()
+		if err := prod.ProduceSync(ctx, &kgo.Record{Topic: tp.Events, Value: []byte(v)}).FirstErr(); err != nil {
+			t.Fatalf("produce %s: %v", v, err)
+		}
+	}
+	adm := kadm.NewClient(prod)
+	partition := func() kadm.PartitionDetail {
+		t.Helper()
+		d, err := adm.ListTopics(ctx, tp.Events)
+		if err != nil || d[tp.Events].Err != nil {
+			t.Fatalf("describe %s: %v %v", tp.Events, err, d[tp.Events].Err)
+		}
+		return d[tp.Events].Partitions[0]
+	}
+	produce("before")
+	leader := partition().Leader
+	c.Kill(int(leader))
+	produce("after")
+	if now := partition().Leader; now == leader || now < 0 {
+		t.Errorf("leader %d after node %d was killed", now, leader)
+	}
+	c.Start(int(leader))
+	if fmt.Sprint(c.Brokers()) != fmt.Sprint(brokers) {
+		t.Errorf("brokers changed across a restart: %v, were %v", c.Brokers(), brokers)
+	}
+	// Catching up is the node's own business, with no event to wait on.
+	for len(partition().ISR) != 3 {
+		if ctx.Err() != nil {
+			t.Fatalf("node %d did not rejoin the in-sync replicas: %+v", leader, partition())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(tp.Events), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var got []string
+	for len(got) < 2 {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("consumed %q, want [before after]", got)
+		}
+		fs.EachRecord(func(r *kgo.Record) { got = append(got, string(r.Value)) })
+	}
+	if fmt.Sprint(got) != "[before after]" {
+		t.Errorf("consumed %q, want [before after]", got)
+	}
+}
+
+func TestKafkaModeIsApacheOrUnset(t *testing.T) {
+	for v, want := range map[string]bool{"": false, "apache": true} {
+		t.Setenv("HOOKSTREAM_TEST_KAFKA", v)
+		if got, err := apacheMode(); got != want || err != nil {
+			t.Errorf("HOOKSTREAM_TEST_KAFKA=%q: %v, %v; want %v", v, got, err, want)
+		}
+	}
+	t.Setenv("HOOKSTREAM_TEST_KAFKA", "Apache")
+	if _, err := apacheMode(); err == nil || !strings.Contains(err.Error(), `the only value is "apache"`) {
+		t.Errorf("HOOKSTREAM_TEST_KAFKA=Apache: %v, want an error", err)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -22,9 +23,16 @@ type Config struct {
 	Partitions int32
 	// AuditPartitions of the audit topic. Default 12.
 	AuditPartitions int32
-	// ReplicationFactor for every topic; -1 (the default when zero) lets the
-	// broker decide (default.replication.factor).
+	// ReplicationFactor of every topic created: on how many brokers each
+	// partition lives. Default (0): min(3, the number of brokers). -1 lets
+	// the broker decide (default.replication.factor).
 	ReplicationFactor int16
+	// MinInsyncReplicas is min.insync.replicas of every topic created: how
+	// many replicas must have a record before an acks=all produce (every
+	// hookstream producer's) is acknowledged. Default (0): 2 when the
+	// replication factor is 3 or more, else 1; with ReplicationFactor -1,
+	// the broker's own min.insync.replicas.
+	MinInsyncReplicas int
 	// AuditMinCompactionLag is min.compaction.lag.ms of the audit topic: how
 	// long a record is kept before compaction may drop it for a newer one
 	// with the same key, so that a reader keeping up sees every record.
@@ -40,9 +48,6 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.AuditPartitions == 0 {
 		c.AuditPartitions = 12
-	}
-	if c.ReplicationFactor == 0 {
-		c.ReplicationFactor = -1
 	}
 	if c.AuditMinCompactionLag == 0 {
 		c.AuditMinCompactionLag = 7 * 24 * time.Hour
@@ -60,7 +65,39 @@ func (c Config) validate() error {
 	if c.AuditMinCompactionLag < 0 {
 		return errors.New("topics: audit min compaction lag must not be negative")
 	}
+	if c.ReplicationFactor < -1 {
+		return fmt.Errorf("topics: replication factor must be -1 (the broker's default) or at least 1, got %d", c.ReplicationFactor)
+	}
+	if c.MinInsyncReplicas < 0 {
+		return fmt.Errorf("topics: min.insync.replicas must be at least 1, got %d", c.MinInsyncReplicas)
+	}
+	if c.ReplicationFactor > 0 && c.MinInsyncReplicas > int(c.ReplicationFactor) {
+		// Every acks=all produce would fail with NotEnoughReplicas.
+		return fmt.Errorf("topics: min.insync.replicas %d is more than the replication factor %d: no write could ever be acknowledged", c.MinInsyncReplicas, c.ReplicationFactor)
+	}
 	return nil
+}
+
+// Durability returns the config with ReplicationFactor and
+// MinInsyncReplicas resolved for a cluster of the given number of brokers:
+// the replication factor defaults to min(3, brokers) and
+// min.insync.replicas to 2 from a factor of 3 up, else 1.
+//
+// Three replicas with two in sync is what lets a broker fail, or restart
+// for an upgrade, with no acknowledged record lost and writes still
+// accepted. Fewer brokers cannot give that; a factor of 2 with two in sync
+// would refuse every write while either broker is down.
+func (c Config) Durability(brokers int) Config {
+	if c.ReplicationFactor == 0 {
+		c.ReplicationFactor = int16(min(3, max(brokers, 1)))
+	}
+	if c.MinInsyncReplicas == 0 && c.ReplicationFactor > 0 {
+		c.MinInsyncReplicas = 1
+		if c.ReplicationFactor >= 3 {
+			c.MinInsyncReplicas = 2
+		}
+	}
+	return c
 }
 
 // Spec is one topic to create.
@@ -74,15 +111,23 @@ type Spec struct {
 func (c Config) Specs() []Spec {
 	c = c.WithDefaults()
 	lag := strconv.FormatInt(c.AuditMinCompactionLag.Milliseconds(), 10)
-	return []Spec{
-		{Name: c.Topics.Events, Partitions: c.Partitions},
-		{Name: c.Topics.DLQ, Partitions: c.Partitions},
+	specs := []Spec{
+		{Name: c.Topics.Events, Partitions: c.Partitions, Configs: map[string]*string{}},
+		{Name: c.Topics.DLQ, Partitions: c.Partitions, Configs: map[string]*string{}},
 		{Name: c.Topics.Audit, Partitions: c.AuditPartitions, Configs: map[string]*string{
 			"cleanup.policy":        kadm.StringPtr("compact"),
 			"min.compaction.lag.ms": kadm.StringPtr(lag),
 		}},
 	}
+	if c.MinInsyncReplicas > 0 {
+		for _, s := range specs {
+			s.Configs[minInsync] = kadm.StringPtr(strconv.Itoa(c.MinInsyncReplicas))
+		}
+	}
+	return specs
 }
+
+const minInsync = "min.insync.replicas"
 
 // Result reports what Ensure did with one topic.
 type Result struct {
@@ -90,15 +135,48 @@ type Result struct {
 	Created bool
 	// Partitions the topic has now.
 	Partitions int32
+	// ReplicationFactor of the topic (the smallest of its partitions'),
+	// and its min.insync.replicas; -1 and 0 when the broker chose them
+	// for a topic created here.
+	ReplicationFactor int16
+	MinInsyncReplicas int
+	// Weaker, for a topic that existed, says how its durability falls
+	// short of what Ensure would have created ("" when it does not). Such
+	// a topic loses acknowledged records, or accepts writes that one
+	// more failure would lose, sooner than asked; Ensure does not change
+	// it (moving replicas is an operator's decision).
+	Weaker string
+}
+
+// Warning is the message to show for a topic that existed with weaker
+// settings, "" for any other.
+func (r Result) Warning() string {
+	if r.Weaker == "" {
+		return ""
+	}
+	return fmt.Sprintf("topic %s exists with replication factor %d and min.insync.replicas %d, weaker than asked: %s",
+		r.Name, r.ReplicationFactor, r.MinInsyncReplicas, r.Weaker)
 }
 
 // Ensure creates each missing topic and leaves existing ones alone (it never
 // changes partition counts: that would move keys between partitions and
-// break per-customer order). It is idempotent.
+// break per-customer order), reporting those with weaker durability than
+// asked. It is idempotent. A config it refuses creates nothing.
 func Ensure(ctx context.Context, adm *kadm.Client, cfg Config) ([]Result, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
+	}
+	brokers, err := adm.ListBrokers(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("topics: list brokers: %w", err)
+	}
+	cfg = cfg.Durability(len(brokers))
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if int(cfg.ReplicationFactor) > len(brokers) {
+		return nil, fmt.Errorf("topics: replication factor %d: the cluster has %d broker(s)", cfg.ReplicationFactor, len(brokers))
 	}
 	var out []Result
 	for _, s := range cfg.Specs() {
@@ -108,21 +186,90 @@ func Ensure(ctx context.Context, adm *kadm.Client, cfg Config) ([]Result, error)
 		}
 		switch {
 		case err == nil:
-			out = append(out, Result{Name: s.Name, Created: true, Partitions: s.Partitions})
+			out = append(out, Result{Name: s.Name, Created: true, Partitions: s.Partitions,
+				ReplicationFactor: cfg.ReplicationFactor, MinInsyncReplicas: cfg.MinInsyncReplicas})
 			continue
 		case errors.Is(err, kerr.TopicAlreadyExists):
 		default:
 			return out, fmt.Errorf("topics: create %s: %w", s.Name, err)
 		}
-		details, err := adm.ListTopics(ctx, s.Name)
+		r, err := describe(ctx, adm, s.Name)
 		if err != nil {
-			return out, fmt.Errorf("topics: describe %s: %w", s.Name, err)
+			return out, err
 		}
-		d, ok := details[s.Name]
-		if !ok || d.Err != nil {
-			return out, fmt.Errorf("topics: describe %s: %v", s.Name, d.Err)
-		}
-		out = append(out, Result{Name: s.Name, Partitions: int32(len(d.Partitions))})
+		r.Weaker = weaker(r, cfg)
+		out = append(out, r)
 	}
 	return out, nil
+}
+
+// describe reads an existing topic's partitions, replication factor and
+// effective min.insync.replicas (the topic's own, else the broker's).
+//
+// A topic just created by someone else is not known to every broker yet:
+// the controller has it, the brokers learn it moments later, and one of
+// them answers UNKNOWN_TOPIC_OR_PARTITION meanwhile. That answer is
+// retried until ctx ends.
+func describe(ctx context.Context, adm *kadm.Client, name string) (Result, error) {
+	for {
+		r, err := describeOnce(ctx, adm, name)
+		if !errors.Is(err, kerr.UnknownTopicOrPartition) {
+			return r, err
+		}
+		select {
+		case <-ctx.Done():
+			return r, err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func describeOnce(ctx context.Context, adm *kadm.Client, name string) (Result, error) {
+	details, err := adm.ListTopics(ctx, name)
+	if err != nil {
+		return Result{}, fmt.Errorf("topics: describe %s: %w", name, err)
+	}
+	d, ok := details[name]
+	if !ok {
+		return Result{}, fmt.Errorf("topics: describe %s: %w", name, kerr.UnknownTopicOrPartition)
+	}
+	if d.Err != nil {
+		return Result{}, fmt.Errorf("topics: describe %s: %w", name, d.Err)
+	}
+	r := Result{Name: name, Partitions: int32(len(d.Partitions)), ReplicationFactor: -1}
+	for _, p := range d.Partitions {
+		if n := int16(len(p.Replicas)); r.ReplicationFactor < 0 || n < r.ReplicationFactor {
+			r.ReplicationFactor = n
+		}
+	}
+	rcs, err := adm.DescribeTopicConfigs(ctx, name)
+	if err == nil {
+		var rc kadm.ResourceConfig
+		if rc, err = rcs.On(name, nil); err == nil {
+			err = rc.Err
+		}
+		for _, c := range rc.Configs {
+			if c.Key == minInsync {
+				r.MinInsyncReplicas, _ = strconv.Atoi(c.MaybeValue())
+			}
+		}
+	}
+	if err != nil {
+		return Result{}, fmt.Errorf("topics: describe the configs of %s: %w", name, err)
+	}
+	return r, nil
+}
+
+// weaker compares an existing topic with what cfg (resolved by
+// Durability) would create; a setting left to the broker compares with
+// nothing.
+func weaker(r Result, cfg Config) string {
+	var short []string
+	if cfg.ReplicationFactor > 0 && r.ReplicationFactor < cfg.ReplicationFactor {
+		short = append(short, fmt.Sprintf("replication factor %d < %d", r.ReplicationFactor, cfg.ReplicationFactor))
+	}
+	if cfg.MinInsyncReplicas > 0 && r.MinInsyncReplicas < cfg.MinInsyncReplicas {
+		short = append(short, fmt.Sprintf("min.insync.replicas %d < %d", r.MinInsyncReplicas, cfg.MinInsyncReplicas))
+	}
+	return strings.Join(short, ", ")
 }

@@ -27,10 +27,15 @@ test-docker: ## the same suite on Apache Kafka and PostgreSQL in Docker (testcon
 .PHONY: test-race
 test-race: test ## alias of test: the suite always runs with -race
 
+GOLANGCI_LINT_VERSION ?= v2.15.0
+
 .PHONY: lint
-lint: ## gofmt and go vet
+lint: ## gofmt, go vet and golangci-lint (.golangci.yml; installed into $(go env GOPATH)/bin when missing)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
 	$(GO) vet $(PKGS)
+	@command -v golangci-lint >/dev/null 2>&1 || test -x "$$($(GO) env GOPATH)/bin/golangci-lint" || \
+	  $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+	PATH="$$($(GO) env GOPATH)/bin:$$PATH" golangci-lint run $(PKGS)
 
 .PHONY: docs-assets
 docs-assets: ## re-fetch the /docs page's Redoc bundle from npm (REDOC_VERSION)

@@ -42,12 +42,8 @@ type settings struct {
 	kafkaOpts []kgo.Opt
 }
 
-// envVar is one setting's environment variable, for -h and error messages.
-type envVar struct{ flag, env string }
-
 type flagSet struct {
 	*flag.FlagSet
-	envs []envVar
 	errs []error
 }
 

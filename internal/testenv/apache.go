@@ -65,7 +65,7 @@ func startApache(ctx context.Context, n int) (c *apacheCluster, err error) {
 	c = &apacheCluster{script: script, dir: dir}
 	r, w, err := os.Pipe() // O_CLOEXEC: no other child inherits our end
 	if err != nil {
-		os.RemoveAll(dir)
+		_ = os.RemoveAll(dir)
 		return nil, err
 	}
 	c.wd = exec.Command("/bin/sh", "-c", apacheWatchdogScript, "hookstream-kafka-watchdog", script, dir)
@@ -74,10 +74,10 @@ func startApache(ctx context.Context, n int) (c *apacheCluster, err error) {
 	// it before it has cleaned up.
 	c.wd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	err = c.wd.Start()
-	r.Close()
+	_ = r.Close()
 	if err != nil {
-		w.Close()
-		os.RemoveAll(dir)
+		_ = w.Close()
+		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("kafka-cluster watchdog: %w", err)
 	}
 	c.wdPipe = w
@@ -95,7 +95,7 @@ func startApache(ctx context.Context, n int) (c *apacheCluster, err error) {
 		return nil, fmt.Errorf("kafka-cluster.sh up printed %q, want %d brokers", last, n)
 	}
 	if err := warmUp(ctx, c.brokers); err != nil {
-		return nil, fmt.Errorf("Apache Kafka in %s: %w", dir, err)
+		return nil, fmt.Errorf("a new Apache Kafka cluster in %s: %w", dir, err)
 	}
 	return c, nil
 }
@@ -139,7 +139,7 @@ func (c *apacheCluster) run(ctx context.Context, args ...string) (string, error)
 // close kills the nodes and removes the directory, through the watchdog.
 func (c *apacheCluster) close() {
 	c.once.Do(func() {
-		c.wdPipe.Close()
+		_ = c.wdPipe.Close()
 		done := make(chan struct{})
 		go func() {
 			_ = c.wd.Wait()

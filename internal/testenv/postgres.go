@@ -142,7 +142,7 @@ func startPostgres(ctx context.Context) (server, source string, err error) {
 	}
 	pg, err := devstack.StartPostgres(ctx, devstack.PostgresConfig{DataDir: dir, NoSync: true, Ephemeral: true})
 	if err != nil {
-		os.RemoveAll(dir)
+		_ = os.RemoveAll(dir)
 		return "", "", fmt.Errorf("%w; no Docker engine either (%v); or set HOOKSTREAM_TEST_DATABASE_URL", err, dockerErr)
 	}
 	atExit(func() {

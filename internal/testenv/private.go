@@ -118,7 +118,7 @@ func NewPostgres(t testing.TB) *PGServer {
 	defer cancel()
 	pg, err := devstack.StartPostgres(ctx, devstack.PostgresConfig{DataDir: dir, NoSync: true, Ephemeral: true})
 	if err != nil {
-		os.RemoveAll(dir)
+		_ = os.RemoveAll(dir)
 		unavailable(t, "private PostgreSQL: %v", err)
 	}
 	t.Cleanup(func() {

@@ -110,7 +110,7 @@ func dockerEngine() error {
 			dockerErr = fmt.Errorf("no Docker engine: %w", err)
 			return
 		}
-		defer cl.Close()
+		defer func() { _ = cl.Close() }()
 		if _, err := cl.Info(ctx, client.InfoOptions{}); err != nil {
 			dockerErr = fmt.Errorf("no Docker engine: %w", err)
 		}

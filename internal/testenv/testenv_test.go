@@ -36,7 +36,7 @@ func TestPostgresGivesEachTestItsOwnMigratedDatabase(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				defer conn.Close(ctx)
+				defer func() { _ = conn.Close(ctx) }()
 				// The migrated schema is there and empty; a write stays here.
 				if _, err := conn.Exec(ctx, `INSERT INTO events (source, event_id, customer_id, status) VALUES ('s', $1, 'c', 'PROCESSED')`, fmt.Sprint(i)); err != nil {
 					t.Fatalf("events table: %v", err)
@@ -62,7 +62,7 @@ func TestPostgresGivesEachTestItsOwnMigratedDatabase(t *testing.T) {
 		cancel()
 		var pgErr *pgconn.PgError
 		if err == nil {
-			conn.Close(context.Background())
+			_ = conn.Close(context.Background())
 			t.Errorf("%s still exists after its test ended", u)
 		} else if !errors.As(err, &pgErr) || pgErr.Code != "3D000" { // invalid_catalog_name
 			t.Errorf("%s after its test ended: %v, want database does not exist", u, err)
@@ -168,7 +168,7 @@ func TestPrivatePostgresStopStart(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		defer conn.Close(ctx)
+		defer func() { _ = conn.Close(ctx) }()
 		_, err = conn.Exec(ctx, sql)
 		return err
 	}

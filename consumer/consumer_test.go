@@ -383,11 +383,11 @@ func TestRetryWindow(t *testing.T) {
 	tb.waitFor(time.Second, 1, `SELECT count(*) FROM audit_log WHERE event_id = 'w-0' AND action = 'DEAD_LETTERED' AND reason = 'retry_window_exhausted'`)
 }
 
-// TestPositionWaitsForLeftEvents: when a batch's group transaction leaves
-// events for one-by-one processing (here a re-driven event) and takes
-// several transactions for the rest (CommitInterval), none of those
-// transactions stores the partition's position past the left events: a
-// crash before they are processed must not skip them.
+// TestPositionWaitsForLeftEvents: when a batch takes several transactions
+// (CommitInterval), none but the last stores the partition's position: a
+// crash in between must not skip the events not yet recorded. The handler
+// of the batch's last event (a re-drive of an unknown event, processed as
+// new) reads the stored position from outside the transaction.
 func TestPositionWaitsForLeftEvents(t *testing.T) {
 	t.Parallel()
 	tb := setup(t)

@@ -111,12 +111,13 @@ ORDER BY next_attempt_at LIMIT $2`, partition, dueLimit)
 func (w *worker) drive(k customerKey) {
 	for {
 		var again bool
+		epoch := w.epoch()
 		err := w.c.retrying(w.ctx, func() (err error) {
-			again, err = w.c.blockStep(w.ctx, w.partition, w.epoch(), k)
+			again, err = w.c.blockStep(w.ctx, w.partition, epoch, k)
 			return err
 		})
 		if errors.Is(err, errFenced) {
-			w.cancel()
+			w.fenced(epoch)
 			return
 		}
 		if err != nil || !again {

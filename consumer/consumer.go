@@ -93,6 +93,12 @@ type Config struct {
 	BatchWait time.Duration
 	// BatchEvents is the size at which a batch stops waiting. Default 500.
 	BatchEvents int
+	// RetakeDelay is how long a member whose partition was fenced waits
+	// before it takes the partition again, if the group still assigns it
+	// to this member (worker.retake). Default 5s, above the group's
+	// heartbeat interval (3s), in which a member that really lost the
+	// partition learns so.
+	RetakeDelay time.Duration
 	// BlockPoll is how often a partition's owner looks for blocked
 	// customers whose retry is due, at most; a failure in this member
 	// wakes it at once. Default 1s.
@@ -127,6 +133,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.BatchEvents <= 0 {
 		c.BatchEvents = 500
+	}
+	if c.RetakeDelay <= 0 {
+		c.RetakeDelay = 5 * time.Second
 	}
 	if c.BlockPoll <= 0 {
 		c.BlockPoll = time.Second

@@ -53,31 +53,41 @@ func (c *Consumer) takePartitions(ctx context.Context, offsets map[string]map[in
 	for p := range parts {
 		ids = append(ids, p)
 	}
-	rows, err := c.cfg.Pool.Query(ctx, takeSQL, c.cfg.Group, c.cfg.Topics.Events, ids)
+	taken, err := c.take(ctx, ids)
 	if err != nil {
 		// Without its epoch and position the partition must not start:
 		// the client retries the assignment.
-		return nil, fmt.Errorf("consumer: take partitions: %w", err)
-	}
-	var p int32
-	var next, epoch int64
-	taken := map[int32]int64{}
-	_, err = pgx.ForEachRow(rows, []any{&p, &next, &epoch}, func() error {
-		taken[p] = epoch
-		if next >= 0 {
-			parts[p] = kgo.NewOffset().At(next)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("consumer: take partitions: %w", err)
+		return nil, err
 	}
 	c.mu.Lock()
-	for p, e := range taken {
-		c.epochs[p] = e
+	for p, t := range taken {
+		c.epochs[p] = t.epoch
+		if t.next >= 0 {
+			parts[p] = kgo.NewOffset().At(t.next)
+		}
 	}
 	c.mu.Unlock()
 	return offsets, nil
+}
+
+// taking is a partition as take leaves it.
+type taking struct{ epoch, next int64 }
+
+// take raises the owner epoch of partitions and returns the new epochs and
+// the stored positions (-1: none).
+func (c *Consumer) take(ctx context.Context, ids []int32) (map[int32]taking, error) {
+	rows, err := c.cfg.Pool.Query(ctx, takeSQL, c.cfg.Group, c.cfg.Topics.Events, ids)
+	if err != nil {
+		return nil, fmt.Errorf("consumer: take partitions: %w", err)
+	}
+	var p int32
+	var t taking
+	taken := map[int32]taking{}
+	_, err = pgx.ForEachRow(rows, []any{&p, &t.next, &t.epoch}, func() error { taken[p] = t; return nil })
+	if err != nil {
+		return nil, fmt.Errorf("consumer: take partitions: %w", err)
+	}
+	return taken, nil
 }
 
 // epochOf is the epoch this member took for partition p (0: none yet).

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/hookstream/hookstream/internal/backoff"
 )
 
 // worker owns one partition: it processes the partition's records batch by
@@ -29,6 +31,8 @@ type worker struct {
 	epochMu    sync.Mutex
 	// blockWake asks runBlocks to look for due customers now.
 	blockWake chan struct{}
+	// fencedCh carries the block runner's fences to run (retake).
+	fencedCh chan int64
 	// highWatermark is the partition's end as of the last fetch.
 	highWatermark atomic.Int64
 
@@ -44,7 +48,7 @@ const maxPending = 4096
 func newWorker(c *Consumer, p int32) *worker {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &worker{c: c, partition: p, ctx: ctx, cancel: cancel, done: make(chan struct{}), next: -1,
-		wake: make(chan struct{}, 1), taken: make(chan struct{}, 1), blockWake: make(chan struct{}, 1)}
+		wake: make(chan struct{}, 1), taken: make(chan struct{}, 1), blockWake: make(chan struct{}, 1), fencedCh: make(chan int64, 1)}
 }
 
 // enqueue adds fetched records, waiting while maxPending are already
@@ -77,36 +81,87 @@ func (w *worker) run() {
 	blocks := make(chan struct{})
 	go func() { defer close(blocks); w.runBlocks() }()
 	defer func() {
-		w.cancel() // a fenced worker stops its block runner and takes no more records
+		w.cancel() // stops the block runner
 		<-blocks
 	}()
 	for {
+		var recs []*kgo.Record
 		select {
 		case <-w.ctx.Done():
 			return
+		case epoch := <-w.fencedCh:
+			if epoch != w.epoch() {
+				continue // fenced by this worker's own retake since
+			}
+			if !w.retake() {
+				return
+			}
+			continue
 		case <-w.wake:
-		}
-		w.mu.Lock()
-		recs := w.pending
-		w.pending = nil
-		w.mu.Unlock()
-		select {
-		case w.taken <- struct{}{}:
-		default:
+			w.mu.Lock()
+			recs = w.pending
+			w.pending = nil
+			w.mu.Unlock()
+			select {
+			case w.taken <- struct{}{}:
+			default:
+			}
 		}
 		if len(recs) == 0 {
 			continue
 		}
-		if err := w.process(recs); err != nil {
-			if errors.Is(err, errFenced) {
-				w.c.log.Warn("partition taken by another member; this one stops", "partition", w.partition)
-			}
+		err := w.process(recs)
+		for errors.Is(err, errFenced) && w.retake() {
+			err = w.process(recs) // the same records, under the new epoch
+		}
+		if err != nil {
 			return // abandoned: the owner takes over from the stored position
 		}
 		last := recs[len(recs)-1]
 		w.positionStored(last.Offset + 1)
 		w.c.cl.MarkCommitRecords(last)
 	}
+}
+
+// fenced tells the worker that a transaction for its partition under
+// epoch found a newer one (the block runner's way; batches return
+// errFenced).
+func (w *worker) fenced(epoch int64) {
+	select {
+	case w.fencedCh <- epoch:
+	default:
+	}
+}
+
+// retake answers a fence. Usually this member lost the partition without
+// knowing it yet (paused past its session timeout): within RetakeDelay the
+// group tells it so, the worker is stopped, and retake reports false. But
+// a member paused between its assignment and its take can raise the epoch
+// after the partition's next owner did, fencing the owner Kafka knows; if
+// the fenced worker stopped, the partition would be processed by no one
+// until the next rebalance. So a worker still assigned after RetakeDelay
+// takes the partition again (fencing the late taker in turn, which the
+// group is about to drop) and goes on from the stored position.
+func (w *worker) retake() bool {
+	w.c.log.Warn("partition fenced by a newer owner epoch", "partition", w.partition, "retake_after", w.c.cfg.RetakeDelay)
+	if !backoff.Sleep(w.ctx, w.c.cfg.RetakeDelay) {
+		return false
+	}
+	var taken map[int32]taking
+	err := w.c.retrying(w.ctx, func() (err error) {
+		taken, err = w.c.take(w.ctx, []int32{w.partition})
+		return err
+	})
+	if err != nil {
+		return false
+	}
+	t := taken[w.partition]
+	w.epochMu.Lock()
+	w.ownerEpoch = t.epoch
+	w.epochMu.Unlock()
+	w.next = max(w.next, t.next)
+	w.c.log.Warn("partition taken again", "partition", w.partition, "epoch", t.epoch, "position", w.next)
+	return true
 }
 
 // process runs one batch of records: decoded and split into lanes here,

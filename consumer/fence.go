@@ -16,8 +16,8 @@ import (
 // partition's ownership is also kept in PostgreSQL, where the effects are:
 // a member takes a partition by raising its owner_epoch (consumer_offsets)
 // and every transaction that writes for the partition first reads the epoch
-// under a share lock and gives up unless it is still the one it took. The
-// next owner's raise waits for the share locks of transactions in flight,
+// under a key-share lock and gives up unless it is still the one it took. The
+// next owner's raise (FOR UPDATE) waits for those locks of transactions in flight,
 // so each of those either commits before the new owner reads the position,
 // or sees the new epoch and rolls back: no effect, outcome or position of a
 // member that lost the partition commits after its successor started. The
@@ -74,16 +74,25 @@ func (c *Consumer) takePartitions(ctx context.Context, offsets map[string]map[in
 type taking struct{ epoch, next int64 }
 
 // take raises the owner epoch of partitions and returns the new epochs and
-// the stored positions (-1: none).
+// the stored positions (-1: none). It first locks the partitions' rows FOR
+// UPDATE, which waits for the FOR KEY SHARE lock every fenced transaction
+// holds on them (the upsert alone would not: it updates no key column).
 func (c *Consumer) take(ctx context.Context, ids []int32) (map[int32]taking, error) {
-	rows, err := c.cfg.Pool.Query(ctx, takeSQL, c.cfg.Group, c.cfg.Topics.Events, ids)
-	if err != nil {
-		return nil, fmt.Errorf("consumer: take partitions: %w", err)
-	}
-	var p int32
-	var t taking
 	taken := map[int32]taking{}
-	_, err = pgx.ForEachRow(rows, []any{&p, &t.next, &t.epoch}, func() error { taken[p] = t; return nil })
+	err := pgx.BeginFunc(ctx, c.cfg.Pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM consumer_offsets WHERE group_id = $1 AND topic = $2 AND partition = ANY($3)
+ORDER BY partition FOR UPDATE`, c.cfg.Group, c.cfg.Topics.Events, ids); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, takeSQL, c.cfg.Group, c.cfg.Topics.Events, ids)
+		if err != nil {
+			return err
+		}
+		var p int32
+		var t taking
+		_, err = pgx.ForEachRow(rows, []any{&p, &t.next, &t.epoch}, func() error { taken[p] = t; return nil })
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("consumer: take partitions: %w", err)
 	}
@@ -115,14 +124,19 @@ func (e *fencedError) Error() string {
 func (e *fencedError) Is(target error) bool { return target == errFenced }
 
 // fence checks, inside tx, that this member still owns each partition with
-// the epoch it took, and holds a share lock on that until tx ends.
+// the epoch it took, and holds a lock on that until tx ends: FOR KEY SHARE,
+// which a take's FOR UPDATE waits for, but which neither another fenced
+// transaction nor a position write (an update of no key column) conflicts
+// with. FOR SHARE did: a batch storing its position waited for a blocked
+// customer's step holding the share lock, while the step waited for a
+// customer row the batch held (deadlocks under failures, scripts/bench-failing.sh).
 func (c *Consumer) fence(ctx context.Context, tx pgx.Tx, parts []part) error {
 	ids := make([]int32, len(parts))
 	for i, p := range parts {
 		ids[i] = p.partition
 	}
 	rows, err := tx.Query(ctx, `SELECT partition, owner_epoch FROM consumer_offsets
-WHERE group_id = $1 AND topic = $2 AND partition = ANY($3) ORDER BY partition FOR SHARE`, c.cfg.Group, c.cfg.Topics.Events, ids)
+WHERE group_id = $1 AND topic = $2 AND partition = ANY($3) ORDER BY partition FOR KEY SHARE`, c.cfg.Group, c.cfg.Topics.Events, ids)
 	if err != nil {
 		return err
 	}

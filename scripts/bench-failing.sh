@@ -34,7 +34,7 @@ sources:
     destination: {url: "http://127.0.0.1:8097/hook", timeout: 5s}
     retry: {max_attempts: 20, initial_backoff: 1s, max_backoff: 5s}
 YAML
-HOOKSTREAM_GENERIC_SECRET=bench-secret HOOKSTREAM_SOURCES="$work/sources.yaml" HOOKSTREAM_LOG_LEVEL=error \
+HOOKSTREAM_GENERIC_SECRET=bench-secret HOOKSTREAM_SOURCES="$work/sources.yaml" HOOKSTREAM_LOG_LEVEL=${LOG_LEVEL:-error} \
   start_dev --data-dir "$work/data" --http-addr 127.0.0.1:8096 --kafka-listen 127.0.0.1:19096
 db=$(dev_database_url)
 "$work/loadevents" --brokers 127.0.0.1:19096 --database-url "$db" \

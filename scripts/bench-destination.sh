@@ -19,16 +19,7 @@ delay=${3:-20ms}
 bench_setup INT
 bench_build loadevents slowdest
 "$work/slowdest" --addr 127.0.0.1:8095 --delay "$delay" > "$work/dest.out" & destpid=$!; pids+=($destpid)
-cat > "$work/sources.yaml" <<YAML
-sources:
-  - name: generic
-    scheme: hmac-sha256
-    secrets: ["env:HOOKSTREAM_GENERIC_SECRET"]
-    event_id: {pointer: /event_id}
-    customer_id: {pointer: /customer_id}
-    event_type: {pointer: /event_type}
-    destination: {url: "http://127.0.0.1:8095/hook", timeout: 5s}
-YAML
+bench_sources "http://127.0.0.1:8095/hook"
 HOOKSTREAM_GENERIC_SECRET=bench-secret HOOKSTREAM_SOURCES="$work/sources.yaml" HOOKSTREAM_LOG_LEVEL=warn \
   start_dev --data-dir "$work/data" --http-addr 127.0.0.1:8096 --kafka-listen 127.0.0.1:19093
 "$work/loadevents" --brokers 127.0.0.1:19093 --database-url "$(dev_database_url)" \

@@ -23,17 +23,7 @@ customers=${4:-1000}
 bench_setup INT
 bench_build loadevents slowdest
 "$work/slowdest" --addr 127.0.0.1:8097 --delay 2ms --fail-for "$failfor" > "$work/dest.out" & destpid=$!; pids+=($destpid)
-cat > "$work/sources.yaml" <<YAML
-sources:
-  - name: generic
-    scheme: hmac-sha256
-    secrets: ["env:HOOKSTREAM_GENERIC_SECRET"]
-    event_id: {pointer: /event_id}
-    customer_id: {pointer: /customer_id}
-    event_type: {pointer: /event_type}
-    destination: {url: "http://127.0.0.1:8097/hook", timeout: 5s}
-    retry: {max_attempts: 20, initial_backoff: 1s, max_backoff: 5s}
-YAML
+bench_sources "http://127.0.0.1:8097/hook" "{max_attempts: 20, initial_backoff: 1s, max_backoff: 5s}"
 HOOKSTREAM_GENERIC_SECRET=bench-secret HOOKSTREAM_SOURCES="$work/sources.yaml" HOOKSTREAM_LOG_LEVEL=${LOG_LEVEL:-error} \
   start_dev --data-dir "$work/data" --http-addr 127.0.0.1:8096 --kafka-listen 127.0.0.1:19096
 db=$(dev_database_url)

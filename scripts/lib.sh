@@ -8,6 +8,9 @@
 #                          the caller's environment prefix), $devpid set,
 #                          returns once it is ready; dev.out/dev.err in $work
 #   dev_database_url       the private PostgreSQL URL dev printed
+#   bench_sources URL [RETRY]  $work/sources.yaml: the generic source (secret
+#                          in HOOKSTREAM_GENERIC_SECRET) delivering to URL,
+#                          with RETRY as its retry policy (a YAML flow map)
 #   bench_request          the receiver benchmarks' request: a 798-byte
 #                          generic event signed with $secret (bench-secret),
 #                          as $body and $sig, and $work/post.lua for wrk
@@ -41,6 +44,20 @@ start_dev() {
 }
 
 dev_database_url() { sed -n 's/^  PostgreSQL: //p' "$work/dev.out"; }
+
+bench_sources() {
+  cat > "$work/sources.yaml" <<YAML
+sources:
+  - name: generic
+    scheme: hmac-sha256
+    secrets: ["env:HOOKSTREAM_GENERIC_SECRET"]
+    event_id: {pointer: /event_id}
+    customer_id: {pointer: /customer_id}
+    event_type: {pointer: /event_type}
+    destination: {url: "$1", timeout: 5s}
+${2:+    retry: $2}
+YAML
+}
 
 bench_request() {
   secret=bench-secret

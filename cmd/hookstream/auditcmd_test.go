@@ -10,9 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/hookstream/hookstream/internal/kafka"
 	"github.com/hookstream/hookstream/internal/testenv"
-	"github.com/hookstream/hookstream/internal/topics"
 )
 
 // `audit verify` exits 1 and names the event when a decision is missing
@@ -23,14 +21,7 @@ func TestAuditVerifyExitsOneOnAMissingDecision(t *testing.T) {
 	dbURL := testenv.Postgres(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	adm, cl, err := kafka.NewAdmin(kafka.Config{Brokers: broker.Addrs()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	if _, err := topics.Ensure(ctx, adm, topics.Config{Partitions: 1}); err != nil {
-		t.Fatal(err)
-	}
+	testTopics(ctx, t, broker.Addrs(), 1)
 	conn, err := pgx.Connect(ctx, dbURL)
 	if err != nil {
 		t.Fatal(err)

@@ -16,7 +16,6 @@ import (
 	"github.com/hookstream/hookstream/internal/kafka"
 	"github.com/hookstream/hookstream/internal/metricstest"
 	"github.com/hookstream/hookstream/internal/testenv"
-	"github.com/hookstream/hookstream/internal/topics"
 	"github.com/hookstream/hookstream/internal/wire"
 )
 
@@ -29,14 +28,7 @@ func TestConsumeServesHealthAndKafkaClientMetrics(t *testing.T) {
 	dbURL := testenv.Postgres(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	adm, cl, err := kafka.NewAdmin(kafka.Config{Brokers: broker.Addrs()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	if _, err := topics.Ensure(ctx, adm, topics.Config{Partitions: 3}); err != nil {
-		t.Fatal(err)
-	}
+	testTopics(ctx, t, broker.Addrs(), 3)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	proc, err := startProcessing(ctx, processingOptions{
 		brokers: broker.Addrs(), databaseURL: dbURL, instance: "metrics-test", group: "hookstream", concurrency: 2, log: log,
@@ -141,14 +133,7 @@ func TestPausedMemberDoesNotHoldItsPartitions(t *testing.T) {
 	dbURL := testenv.Postgres(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	adm, cl, err := kafka.NewAdmin(kafka.Config{Brokers: broker.Addrs()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	if _, err := topics.Ensure(ctx, adm, topics.Config{Partitions: 1}); err != nil {
-		t.Fatal(err)
-	}
+	testTopics(ctx, t, broker.Addrs(), 1)
 	const idle = 2 * time.Second
 	paused, err := newProcessingPool(ctx, dbURL, 2, idle)
 	if err != nil {

@@ -120,14 +120,7 @@ func newLoadFixture(t *testing.T, customers, perCustomer int) *loadFixture {
 	t.Cleanup(cancel)
 	f.ctx = ctx
 
-	adm, cl, err := kafka.NewAdmin(kafka.Config{Brokers: broker.Addrs()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	if _, err := topics.Ensure(ctx, adm, topics.Config{Partitions: 6}); err != nil {
-		t.Fatal(err)
-	}
+	testTopics(ctx, t, broker.Addrs(), 6)
 	srcFile := filepath.Join(t.TempDir(), "sources.yaml")
 	if err := os.WriteFile(srcFile, []byte(fmt.Sprintf(`sources:
   - name: load
@@ -291,4 +284,13 @@ func TestConsumerRebalance(t *testing.T) {
 	f.waitDeliveries(f.total() / 2)
 	startConsume(t, f.env, "d")
 	f.check()
+}
+
+// testTopics creates hookstream's topics, with partitions partitions, on a
+// test's private broker, the way `hookstream topics` does.
+func testTopics(ctx context.Context, t *testing.T, brokers []string, partitions int32) {
+	t.Helper()
+	if err := ensureTopics(ctx, kafka.Config{Brokers: brokers}, topics.Config{Partitions: partitions}, io.Discard, func(string) {}); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -30,7 +30,6 @@ import (
 	"github.com/hookstream/hookstream/internal/devstack"
 	"github.com/hookstream/hookstream/internal/kafka"
 	"github.com/hookstream/hookstream/internal/testenv"
-	"github.com/hookstream/hookstream/internal/topics"
 	"github.com/hookstream/hookstream/internal/wire"
 )
 
@@ -100,14 +99,7 @@ func newKillFixture(t *testing.T) *killFixture {
 	dbURL := testenv.Postgres(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
-	adm, cl, err := kafka.NewAdmin(kafka.Config{Brokers: broker.Addrs()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	if _, err := topics.Ensure(ctx, adm, topics.Config{Partitions: 3}); err != nil {
-		t.Fatal(err)
-	}
+	testTopics(ctx, t, broker.Addrs(), 3)
 	srcFile := filepath.Join(t.TempDir(), "sources.yaml")
 	if err := os.WriteFile(srcFile, []byte(`sources:
   - name: generic

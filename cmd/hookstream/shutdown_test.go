@@ -19,9 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/hookstream/hookstream/internal/devstack"
-	"github.com/hookstream/hookstream/internal/kafka"
 	"github.com/hookstream/hookstream/internal/testenv"
-	"github.com/hookstream/hookstream/internal/topics"
 	"github.com/hookstream/hookstream/internal/wire"
 )
 
@@ -32,16 +30,9 @@ func TestServeDrainsOnSIGTERM(t *testing.T) {
 	t.Parallel()
 	broker := testenv.NewKafka(t)
 	dbURL := testenv.Postgres(t)
-	adm, cl, err := kafka.NewAdmin(kafka.Config{Brokers: broker.Addrs()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	if _, err := topics.Ensure(ctx, adm, topics.Config{Partitions: 3}); err != nil {
-		t.Fatal(err)
-	}
+	testTopics(ctx, t, broker.Addrs(), 3)
 	port, err := devstack.FreePort()
 	if err != nil {
 		t.Fatal(err)

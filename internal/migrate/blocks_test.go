@@ -17,16 +17,8 @@ import (
 func TestCustomerBlocksCarriedOver(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	dbURL := emptyDatabase(t)
-	if _, err := migrate.UpTo(ctx, dbURL, 3); err != nil {
-		t.Fatal(err)
-	}
-	conn, err := pgx.Connect(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = conn.Close(ctx) }()
-	_, err = conn.Exec(ctx, `
+	dbURL, conn := databaseAt(t, 3)
+	_, err := conn.Exec(ctx, `
 INSERT INTO events (source, event_id, customer_id, status, attempts, kafka_partition, kafka_offset, payload) VALUES
   ('stripe', 'dead-0', 'cus_p', 'DEAD', 8, 3, 10, '{}'),
   ('stripe', 'wait-1', 'cus_p', 'PARKED', 0, 3, 11, '{}'),

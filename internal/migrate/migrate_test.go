@@ -52,21 +52,30 @@ func emptyDatabase(t *testing.T) string {
 	return u.String()
 }
 
-// TestAuditOutboxCarriedOver: rows waiting in the old outbox table when
-// migration 3 replaces it with the relay's cursor are published once by
-// the new relay; rows already published are not published again.
-func TestAuditOutboxCarriedOver(t *testing.T) {
-	t.Parallel()
+// databaseAt is an empty database migrated up to version, and a
+// connection to it closed when the test ends.
+func databaseAt(t *testing.T, version int64) (string, *pgx.Conn) {
+	t.Helper()
 	ctx := context.Background()
 	dbURL := emptyDatabase(t)
-	if _, err := migrate.UpTo(ctx, dbURL, 2); err != nil {
+	if _, err := migrate.UpTo(ctx, dbURL, version); err != nil {
 		t.Fatal(err)
 	}
 	conn, err := pgx.Connect(ctx, dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = conn.Close(ctx) }()
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	return dbURL, conn
+}
+
+// TestAuditOutboxCarriedOver: rows waiting in the old outbox table when
+// migration 3 replaces it with the relay's cursor are published once by
+// the new relay; rows already published are not published again.
+func TestAuditOutboxCarriedOver(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dbURL, conn := databaseAt(t, 2)
 	// Two published rows (no longer in the outbox) and three waiting.
 	for i := range 5 {
 		_, err := conn.Exec(ctx, `WITH a AS (INSERT INTO audit_log (audit_id, event_id, source, customer_id, action, actor, instance, at)
@@ -141,15 +150,7 @@ func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 func TestAuditCursorCarriedOverToCommitOrder(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	dbURL := emptyDatabase(t)
-	if _, err := migrate.UpTo(ctx, dbURL, 3); err != nil {
-		t.Fatal(err)
-	}
-	conn, err := pgx.Connect(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = conn.Close(ctx) }()
+	dbURL, conn := databaseAt(t, 3)
 	// Three transactions: a b | c d | e; the old relay had published up
 	// to c.
 	write := func(conn *pgx.Conn, ids ...string) {

@@ -34,8 +34,11 @@ type PostgresConfig struct {
 	// StartPostgres (Start after Stop keeps it).
 	Port int
 	// NoSync trades crash safety for speed (initdb --no-sync, fsync=off,
-	// synchronous_commit=off, full_page_writes=off): data survives Stop
-	// but maybe not a crash of the machine. For tests. Default false.
+	// full_page_writes=off): committed data survives Stop and a crash of
+	// the server (Crash), whose WAL is in the operating system's cache,
+	// but maybe not a crash of the machine. Commits still wait for their
+	// WAL write (synchronous_commit stays on: off would lose the last
+	// commits to a crash of the server). For tests. Default false.
 	NoSync bool
 	// Ephemeral makes the server and its files throwaway: Close removes
 	// them, and a watchdog process stops the server and removes them when
@@ -243,6 +246,23 @@ func (p *Postgres) Stop(ctx context.Context) error {
 	return nil
 }
 
+// Crash stops the server with an immediate shutdown, as a crash would end
+// it: sessions are cut off, no checkpoint is written, and the next Start
+// recovers from the WAL. Unlike Stop it keeps the data directory, which
+// only Start may use next. It is a no-op when the server is not running.
+func (p *Postgres) Crash(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || p.lock == nil {
+		return nil
+	}
+	running, err := p.running(ctx)
+	if err != nil || !running {
+		return err
+	}
+	return p.stopMode(ctx, "immediate")
+}
+
 // Close stops the server and, with Ephemeral, removes its files. Calling it
 // again is a no-op; Start after Close fails.
 func (p *Postgres) Close(ctx context.Context) error {
@@ -305,7 +325,7 @@ func (p *Postgres) start(ctx context.Context) error {
 		"-c max_connections=200",
 	}
 	if p.cfg.NoSync {
-		opts = append(opts, "-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off")
+		opts = append(opts, "-c fsync=off", "-c full_page_writes=off")
 	}
 	// Only the part of the log written by this start explains its failure.
 	logStart := int64(0)
@@ -355,8 +375,12 @@ func (p *Postgres) start(ctx context.Context) error {
 }
 
 // stop runs pg_ctl stop -m fast and waits until the server is gone.
-func (p *Postgres) stop(ctx context.Context) error {
-	out, err := p.command(ctx, filepath.Join(p.bin, "pg_ctl"), "stop", "-w", "-t", "60", "-m", "fast", "-D", p.pgdata).CombinedOutput()
+func (p *Postgres) stop(ctx context.Context) error { return p.stopMode(ctx, "fast") }
+
+// stopMode runs pg_ctl stop with a shutdown mode and waits until the
+// server is gone.
+func (p *Postgres) stopMode(ctx context.Context, mode string) error {
+	out, err := p.command(ctx, filepath.Join(p.bin, "pg_ctl"), "stop", "-w", "-t", "60", "-m", mode, "-D", p.pgdata).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("postgres: pg_ctl stop: %w\n%s", err, bytes.TrimSpace(out))
 	}

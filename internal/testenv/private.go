@@ -148,6 +148,18 @@ func (s *PGServer) Stop() {
 	}
 }
 
+// Crash stops the server with an immediate shutdown, like a crash: no
+// checkpoint, and Start recovers from the WAL. It fails the test on
+// error, so call it from the test's goroutine.
+func (s *PGServer) Crash() {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := s.pg.Crash(ctx); err != nil {
+		s.t.Fatalf("testenv: crash the private PostgreSQL: %v", err)
+	}
+}
+
 // Start starts it again on the same port with the same data. It fails the
 // test on error, so call it from the test's goroutine.
 func (s *PGServer) Start() {

@@ -107,6 +107,9 @@ type setupOpts struct {
 	// noAuditTopic points the receiver at an audit topic that was never
 	// created.
 	noAuditTopic bool
+	// rejectionTimeout, when set, gives the receiver a RejectionProducer
+	// of its own with this delivery timeout.
+	rejectionTimeout time.Duration
 }
 
 func setup(t *testing.T, opts ...func(*setupOpts)) *testBundle {
@@ -156,15 +159,25 @@ func setup(t *testing.T, opts ...func(*setupOpts)) *testBundle {
 	dups := ingest.NewPostgresDuplicates(tb.pool, ingest.PostgresDuplicatesConfig{})
 	t.Cleanup(dups.Close)
 
+	var rejections ingest.Producer
+	if o.rejectionTimeout > 0 {
+		p, err := kafka.NewProducer(kafka.Config{Brokers: o.brokers, ProduceTimeout: o.rejectionTimeout})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p.Close)
+		rejections = p
+	}
 	rcv, err := ingest.New(ingest.Config{
-		Sources:        srcs,
-		Producer:       tb.producer,
-		Duplicates:     dups,
-		Topics:         tb.topics,
-		Instance:       "test",
-		ProduceTimeout: o.produceTimeout,
-		RetryAfter:     3,
-		Logger:         slog.New(slog.DiscardHandler),
+		Sources:           srcs,
+		Producer:          tb.producer,
+		RejectionProducer: rejections,
+		Duplicates:        dups,
+		Topics:            tb.topics,
+		Instance:          "test",
+		ProduceTimeout:    o.produceTimeout,
+		RetryAfter:        3,
+		Logger:            slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package ingest_test
 import (
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -162,5 +163,41 @@ func TestAuditTopicUnavailable(t *testing.T) {
 	}
 	if n := len(tb.events()); n != 1 {
 		t.Errorf("%d events, want only the new one", n)
+	}
+}
+
+// TestRejectionRecordOutlivesOutage: a request rejected while the broker
+// is away is answered within the produce timeout, and its REJECTED record,
+// given up by then in the old design, lands once the broker is back, as
+// long as that is within the rejection producer's delivery timeout. A
+// leader's fail-over on a real cluster takes longer than the produce
+// timeout, and lost every rejection record of the requests it caught.
+func TestRejectionRecordOutlivesOutage(t *testing.T) {
+	t.Parallel()
+	broker := testenv.NewKafka(t)
+	tb := setup(t, func(o *setupOpts) {
+		o.brokers = broker.Addrs()
+		o.produceTimeout = time.Second
+		o.rejectionTimeout = 2 * time.Minute
+	})
+	broker.Stop()
+	body := genericBody("evt_forged", "cus_r")
+	h := jsonHeaders("X-Signature", strings.Repeat("0", 64), "X-Request-Id", "rejected-in-outage")
+	if status, _, out := tb.post("/webhooks/generic", h, body); status != http.StatusUnauthorized {
+		t.Fatalf("bad signature during the outage: %d %s", status, out)
+	}
+	// The answer waited the produce timeout for the record: the outage
+	// has outlasted it.
+	broker.Start()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		recs := tb.auditFor("rejected-in-outage")
+		if len(recs) == 1 && recs[0].Action == wire.ActionRejected && recs[0].HTTPStatus == http.StatusUnauthorized {
+			return
+		}
+		if len(recs) > 1 || time.Now().After(deadline) {
+			t.Fatalf("the REJECTED record of a request answered during the outage: %+v", recs)
+		}
+		time.Sleep(200 * time.Millisecond) // polling for the record to land
 	}
 }

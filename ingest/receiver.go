@@ -40,6 +40,15 @@ type Config struct {
 	// records at a delivery timeout no longer than ProduceTimeout, in flight
 	// or not (internal/kafka.NewProducer). Required.
 	Producer Producer
+	// RejectionProducer writes the REJECTED records. A rejection is
+	// answered whether or not its record lands, so nothing waits for the
+	// record longer than ProduceTimeout; its delivery timeout is how long
+	// it may wait for a broker that is away (a leader's fail-over, an
+	// outage) before it is given up and counted, which should be minutes
+	// rather than ProduceTimeout's seconds. It should bound what it
+	// buffers (a full buffer fails a record at once, counted). Default:
+	// Producer.
+	RejectionProducer Producer
 	// Duplicates answers the duplicate check; it must bound its own time
 	// (PostgresDuplicatesConfig.Timeout). Nil: every event is new.
 	Duplicates DuplicateChecker
@@ -67,6 +76,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.RetryAfter == 0 {
 		c.RetryAfter = 5
+	}
+	if c.RejectionProducer == nil {
+		c.RejectionProducer = c.Producer
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -492,10 +504,7 @@ func (r *Receiver) rejected(req *request, rej *rejection, detail map[string]any)
 	// Best effort: the rejection stands whether or not its record lands
 	// (a failure is counted and logged). It is awaited all the same, so
 	// that the answer follows its record when the topic works.
-	rec := r.auditRecord(req, wire.ActionRejected, rej.code, rej.status, detail)
-	if err := r.awaitAudit(rec); err != nil {
-		r.auditFailures.failed(auditKindRejected, rec, err)
-	}
+	r.awaitRejection(r.auditRecord(req, wire.ActionRejected, rej.code, rej.status, detail))
 	rej.write(req.c)
 	r.count(req, rej)
 }
@@ -554,16 +563,45 @@ func (r *Receiver) awaitAudit(rec *wire.AuditRecord) error {
 	return err
 }
 
+// awaitRejection produces rec, a REJECTED record, to the audit topic with
+// the rejection producer and waits for it up to ProduceTimeout, so that
+// the answer follows its record when the topic works. When the wait ends
+// first the record stays buffered: it lands when the broker is back
+// within the rejection producer's delivery timeout, and is counted as not
+// published only if it does not.
+func (r *Receiver) awaitRejection(rec *wire.AuditRecord) {
+	kr, err := rec.KafkaRecord(r.cfg.Topics.Audit)
+	if err != nil {
+		r.auditFailures.failed(auditKindRejected, rec, err)
+		return
+	}
+	start := time.Now()
+	done := make(chan struct{})
+	r.cfg.RejectionProducer.TryProduce(context.Background(), kr, func(_ *kgo.Record, err error) {
+		if err != nil {
+			r.auditFailures.failed(auditKindRejected, rec, err)
+		}
+		close(done)
+	})
+	t := time.NewTimer(r.cfg.ProduceTimeout)
+	select {
+	case <-done:
+	case <-t.C:
+	}
+	t.Stop()
+	auditSeconds.Observe(time.Since(start).Seconds())
+}
+
 // tryAudit produces rec, a REJECTED record nobody waits for, to the audit
-// topic. TryProduce: it must not hold up the reply while the buffer is
-// full (then it is counted as not published).
+// topic with the rejection producer. TryProduce: it must not hold up the
+// reply while the buffer is full (then it is counted as not published).
 func (r *Receiver) tryAudit(rec *wire.AuditRecord) {
 	kr, err := rec.KafkaRecord(r.cfg.Topics.Audit)
 	if err != nil {
 		r.auditFailures.failed(auditKindRejected, rec, err)
 		return
 	}
-	r.cfg.Producer.TryProduce(context.Background(), kr, func(_ *kgo.Record, err error) {
+	r.cfg.RejectionProducer.TryProduce(context.Background(), kr, func(_ *kgo.Record, err error) {
 		if err != nil {
 			r.auditFailures.failed(auditKindRejected, rec, err)
 		}

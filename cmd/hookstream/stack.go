@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -23,6 +24,7 @@ import (
 type receiverStack struct {
 	log      *slog.Logger
 	producer *kgo.Client
+	rejects  *kgo.Client // REJECTED records: they may wait minutes for a broker
 	pool     *pgxpool.Pool
 	dups     *ingest.PostgresDuplicates
 	server   *httpserver.Server
@@ -57,19 +59,29 @@ func startReceiver(ctx context.Context, o receiverOptions) (_ *receiverStack, er
 	if err != nil {
 		return nil, fmt.Errorf("kafka-brokers (HOOKSTREAM_KAFKA_BROKERS): %w", err)
 	}
+	s.rejects, err = kafka.NewProducer(kafka.Config{Brokers: o.brokers, ClientID: "hookstream-ingest-rejections",
+		ProduceTimeout: rejectionDeliveryTimeout, Opts: append(slices.Clone(o.kafkaOpts), kgo.MaxBufferedRecords(rejectionBuffer))})
+	if err != nil {
+		return nil, fmt.Errorf("kafka-brokers (HOOKSTREAM_KAFKA_BROKERS): %w", err)
+	}
 	s.pool, err = newPool(ctx, o.databaseURL, 0)
 	if err != nil {
 		return nil, err
 	}
 	s.dups = ingest.NewPostgresDuplicates(s.pool, ingest.PostgresDuplicatesConfig{})
 	rcv, err := ingest.New(ingest.Config{
-		Sources:        o.sources,
-		Producer:       s.producer,
-		Duplicates:     s.dups,
-		Topics:         o.topics,
-		Instance:       o.instance,
-		ProduceTimeout: o.produceTimeout,
-		Logger:         o.log,
+		Sources:  o.sources,
+		Producer: s.producer,
+		// A rejection is answered at once, but its record may wait out a
+		// leader's fail-over, or an outage of minutes, in a buffer of its
+		// own, which a flood of bad requests fills without delaying
+		// events (a full buffer fails the record, counted).
+		RejectionProducer: s.rejects,
+		Duplicates:        s.dups,
+		Topics:            o.topics,
+		Instance:          o.instance,
+		ProduceTimeout:    o.produceTimeout,
+		Logger:            o.log,
 	})
 	if err != nil {
 		return nil, err
@@ -90,6 +102,11 @@ func startReceiver(ctx context.Context, o receiverOptions) (_ *receiverStack, er
 	}
 	return s, nil
 }
+
+const (
+	rejectionDeliveryTimeout = 2 * time.Minute
+	rejectionBuffer          = 10000 // records; each a few hundred bytes
+)
 
 // newPool connects to url; maxConns 0 keeps pgxpool's default (or the
 // URL's pool_max_conns). params are session settings, as name, value
@@ -124,8 +141,11 @@ func (s *receiverStack) stop() {
 			s.log.Error("http shutdown", "error", err)
 		}
 	}
-	if s.producer != nil {
-		if err := s.producer.Flush(ctx); err != nil {
+	for _, p := range []*kgo.Client{s.producer, s.rejects} {
+		if p == nil {
+			continue
+		}
+		if err := p.Flush(ctx); err != nil {
 			s.log.Error("producer flush", "error", err)
 		}
 	}
@@ -138,6 +158,9 @@ func (s *receiverStack) close() {
 	}
 	if s.producer != nil {
 		s.producer.Close()
+	}
+	if s.rejects != nil {
+		s.rejects.Close()
 	}
 	if s.pool != nil {
 		s.pool.Close()

@@ -62,7 +62,8 @@ func startApache(ctx context.Context, n int) (c *apacheCluster, err error) {
 	if err != nil {
 		return nil, err
 	}
-	c = &apacheCluster{script: script, dir: dir}
+	cl := &apacheCluster{script: script, dir: dir}
+	c = cl
 	r, w, err := os.Pipe() // O_CLOEXEC: no other child inherits our end
 	if err != nil {
 		_ = os.RemoveAll(dir)
@@ -83,7 +84,7 @@ func startApache(ctx context.Context, n int) (c *apacheCluster, err error) {
 	c.wdPipe = w
 	defer func() {
 		if err != nil {
-			c.close()
+			cl.close() // not c: a failing return has set it to nil
 		}
 	}()
 	last, err := c.run(ctx, "up", dir, strconv.Itoa(n))

@@ -1,0 +1,535 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kadm"
+
+	"github.com/hookstream/hookstream/consumer"
+	"github.com/hookstream/hookstream/internal/devstack"
+	"github.com/hookstream/hookstream/internal/kafka"
+	"github.com/hookstream/hookstream/internal/testenv"
+	"github.com/hookstream/hookstream/internal/wire"
+)
+
+const (
+	scheduleSource     = "shop"
+	scheduleSecret     = "schedule-secret-0123456789"
+	scheduleToken      = "schedule-admin-token"
+	schedulePartitions = 6
+)
+
+// scheduleRun is the running system and the test's handles on it.
+type scheduleRun struct {
+	t       *testing.T
+	cfg     scheduleConfig
+	ctx     context.Context
+	start   time.Time // the load's start; steps are timed from it
+	cluster *testenv.Cluster
+	pg      *testenv.PGServer
+	pool    *pgxpool.Pool
+	adm     *kadm.Client
+	dir     string
+	env     []string // broker, database and admin token, for every process
+	dest    *scheduleDest
+	destURL string
+	http    *http.Client
+
+	recvAddr   string
+	receiver   *scheduleProc
+	recvGen    int
+	members    map[string]*scheduleProc // the running incarnation of each member
+	gen        map[string]int
+	downBroker int
+	recvKills  []time.Time
+
+	mu         sync.Mutex
+	injected   map[string]int
+	violations atomic.Int64
+}
+
+func newScheduleRun(t *testing.T, cfg scheduleConfig) *scheduleRun {
+	t.Helper()
+	r := &scheduleRun{t: t, cfg: cfg, dir: t.TempDir(), members: map[string]*scheduleProc{}, gen: map[string]int{},
+		injected: map[string]int{}, http: &http.Client{Timeout: 30 * time.Second}}
+	r.cluster = testenv.KafkaCluster(t, 3)
+	r.pg = testenv.NewPostgres(t)
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.duration+20*time.Minute)
+	t.Cleanup(cancel)
+	r.ctx = ctx
+	testTopics(ctx, t, r.cluster.Brokers(), schedulePartitions)
+
+	r.dest = &scheduleDest{seed: cfg.seed, outage: map[string]bool{}}
+	srv := httptest.NewServer(r.dest)
+	t.Cleanup(srv.Close) // after the processes: cleanups run last first
+	r.destURL = srv.URL
+	r.env = []string{"HOOKSTREAM_KAFKA_BROKERS=" + strings.Join(r.cluster.Brokers(), ","),
+		"HOOKSTREAM_DATABASE_URL=" + r.pg.URL(), "HOOKSTREAM_ADMIN_TOKEN=" + scheduleToken}
+
+	var err error
+	if r.pool, err = pgxpool.New(ctx, r.pg.URL()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.pool.Close)
+	adm, cl, err := kafka.NewAdmin(kafka.Config{Brokers: r.cluster.Brokers()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	r.adm = adm
+
+	port, err := devstack.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.recvAddr = fmt.Sprintf("127.0.0.1:%d", port)
+	r.startReceiver()
+	for _, m := range []string{"a", "b", "c"} {
+		r.startMember(m)
+	}
+	r.waitGroup(3)
+	r.start = time.Now()
+	return r
+}
+
+// violation reports what the system did wrong; the test goes on, so that
+// one run shows every violation it meets.
+func (r *scheduleRun) violation(format string, args ...any) {
+	r.violations.Add(1)
+	r.t.Errorf("VIOLATION: "+format, args...)
+}
+
+// scheduleProc is a hookstream process of the run. Exiting when the test
+// did not end it is a violation.
+type scheduleProc struct {
+	name  string
+	cmd   *exec.Cmd
+	done  chan struct{}
+	ended atomic.Bool
+}
+
+func (r *scheduleRun) spawn(name string, env []string, args ...string) *scheduleProc {
+	r.t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Env = append(append(os.Environ(), r.env...), env...)
+	// What the faults make every process say over and over; the summary
+	// counts the answers and the verifier checks what came of them.
+	cmd.Stderr = &testLog{t: r.t, prefix: name, drop: []string{"retry scheduled", "dead-lettered", "produce failed", "request not accepted"}}
+	if err := cmd.Start(); err != nil {
+		r.t.Fatal(err)
+	}
+	p := &scheduleProc{name: name, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		err := cmd.Wait()
+		if !p.ended.Load() && r.ctx.Err() == nil {
+			r.violation("%s exited on its own: %v", name, err)
+		}
+		close(p.done)
+	}()
+	r.t.Cleanup(func() {
+		p.ended.Store(true)
+		_ = cmd.Process.Kill()
+		<-p.done
+	})
+	return p
+}
+
+// kill ends the process with SIGKILL and waits until it is gone.
+func (p *scheduleProc) kill() {
+	p.ended.Store(true)
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
+// terminate asks the process to stop (SIGTERM) and waits for it; it
+// returns its exit code.
+func (p *scheduleProc) terminate() int {
+	p.ended.Store(true)
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	<-p.done
+	return p.cmd.ProcessState.ExitCode()
+}
+
+func (p *scheduleProc) signal(sig syscall.Signal) {
+	_ = p.cmd.Process.Signal(sig)
+}
+
+// writeSources writes a sources file delivering to /hooks/<name>, so that
+// every call says which process made it.
+func (r *scheduleRun) writeSources(name string) string {
+	r.t.Helper()
+	file := filepath.Join(r.dir, name+".yaml")
+	if err := os.WriteFile(file, fmt.Appendf(nil, `sources:
+  - name: %s
+    scheme: hmac-sha256
+    secrets: [%q]
+    signature_header: X-Signature
+    signature_encoding: hex
+    event_id: {pointer: /event_id}
+    customer_id: {pointer: /customer_id}
+    event_type: {pointer: /type}
+    destination: {url: %q, timeout: 5s}
+    retry: {max_attempts: 4, initial_backoff: 200ms, max_backoff: 1s}
+`, scheduleSource, scheduleSecret, r.destURL+"/hooks/"+name), 0o644); err != nil {
+		r.t.Fatal(err)
+	}
+	return file
+}
+
+// startReceiver starts the next incarnation of `hookstream serve` on the
+// run's address and waits until it is ready.
+func (r *scheduleRun) startReceiver() {
+	r.t.Helper()
+	r.recvGen++
+	name := fmt.Sprintf("r%d", r.recvGen)
+	r.receiver = r.spawn(name, []string{"HOOKSTREAM_SOURCES=" + r.writeSources(name)},
+		"serve", "--http-addr", r.recvAddr, "--instance", name, "--shutdown-grace", "20s", "--log-level", "warn")
+	r.waitUntil(name+" ready", 2*time.Minute, func() (bool, string) {
+		resp, err := r.http.Get("http://" + r.recvAddr + "/readyz")
+		if err != nil {
+			return false, err.Error()
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, resp.Status
+	})
+}
+
+// startMember starts the next incarnation of member name (a1, a2, …).
+func (r *scheduleRun) startMember(name string) {
+	r.t.Helper()
+	r.gen[name]++
+	inc := fmt.Sprintf("%s%d", name, r.gen[name])
+	r.members[name] = r.spawn(inc, []string{"HOOKSTREAM_SOURCES=" + r.writeSources(inc)},
+		"consume", "--instance", inc, "--concurrency", "8", "--log-level", "warn", "--session-timeout", "6s", "--http-addr", "127.0.0.1:0")
+}
+
+// waitUntil polls cond until it holds, failing the test with cond's last
+// description after d.
+func (r *scheduleRun) waitUntil(what string, d time.Duration, cond func() (bool, string)) {
+	r.t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) || r.ctx.Err() != nil {
+			r.t.Fatalf("waiting for %s: %s", what, state)
+		}
+		time.Sleep(200 * time.Millisecond) // polling for a state, not timing one
+	}
+}
+
+// waitGroup waits until the consumer group is stable with n members that
+// share every partition.
+func (r *scheduleRun) waitGroup(n int) {
+	r.t.Helper()
+	r.waitUntil(fmt.Sprintf("the group stable with %d members", n), 3*time.Minute, func() (bool, string) {
+		gs, err := r.adm.DescribeGroups(r.ctx, "hookstream")
+		if err != nil {
+			return false, err.Error()
+		}
+		g := gs["hookstream"]
+		parts := len(g.AssignedPartitions()[wire.DefaultEventsTopic])
+		return g.State == "Stable" && len(g.Members) == n && parts == schedulePartitions,
+			fmt.Sprintf("state %s, %d members, %d partitions assigned", g.State, len(g.Members), parts)
+	})
+}
+
+// runSteps carries out the schedule, each step at its time or, when the
+// step before took longer (a node's restart waits until it serves), as
+// soon as that is done.
+func (r *scheduleRun) runSteps(steps []step) {
+	r.t.Helper()
+	for _, s := range steps {
+		select {
+		case <-time.After(time.Until(r.start.Add(s.at))):
+		case <-r.ctx.Done():
+			r.t.Fatalf("the schedule did not finish: %v", r.ctx.Err())
+		}
+		began := time.Since(r.start)
+		detail := r.do(s)
+		if !s.end {
+			r.mu.Lock()
+			r.injected[s.kind]++
+			r.mu.Unlock()
+		}
+		r.t.Logf("+%6.1fs (planned +%.1fs, took %.1fs) %s%s", began.Seconds(), s.at.Seconds(),
+			(time.Since(r.start) - began).Seconds(), s, detail)
+	}
+}
+
+// do carries out one step and says what it found.
+func (r *scheduleRun) do(s step) string {
+	r.t.Helper()
+	switch s.kind {
+	case faultMemberKill:
+		if s.end {
+			r.startMember(s.target)
+			return ": started " + r.members[s.target].name
+		}
+		r.members[s.target].kill()
+		return ": killed " + r.members[s.target].name
+	case faultMemberStop:
+		sig := syscall.SIGSTOP
+		if s.end {
+			sig = syscall.SIGCONT
+		}
+		r.members[s.target].signal(sig)
+		return ": " + sig.String() + " to " + r.members[s.target].name
+	case faultBrokerKill, faultLeaderKill:
+		if s.end {
+			r.cluster.Start(r.downBroker)
+			return fmt.Sprintf(": node %d serves again", r.downBroker)
+		}
+		r.downBroker = r.nodeToKill(s)
+		r.cluster.Kill(r.downBroker)
+		return fmt.Sprintf(": killed node %d", r.downBroker)
+	case faultReceiverKill:
+		if s.end {
+			r.startReceiver()
+			return ": started r" + strconv.Itoa(r.recvGen)
+		}
+		r.receiver.kill()
+		r.recvKills = append(r.recvKills, time.Now())
+		return ": killed " + r.receiver.name
+	case faultPostgres:
+		r.pg.Crash()
+		r.pg.Start()
+		return ": crashed and started again"
+	case faultOutage:
+		r.dest.setOutage(s.victims)
+		return ""
+	case faultMemberAdd:
+		if s.end {
+			p := r.members["d"]
+			delete(r.members, "d")
+			if code := p.terminate(); code != 0 {
+				r.violation("%s exited %d on SIGTERM", p.name, code)
+			}
+			return ": " + p.name + " stopped"
+		}
+		r.startMember("d")
+		return ": started " + r.members["d"].name
+	case faultReplay:
+		if s.n == 0 {
+			return ": " + r.cli("replay", "--status", "DEAD", "--reason", "schedule")
+		}
+		return ": " + r.replaySome(s.n)
+	case faultUnpark:
+		return ": " + r.unparkSome(s.n)
+	}
+	r.t.Fatalf("unknown step %v", s)
+	return ""
+}
+
+// receiverKilledWithin says whether a receiver was killed within d after
+// t.
+func (r *scheduleRun) receiverKilledWithin(t time.Time, d time.Duration) bool {
+	for _, k := range r.recvKills {
+		if !k.Before(t) && k.Sub(t) <= d {
+			return true
+		}
+	}
+	return false
+}
+
+// nodeToKill is the step's node, or for faultLeaderKill the node that
+// leads most partitions of the events topic now.
+func (r *scheduleRun) nodeToKill(s step) int {
+	if s.kind == faultBrokerKill {
+		id, _ := strconv.Atoi(s.target)
+		return id
+	}
+	md, err := r.adm.Metadata(r.ctx, wire.DefaultEventsTopic)
+	if err != nil {
+		r.t.Logf("metadata for the leader: %v; killing node 1", err)
+		return 1
+	}
+	leads := map[int32]int{}
+	for _, p := range md.Topics[wire.DefaultEventsTopic].Partitions {
+		leads[p.Leader]++
+	}
+	best, most := int32(1), 0
+	for id, n := range leads {
+		if n > most || n == most && id < best {
+			best, most = id, n
+		}
+	}
+	return int(best)
+}
+
+// admin calls the admin API; status 0 when the receiver did not answer
+// (it may be down: operators meet that too).
+func (r *scheduleRun) admin(method, path string) (int, []byte) {
+	req, err := http.NewRequestWithContext(r.ctx, method, "http://"+r.recvAddr+"/admin"+path, nil)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+scheduleToken)
+	resp, err := r.http.Do(req)
+	if err != nil {
+		return 0, []byte(err.Error())
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, body
+}
+
+// replaySome replays up to n FAILED or DEAD events through the admin API.
+// Each may have moved on by the time the replay arrives (409).
+func (r *scheduleRun) replaySome(n int) string {
+	rows, err := r.pool.Query(r.ctx, `SELECT event_id FROM events WHERE status IN ('FAILED', 'DEAD') ORDER BY random() LIMIT $1`, n)
+	if err != nil {
+		return "query: " + err.Error()
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return "query: " + err.Error()
+	}
+	codes := map[int]int{}
+	for _, id := range ids {
+		status, body := r.admin(http.MethodPost, "/events/"+scheduleSource+"/"+id+"/replay")
+		if status/100 == 5 || status/100 == 4 && status != http.StatusConflict && status != http.StatusNotFound {
+			r.violation("replay %s: %d %s", id, status, body)
+		}
+		codes[status]++
+	}
+	return fmt.Sprintf("replayed %d: %v", len(ids), codes)
+}
+
+// unparkSome unparks up to n parked customers as their operator would:
+// the event the destination refuses for good is skipped (left DEAD), any
+// other blocker replayed.
+func (r *scheduleRun) unparkSome(n int) string {
+	bs, err := r.blocked("PARKED")
+	if err != nil {
+		return err.Error()
+	}
+	codes := map[int]int{}
+	for _, b := range bs[:min(n, len(bs))] {
+		codes[r.unpark(b)]++
+	}
+	return fmt.Sprintf("unparked %d of %d: %v", min(n, len(bs)), len(bs), codes)
+}
+
+func (r *scheduleRun) blocked(state string) ([]consumer.Blocked, error) {
+	status, body := r.admin(http.MethodGet, "/customers/blocked?state="+state)
+	if status != http.StatusOK {
+		return nil, fmt.Errorf("blocked customers: %d %s", status, body)
+	}
+	var bs []consumer.Blocked
+	if err := json.Unmarshal(body, &bs); err != nil {
+		return nil, fmt.Errorf("blocked customers: %w", err)
+	}
+	return bs, nil
+}
+
+func (r *scheduleRun) unpark(b consumer.Blocked) int {
+	path := "/customers/" + b.CustomerID + "/unpark?source=" + b.Source
+	if cust, seq, ok := parseScheduleEvent(b.BlockingEventID); ok && scheduleRefused(r.cfg.seed, cust, seq) {
+		path += "&skip_blocker=true"
+	}
+	status, body := r.admin(http.MethodPost, path)
+	if status/100 == 5 || status/100 == 4 && status != http.StatusConflict && status != http.StatusNotFound {
+		r.violation("unpark %s: %d %s", b.CustomerID, status, body)
+	}
+	return status
+}
+
+// cli runs a hookstream command against the run's services and says how
+// it ended; it may fail when the events it names moved on meanwhile.
+func (r *scheduleRun) cli(args ...string) string {
+	cmd := exec.CommandContext(r.ctx, binary, args...)
+	cmd.Env = append(os.Environ(), r.env...)
+	out, err := cmd.CombinedOutput()
+	return fmt.Sprintf("hookstream %s: %d lines, %v", strings.Join(args, " "), strings.Count(string(out), "\n"), err)
+}
+
+func (r *scheduleRun) injectedSummary() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	kinds := make([]string, 0, len(r.injected))
+	for k, n := range r.injected {
+		kinds = append(kinds, fmt.Sprintf("%s %d", k, n))
+	}
+	slices.Sort(kinds)
+	return strings.Join(kinds, ", ")
+}
+
+// scheduleDest is the HTTP destination: it refuses a few events for good
+// (422), answers 503 to the customers of an outage while it lasts, and
+// accepts the rest; it records every call.
+type scheduleDest struct {
+	seed   uint64
+	mu     sync.Mutex
+	calls  []faultCall
+	outage map[string]bool
+}
+
+func (d *scheduleDest) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	var body struct {
+		EventID  string `json:"event_id"`
+		Customer string `json:"customer_id"`
+		Seq      int    `json:"seq"`
+	}
+	if err := json.NewDecoder(req.Body).Decode(&body); err != nil {
+		body.EventID = "undecodable: " + err.Error()
+	}
+	c := faultCall{member: strings.TrimPrefix(req.URL.Path, "/hooks/"), customer: body.Customer, seq: body.Seq,
+		eventID: body.EventID, key: req.Header.Get("Idempotency-Key"), status: http.StatusNoContent}
+	d.mu.Lock()
+	switch {
+	case scheduleRefused(d.seed, c.customer, c.seq):
+		c.status = http.StatusUnprocessableEntity
+	case d.outage[c.customer]:
+		c.status = http.StatusServiceUnavailable
+	}
+	d.calls = append(d.calls, c)
+	d.mu.Unlock()
+	w.WriteHeader(c.status)
+}
+
+func (d *scheduleDest) setOutage(custs []string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.outage = map[string]bool{}
+	for _, c := range custs {
+		d.outage[c] = true
+	}
+}
+
+func (d *scheduleDest) snapshot() []faultCall {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.calls)
+}
+
+// parseScheduleEvent splits an event id cus007-12 into its customer and
+// sequence number.
+func parseScheduleEvent(id string) (string, int, bool) {
+	i := strings.LastIndexByte(id, '-')
+	if i < 0 {
+		return "", 0, false
+	}
+	seq, err := strconv.Atoi(id[i+1:])
+	return id[:i], seq, err == nil
+}

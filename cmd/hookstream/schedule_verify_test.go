@@ -1,0 +1,285 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/twmb/franz-go/pkg/kadm"
+
+	"github.com/hookstream/hookstream/internal/wire"
+)
+
+// heal ends what the schedule left in effect: the destination answers
+// everyone again, and the group is back to its three members.
+func (r *scheduleRun) heal() {
+	r.t.Helper()
+	r.dest.setOutage(nil)
+	r.waitGroup(3)
+}
+
+// settle resolves what is left the way an operator would, until every
+// record of the events topic is consumed, every event has its final
+// status and no customer is blocked: a parked customer is unparked (its
+// blocker skipped when the destination refuses it for good), and a DEAD
+// event the destination would now take is replayed.
+func (r *scheduleRun) settle(l *scheduleLoad) {
+	r.t.Helper()
+	want := l.events()
+	began := time.Now()
+	r.waitUntil("every event settled", 10*time.Minute, func() (bool, string) {
+		bs, err := r.blocked("")
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, b := range bs {
+			if b.State == "PARKED" {
+				r.unpark(b)
+			}
+		}
+		var total, unsettled int
+		var dead []string
+		err = r.pool.QueryRow(r.ctx, `SELECT count(*), count(*) FILTER (WHERE status NOT IN ('PROCESSED', 'DEAD')),
+  coalesce(array_agg(event_id) FILTER (WHERE status = 'DEAD'), '{}') FROM events`).Scan(&total, &unsettled, &dead)
+		if err != nil {
+			return false, err.Error()
+		}
+		replayed := 0
+		for _, id := range dead {
+			if cust, seq, ok := parseScheduleEvent(id); ok && !scheduleRefused(r.cfg.seed, cust, seq) {
+				r.admin(http.MethodPost, "/events/"+scheduleSource+"/"+id+"/replay")
+				replayed++
+			}
+		}
+		lag, err := r.lag()
+		if err != nil {
+			return false, err.Error()
+		}
+		return len(bs) == 0 && unsettled == 0 && replayed == 0 && lag == 0 && total == want,
+			fmt.Sprintf("%d customers blocked, %d of %d events stored, %d not PROCESSED or DEAD, %d DEAD replayed, %d records not consumed",
+				len(bs), total, want, unsettled, replayed, lag)
+	})
+	r.t.Logf("settled %s after the load stopped", time.Since(began).Round(time.Second))
+}
+
+// lag is how many records of the events topic lie beyond the positions
+// stored in PostgreSQL.
+func (r *scheduleRun) lag() (int64, error) {
+	ends, err := r.adm.ListEndOffsets(r.ctx, wire.DefaultEventsTopic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return 0, err
+	}
+	rows, err := r.pool.Query(r.ctx, `SELECT partition, next_offset FROM consumer_offsets WHERE group_id = 'hookstream' AND topic = $1`, wire.DefaultEventsTopic)
+	if err != nil {
+		return 0, err
+	}
+	stored := map[int32]int64{}
+	var p int32
+	var next int64
+	if _, err := pgx.ForEachRow(rows, []any{&p, &next}, func() error { stored[p] = next; return nil }); err != nil {
+		return 0, err
+	}
+	var lag int64
+	ends.Each(func(o kadm.ListedOffset) { lag += max(0, o.Offset-stored[o.Partition]) })
+	return lag, nil
+}
+
+// verify checks the settled system against every answer the load got and
+// every call the destination received, reporting each violation; it
+// returns how many there were in the whole run.
+func (r *scheduleRun) verify(l *scheduleLoad) int64 {
+	r.t.Helper()
+	refused := func(cust string, seq int) bool { return scheduleRefused(r.cfg.seed, cust, seq) }
+	status := r.verifyStatuses(l, refused)
+	r.verifyProcessedInOrder(refused)
+	calls := r.dest.snapshot()
+	for _, v := range deliveryViolations(calls, refused) {
+		r.violation("destination: %s", v)
+	}
+	accepted := map[string]bool{}
+	for _, c := range calls {
+		if c.status/100 == 2 {
+			accepted[c.eventID] = true
+		}
+	}
+	for id, st := range status {
+		if accepted[id] != (st == "PROCESSED") {
+			r.violation("%s is %s; the destination accepted it: %v", id, st, accepted[id])
+		}
+	}
+	// The audit trail: the group committed the end of the events topic to
+	// Kafka (verify reads its position there), the sink copied every
+	// receiver record to audit_log, and verify finds topic, table and
+	// events in agreement.
+	f := &killFixture{t: r.t, ctx: r.ctx, env: r.env, broker: r.cluster.Brokers(), pool: r.pool}
+	f.waitGroupCommitted()
+	f.waitSinkCaughtUp()
+	before := r.t.Failed()
+	f.runVerify()
+	if !before && r.t.Failed() {
+		r.violations.Add(1)
+	}
+	r.verifyDecisions(l.requests())
+	return r.violations.Load()
+}
+
+// verifyStatuses: every event the load stored is PROCESSED, except those
+// the destination refuses for good, which operators skipped and left DEAD;
+// nothing else is in events, and no customer is blocked.
+func (r *scheduleRun) verifyStatuses(l *scheduleLoad, refused func(string, int) bool) map[string]string {
+	r.t.Helper()
+	status := map[string]string{}
+	rows, err := r.pool.Query(r.ctx, `SELECT event_id, status FROM events`)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	var id, st string
+	if _, err := pgx.ForEachRow(rows, []any{&id, &st}, func() error { status[id] = st; return nil }); err != nil {
+		r.t.Fatal(err)
+	}
+	expected := 0
+	for c, n := range l.next {
+		cust := scheduleCustomer(c)
+		for seq := range n {
+			expected++
+			want := "PROCESSED"
+			if refused(cust, seq) {
+				want = "DEAD"
+			}
+			if got := status[faultEvent(cust, seq)]; got != want {
+				r.violation("%s is %q, want %s", faultEvent(cust, seq), got, want)
+			}
+		}
+	}
+	if len(status) != expected {
+		r.violation("%d events stored, want %d (the 4xx requests must leave nothing)", len(status), expected)
+	}
+	var blocks int
+	if err := r.pool.QueryRow(r.ctx, `SELECT count(*) FROM customer_blocks`).Scan(&blocks); err != nil {
+		r.t.Fatal(err)
+	}
+	if blocks != 0 {
+		r.violation("%d rows left in customer_blocks", blocks)
+	}
+	return status
+}
+
+// verifyProcessedInOrder: audit_log has one PROCESSED record per event
+// processed, each customer's in sequence order.
+func (r *scheduleRun) verifyProcessedInOrder(refused func(string, int) bool) {
+	r.t.Helper()
+	rows, err := r.pool.Query(r.ctx, `SELECT customer_id, event_id FROM audit_log WHERE action = 'PROCESSED' ORDER BY seq`)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	processed := map[string]int{}
+	next := map[string]int{}
+	var cust, id string
+	if _, err := pgx.ForEachRow(rows, []any{&cust, &id}, func() error {
+		processed[id]++
+		for refused(cust, next[cust]) {
+			next[cust]++
+		}
+		if want := faultEvent(cust, next[cust]); id != want && processed[id] == 1 {
+			r.violation("customer %s: PROCESSED %s, want %s next", cust, id, want)
+		}
+		next[cust]++
+		return nil
+	}); err != nil {
+		r.t.Fatal(err)
+	}
+	for id, n := range processed {
+		if n != 1 {
+			r.violation("%s has %d PROCESSED audit records", id, n)
+		}
+	}
+}
+
+// verifyDecisions: each request has the receiver decisions its answer
+// stands for, in audit_log (whose agreement with the topic verify
+// checked). A 202 or 409 has exactly one, travelling in its event record
+// or awaited. A 4xx or 503 has its REJECTED record, unless the receiver
+// was killed within the rejection producer's delivery timeout after the
+// answer (the record may have been in its buffer). A request answered 503,
+// or not at all, may also have the decision of a record that landed after
+// its answer (the outcome a timeout cannot know: see docs/design.md).
+func (r *scheduleRun) verifyDecisions(reqs []scheduleRequest) {
+	r.t.Helper()
+	rows, err := r.pool.Query(r.ctx, `SELECT coalesce(detail->>'client_request_id', ''), action, coalesce(event_id, ''), coalesce(http_status, 0)
+FROM audit_log WHERE actor = 'ingest'`)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	byRequest := map[string][]killDecision{}
+	var client string
+	var d killDecision
+	if _, err := pgx.ForEachRow(rows, []any{&client, &d.action, &d.eventID, &d.status}, func() error {
+		byRequest[client] = append(byRequest[client], d)
+		return nil
+	}); err != nil {
+		r.t.Fatal(err)
+	}
+	outcomes := map[string]int{}
+	for _, q := range reqs {
+		ds := byRequest[q.clientID]
+		delete(byRequest, q.clientID)
+		if v := decisionsViolation(q, ds, r.receiverKilledWithin(q.at, rejectionDeliveryTimeout)); v != "" {
+			r.violation("request %s (%s %s) answered %d %s: %s: decisions %v", q.clientID, q.kind, q.eventID, q.status, q.err, v, ds)
+		}
+		outcomes[fmt.Sprintf("%s %d -> %d", q.kind, q.status, len(ds))]++
+	}
+	for client, ds := range byRequest {
+		r.violation("receiver decisions of no request of the load (client request id %q): %v", client, ds)
+	}
+	r.t.Logf("requests by kind, answer -> decisions: %v", outcomes)
+}
+
+// decisionsViolation says what is wrong with the decisions ds of request
+// q, or "".
+func decisionsViolation(q scheduleRequest, ds []killDecision, excused bool) string {
+	var rejected, landed int
+	for _, d := range ds {
+		switch {
+		case d.action == string(wire.ActionRejected):
+			if d.status != q.status && (q.status != 0 || d.status != http.StatusServiceUnavailable) {
+				return "a REJECTED record with another status"
+			}
+			rejected++
+		case q.kind == "new" || q.kind == "duplicate":
+			ok := d.status == http.StatusAccepted && (d.action == string(wire.ActionAccepted) ||
+				d.action == string(wire.ActionRetryAccepted) || d.action == string(wire.ActionDuplicate)) ||
+				d.status == http.StatusConflict && d.action == string(wire.ActionDuplicate)
+			if !ok || q.status != 0 && q.status != http.StatusServiceUnavailable && d.status != q.status {
+				return "a decision its answer does not allow"
+			}
+			landed++
+		default:
+			return "a decision about a request that was not signed or not JSON"
+		}
+	}
+	switch q.status {
+	case http.StatusAccepted, http.StatusConflict:
+		if landed != 1 || rejected != 0 {
+			return "want exactly the decision of its answer"
+		}
+	case http.StatusBadRequest, http.StatusUnauthorized:
+		if rejected > 1 || rejected == 0 && !excused {
+			return "want exactly one REJECTED record"
+		}
+	case http.StatusServiceUnavailable:
+		if rejected > 1 || landed > 1 || rejected == 0 && !excused {
+			return "want its REJECTED record, and at most one decision that landed late"
+		}
+	case 0:
+		if rejected > 1 || landed > 1 {
+			return "want at most one REJECTED record and one decision that landed late"
+		}
+	default:
+		return "an answer the load does not expect"
+	}
+	return ""
+}

@@ -11,6 +11,7 @@ import (
 	"math"
 	"mime"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -54,6 +55,10 @@ type Config struct {
 	RetryAfter int
 	// Logger. Default slog.Default().
 	Logger *slog.Logger
+	// PreAuth bounds what requests cost before their signature is
+	// verified (a budget per source and client address).
+	// Zero value: the defaults named in PreAuthConfig.
+	PreAuth PreAuthConfig
 }
 
 // WithDefaults returns c with zero fields set to their defaults.
@@ -71,6 +76,7 @@ func (c Config) WithDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	c.PreAuth = c.PreAuth.WithDefaults()
 	return c
 }
 
@@ -82,6 +88,9 @@ func (c Config) validate() error {
 		return errors.New("ingest: Producer is required")
 	case c.ProduceTimeout < 0:
 		return errors.New("ingest: ProduceTimeout must be positive")
+	}
+	if msg := c.PreAuth.validate(); msg != "" {
+		return errors.New("ingest: " + msg)
 	}
 	return nil
 }
@@ -156,6 +165,7 @@ func New(cfg Config) (*Receiver, error) {
 		if err != nil {
 			return nil, fmt.Errorf("ingest: %w", err)
 		}
+		cs.addresses = newAddressTable(cfg.PreAuth)
 		r.sources[s.Name] = cs
 	}
 	return r, nil
@@ -174,6 +184,7 @@ type request struct {
 	receivedAt      time.Time
 	src             *source
 	sourceName      string
+	addr            netip.Addr // the client's, for its budget (clientAddress)
 	body            []byte
 	eventID         string
 	customerID      string
@@ -194,14 +205,21 @@ func (r *Receiver) handle(c *gin.Context) {
 // that load shedding and bad input cost as little as possible. It returns
 // the rejection and audit detail for it, or nil.
 func (r *Receiver) check(req *request) (*rejection, map[string]any) {
-	c := req.c
 	src, ok := r.sources[req.sourceName]
 	if !ok {
 		return reject(http.StatusNotFound, CodeUnknownSource, "no source named "+quoteName(req.sourceName)), nil
 	}
 	req.src = src
+	if rej, detail := r.checkUnverified(req); rej != nil {
+		return rej, detail
+	}
+	now := time.Now()
+	if src.signed {
+		src.addresses.verifiedAt(req.addr, now)
+	}
+	// The source's rate limit is spent by verified requests only: an
+	// unsigned one must not refuse its provider's next delivery.
 	if src.limiter != nil {
-		now := time.Now()
 		res := src.limiter.ReserveN(now, 1)
 		if d := res.DelayFrom(now); !res.OK() || d > 0 {
 			res.CancelAt(now)
@@ -210,6 +228,31 @@ func (r *Receiver) check(req *request) (*rejection, map[string]any) {
 			return rej, nil
 		}
 	}
+	return r.checkVerified(req)
+}
+
+// checkUnverified runs the checks up to and including the signature, on
+// the budget of preauth.go: a request that fails one of them is charged to
+// its address.
+func (r *Receiver) checkUnverified(req *request) (*rejection, map[string]any) {
+	c, src := req.c, req.src
+	req.addr = clientAddress(c.Request, r.cfg.PreAuth.TrustedProxies)
+	if ok, wait := src.addresses.allow(req.addr, req.receivedAt); !ok {
+		rej := reject(http.StatusTooManyRequests, CodeAddressLimited, "too many requests from this address failed before authentication; retry later")
+		rej.retryAfter = max(1, int(math.Ceil(wait.Seconds())))
+		return rej, nil
+	}
+	rej, detail := r.readAndVerify(req)
+	if rej != nil {
+		src.addresses.failed(req.addr, req.receivedAt)
+	}
+	return rej, detail
+}
+
+// readAndVerify checks the content type and size, reads the body and
+// verifies its signature.
+func (r *Receiver) readAndVerify(req *request) (*rejection, map[string]any) {
+	c, src := req.c, req.src
 	if msg := checkContentType(c.GetHeader("Content-Type")); msg != "" {
 		return reject(http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, msg), nil
 	}
@@ -232,6 +275,13 @@ func (r *Receiver) check(req *request) (*rejection, map[string]any) {
 		// The reply says nothing more; the audit record keeps the cause.
 		return reject(http.StatusUnauthorized, CodeSignatureInvalid, "signature verification failed"), map[string]any{"cause": signatureCause(err)}
 	}
+	return nil, nil
+}
+
+// checkVerified validates a verified request's body and reads its ids.
+func (r *Receiver) checkVerified(req *request) (*rejection, map[string]any) {
+	c, src, body := req.c, req.src, req.body
+	var err error
 	if !utf8.Valid(body) {
 		return reject(http.StatusBadRequest, CodeInvalidEncoding, "body is not valid UTF-8"), nil
 	}

@@ -1,0 +1,137 @@
+package ingest
+
+import (
+	"bytes"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// postFrom sends the flight tests' event to engine from the client
+// address addr, signed or not.
+func postFrom(engine *gin.Engine, addr string, signed bool) *httptest.ResponseRecorder {
+	body := []byte(`{"event_id":"evt_f","customer_id":"cus_f","event_type":"t","payload":{}}`)
+	sig := ""
+	if signed {
+		sig = genericSignature(flightSecret, body)
+	}
+	req := genericRequest(body, sig)
+	req.RemoteAddr = addr
+	w := httptest.NewRecorder()
+	engine.ServeHTTP(w, req)
+	return w
+}
+
+// TestPreAuthBudgetPerAddress: requests that fail before authentication
+// are budgeted per client address. An address past its budget is refused
+// 429 address_limited before its request is read, while another
+// address's signed requests go on being accepted: after that address's
+// flood, beyond the budget's burst (verified requests never spend it),
+// after failures from its own address (it delivered verified requests
+// lately), and after a flood from more addresses than the table holds.
+// (Before, nothing limited the failing address, and the source's own rate
+// limit was what an unsigned request spent.)
+func TestPreAuthBudgetPerAddress(t *testing.T) {
+	p := newScriptedProducer(t)
+	cfg := flightConfig(p, nil, time.Second)
+	cfg.PreAuth = PreAuthConfig{PerSecond: 0.001, Burst: 3, MaxAddresses: 8}
+	r, engine := genericReceiver(t, flightSecret, cfg)
+	const attacker, provider = "198.51.100.1:4000", "203.0.113.7:5000"
+
+	for i := range 3 {
+		if w := postFrom(engine, attacker, false); w.Code != http.StatusUnauthorized {
+			t.Fatalf("unsigned request %d: status %d %s, want 401", i, w.Code, w.Body)
+		}
+	}
+	w := postFrom(engine, attacker, false)
+	if w.Code != http.StatusTooManyRequests || !bytes.Contains(w.Body.Bytes(), []byte(CodeAddressLimited)) {
+		t.Fatalf("unsigned request past the budget: status %d %s, want 429 %s", w.Code, w.Body, CodeAddressLimited)
+	}
+	if ra, err := strconv.Atoi(w.Header().Get("Retry-After")); err != nil || ra < 1 {
+		t.Errorf("Retry-After %q", w.Header().Get("Retry-After"))
+	}
+	// Its signed requests are refused too: the budget is the address's.
+	if w := postFrom(engine, attacker, true); w.Code != http.StatusTooManyRequests {
+		t.Errorf("signed request from the refused address: status %d, want 429", w.Code)
+	}
+
+	for i := range 10 { // more than the burst: verified requests cost nothing
+		if w := postFrom(engine, provider, true); w.Code != http.StatusAccepted {
+			t.Fatalf("provider's request %d: status %d %s, want 202", i, w.Code, w.Body)
+		}
+	}
+	// Failures sent from the provider's address (anyone can make a
+	// provider deliver with the wrong secret) do not refuse it: it sent
+	// a verified request lately.
+	for i := range 10 {
+		if w := postFrom(engine, provider, false); w.Code != http.StatusUnauthorized {
+			t.Fatalf("unsigned request %d from the provider's address: status %d, want 401", i, w.Code)
+		}
+	}
+	if w := postFrom(engine, provider, true); w.Code != http.StatusAccepted {
+		t.Errorf("provider after failures from its address: status %d %s, want 202", w.Code, w.Body)
+	}
+
+	evictions := testutil.ToFloat64(preAuthEvictions)
+	for i := range 100 {
+		addr := netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}).String() + ":1"
+		for range 4 {
+			postFrom(engine, addr, false)
+		}
+	}
+	if got := testutil.ToFloat64(preAuthEvictions) - evictions; got == 0 {
+		t.Errorf("100 failing addresses into a table of 8 evicted none")
+	}
+	tbl := r.sources["generic"].addresses
+	tbl.mu.Lock()
+	size := len(tbl.failing)
+	tbl.mu.Unlock()
+	if size > 8 {
+		t.Errorf("the table of failing addresses holds %d, want at most 8", size)
+	}
+	if w := postFrom(engine, provider, true); w.Code != http.StatusAccepted {
+		t.Errorf("provider after a flood from 100 addresses: status %d %s, want 202", w.Code, w.Body)
+	}
+}
+
+// TestClientAddress: the budget's address is the connection's peer; a
+// trusted proxy's X-Forwarded-For names the client, read from the right
+// so that what the client wrote itself is never believed; IPv6 counts by
+// /64.
+func TestClientAddress(t *testing.T) {
+	proxies := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	for _, c := range []struct {
+		name, peer string
+		xff        []string
+		trusted    []netip.Prefix
+		want       string
+	}{
+		{"peer", "198.51.100.1:1234", nil, nil, "198.51.100.1"},
+		{"forwarded-for ignored from an untrusted peer", "198.51.100.1:1234", []string{"203.0.113.7"}, nil, "198.51.100.1"},
+		{"forwarded-for ignored from a peer not in the trusted list", "198.51.100.1:1234", []string{"203.0.113.7"}, proxies, "198.51.100.1"},
+		{"trusted proxy", "10.0.0.1:80", []string{"203.0.113.7"}, proxies, "203.0.113.7"},
+		{"a spoofed first hop is not the client", "10.0.0.1:80", []string{"203.0.113.7, 198.51.100.9"}, proxies, "198.51.100.9"},
+		{"proxies in a chain", "10.0.0.1:80", []string{"198.51.100.9, 10.0.0.2", "10.0.0.3"}, proxies, "198.51.100.9"},
+		{"only proxies", "10.0.0.1:80", []string{"10.0.0.2"}, proxies, "10.0.0.2"},
+		{"no forwarded-for", "10.0.0.1:80", nil, proxies, "10.0.0.1"},
+		{"garbage hop", "10.0.0.1:80", []string{"not-an-address"}, proxies, "invalid IP"},
+		{"IPv6 by /64", "[2001:db8:1:2:3:4:5:6]:443", nil, nil, "2001:db8:1:2::"},
+		{"IPv4-mapped", "[::ffff:198.51.100.1]:1", nil, nil, "198.51.100.1"},
+		{"unreadable peer", "@", nil, nil, "invalid IP"},
+	} {
+		req := httptest.NewRequest(http.MethodPost, "/", nil)
+		req.RemoteAddr = c.peer
+		for _, v := range c.xff {
+			req.Header.Add("X-Forwarded-For", v)
+		}
+		if got := clientAddress(req, c.trusted).String(); got != c.want {
+			t.Errorf("%s: %s, want %s", c.name, got, c.want)
+		}
+	}
+}

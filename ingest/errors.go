@@ -14,7 +14,10 @@ const (
 	CodeRateLimited   = "rate_limited"
 	// CodeAddressLimited: the client's address ran out of its budget of
 	// requests failing before authentication (429).
-	CodeAddressLimited       = "address_limited"
+	CodeAddressLimited = "address_limited"
+	// CodeOverloaded: the bodies not verified yet fill their memory
+	// budget (503).
+	CodeOverloaded           = "overloaded"
 	CodeUnsupportedMediaType = "unsupported_media_type"
 	CodeBodyTooLarge         = "body_too_large"
 	CodeSignatureInvalid     = "signature_invalid"

@@ -44,6 +44,10 @@ var (
 		Name: "hookstream_ingest_duplicates_total",
 		Help: "Requests for events already known, by source and what was done (duplicate, in_flight, redrive).",
 	}, []string{"source", "kind"})
+	unverifiedBodyBytes = promauto.NewGauge(prometheus.GaugeOpts{
+		Name: "hookstream_ingest_unverified_body_bytes",
+		Help: "Bytes of memory held by request bodies whose signature is not verified yet (bounded by the receiver's budget).",
+	})
 	preAuthEvictions = promauto.NewCounter(prometheus.CounterOpts{
 		Name: "hookstream_ingest_preauth_evictions_total",
 		Help: "Failing client addresses dropped from a full table of a source's pre-authentication budgets (each starts again with a full budget).",

@@ -39,11 +39,12 @@ import (
 // then a random one is evicted, which gives that address a full bucket:
 // eviction can only make the receiver more lenient, never refuse someone.
 // The cost is that an attacker with more addresses than the table holds is
-// not limited per address; what bounds it then is what each request can
-// cost (its source's max_body_bytes, one HMAC per secret).
+// not limited per address; what bounds it then is the total of unverified
+// body bytes (bodyBudget) and the per-request cost of a rejection.
 //
 // Addresses that sent a verified request recently are remembered apart, in
-// a table only verified requests write (so a flood cannot evict them).
+// a table only verified requests write (so a flood cannot evict them): they
+// may use the part of the body budget held back from everyone else.
 
 // PreAuthConfig bounds what requests cost the receiver before their
 // signature is verified. Zero fields take the defaults named.
@@ -61,6 +62,19 @@ type PreAuthConfig struct {
 	// Default none: the client is the connection's peer. Behind a proxy or
 	// load balancer, list it, or every client shares the proxy's budget.
 	TrustedProxies []netip.Prefix
+	// ClaimBytes is the most a request's Content-Length alone makes the
+	// receiver reserve for its body; more is reserved as bytes arrive.
+	// Default 16 KiB.
+	ClaimBytes int
+	// MaxUnverifiedBodyBytes bounds the memory held by request bodies
+	// whose signature is not verified yet, over all requests; a request
+	// that would pass it gets 503 overloaded with Retry-After. Default
+	// 64 MiB.
+	MaxUnverifiedBodyBytes int64
+	// VerifiedReserveBytes is the part of MaxUnverifiedBodyBytes only
+	// requests from an address that sent the source a verified request
+	// within VerifiedWindow may use. Default a quarter of it.
+	VerifiedReserveBytes int64
 	// VerifiedWindow is how long an address counts as verified after its
 	// last verified request. Default 10 minutes.
 	VerifiedWindow time.Duration
@@ -80,6 +94,15 @@ func (c PreAuthConfig) WithDefaults() PreAuthConfig {
 	if c.MaxAddresses == 0 {
 		c.MaxAddresses = 10000
 	}
+	if c.ClaimBytes == 0 {
+		c.ClaimBytes = 16 << 10
+	}
+	if c.MaxUnverifiedBodyBytes == 0 {
+		c.MaxUnverifiedBodyBytes = 64 << 20
+	}
+	if c.VerifiedReserveBytes == 0 {
+		c.VerifiedReserveBytes = c.MaxUnverifiedBodyBytes / 4
+	}
 	if c.VerifiedWindow == 0 {
 		c.VerifiedWindow = 10 * time.Minute
 	}
@@ -97,6 +120,12 @@ func (c PreAuthConfig) validate() string {
 		return "PreAuth.Burst must be positive"
 	case c.MaxAddresses < 0 || c.MaxVerifiedAddresses < 0:
 		return "PreAuth.MaxAddresses and MaxVerifiedAddresses must be positive"
+	case c.ClaimBytes < 0:
+		return "PreAuth.ClaimBytes must be positive"
+	case c.MaxUnverifiedBodyBytes < 0:
+		return "PreAuth.MaxUnverifiedBodyBytes must be positive"
+	case c.VerifiedReserveBytes < 0 || c.VerifiedReserveBytes > c.MaxUnverifiedBodyBytes:
+		return "PreAuth.VerifiedReserveBytes must be between 0 and MaxUnverifiedBodyBytes"
 	case c.VerifiedWindow < 0:
 		return "PreAuth.VerifiedWindow must be positive"
 	}
@@ -305,8 +334,15 @@ func (t *addressTable) verifiedAt(a netip.Addr, now time.Time) {
 	t.verified[a] = ns
 }
 
-// verifiedWithin reports whether a sent a verified request within the
-// window; t.mu is held.
+// recentlyVerified reports whether a sent a verified request within the
+// window.
+func (t *addressTable) recentlyVerified(a netip.Addr, now time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.verifiedWithin(a, now)
+}
+
+// verifiedWithin is recentlyVerified with t.mu held.
 func (t *addressTable) verifiedWithin(a netip.Addr, now time.Time) bool {
 	at, ok := t.verified[a]
 	return ok && now.UnixNano()-at <= t.window

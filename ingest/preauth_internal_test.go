@@ -2,11 +2,13 @@ package ingest
 
 import (
 	"bytes"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"strconv"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -132,6 +134,73 @@ func TestClientAddress(t *testing.T) {
 		}
 		if got := clientAddress(req, c.trusted).String(); got != c.want {
 			t.Errorf("%s: %s, want %s", c.name, got, c.want)
+		}
+	}
+}
+
+// TestBodyReservationGrowsWithArrivedBytes: a body claiming 1 MiB holds
+// the claim cap until more arrives, then grows with what arrived (each
+// growth at most doubling), and gives everything back when it ends.
+func TestBodyReservationGrowsWithArrivedBytes(t *testing.T) {
+	budget := &bodyBudget{open: 64 << 20, reserved: 64 << 20}
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	b := body{budget: budget}
+	go func() { done <- b.read(pr, 1<<20, 1<<20, 16<<10) }()
+
+	if _, err := pw.Write([]byte("{")); err != nil { // returns once read
+		t.Fatal(err)
+	}
+	if got := budget.bytes.Load(); got != 16<<10 {
+		t.Errorf("after 1 byte of a 1 MiB claim: %d bytes held, want the 16 KiB cap", got)
+	}
+	if _, err := pw.Write(make([]byte, 100<<10)); err != nil {
+		t.Fatal(err)
+	}
+	if got := budget.bytes.Load(); got != 128<<10 {
+		t.Errorf("after 100 KiB: %d bytes held, want 128 KiB", got)
+	}
+	pw.CloseWithError(io.ErrUnexpectedEOF)
+	if err := <-done; err != io.ErrUnexpectedEOF {
+		t.Errorf("read: %v, want the connection's error", err)
+	}
+	b.release(false)
+	if n, got := budget.bodies.Load(), budget.bytes.Load(); n != 0 || got != 0 {
+		t.Errorf("after release: %d bodies hold %d bytes, want none", n, got)
+	}
+}
+
+// TestBodyRead: bodies of known and unknown length are read whole, up to
+// the limit.
+func TestBodyRead(t *testing.T) {
+	for _, c := range []struct {
+		name          string
+		size          int
+		contentLength int64
+		limit         int64
+		wantErr       error
+	}{
+		{"empty", 0, 0, 100, nil},
+		{"small, known", 10, 10, 100, nil},
+		{"at the limit, known", 100 << 10, 100 << 10, 100 << 10, nil},
+		{"at the limit, unknown", 100 << 10, -1, 100 << 10, nil},
+		{"past the limit, unknown", 100<<10 + 1, -1, 100 << 10, errTooLarge},
+		{"larger than the pooled classes", 3<<20 + 7, -1, 4 << 20, nil},
+	} {
+		budget := &bodyBudget{open: 64 << 20, reserved: 64 << 20}
+		want := bytes.Repeat([]byte("x"), c.size)
+		b := body{budget: budget}
+		// Short reads, as from a network.
+		err := b.read(iotest.HalfReader(bytes.NewReader(want)), c.contentLength, c.limit, 1<<10)
+		if err != c.wantErr {
+			t.Errorf("%s: %v, want %v", c.name, err, c.wantErr)
+		}
+		if err == nil && !bytes.Equal(b.bytes(), want) {
+			t.Errorf("%s: read %d bytes, want %d", c.name, len(b.bytes()), len(want))
+		}
+		b.release(false)
+		if got := budget.bytes.Load(); got != 0 {
+			t.Errorf("%s: %d bytes held after release", c.name, got)
 		}
 	}
 }

@@ -1,12 +1,10 @@
 package ingest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math"
 	"mime"
@@ -56,7 +54,7 @@ type Config struct {
 	// Logger. Default slog.Default().
 	Logger *slog.Logger
 	// PreAuth bounds what requests cost before their signature is
-	// verified (a budget per source and client address).
+	// verified (budget per source and client address, body memory).
 	// Zero value: the defaults named in PreAuthConfig.
 	PreAuth PreAuthConfig
 }
@@ -146,6 +144,8 @@ type Receiver struct {
 	log     *slog.Logger
 	// auditFailures counts and logs the audit records not published.
 	auditFailures *auditFailureLog
+	// budget bounds the memory of bodies not verified yet (body.go).
+	budget *bodyBudget
 }
 
 // New compiles the sources (signature schemes, JSON Schemas, rate limits)
@@ -156,7 +156,11 @@ func New(cfg Config) (*Receiver, error) {
 		return nil, err
 	}
 	r := &Receiver{cfg: cfg, sources: make(map[string]*source, len(cfg.Sources)), log: cfg.Logger,
-		auditFailures: newAuditFailureLog(cfg.Logger, auditFailureLogInterval)}
+		auditFailures: newAuditFailureLog(cfg.Logger, auditFailureLogInterval),
+		budget: &bodyBudget{
+			open:     cfg.PreAuth.MaxUnverifiedBodyBytes - cfg.PreAuth.VerifiedReserveBytes,
+			reserved: cfg.PreAuth.MaxUnverifiedBodyBytes,
+		}}
 	for _, s := range cfg.Sources {
 		if _, dup := r.sources[s.Name]; dup {
 			return nil, fmt.Errorf("ingest: source %q defined twice", s.Name)
@@ -169,6 +173,13 @@ func New(cfg Config) (*Receiver, error) {
 		r.sources[s.Name] = cs
 	}
 	return r, nil
+}
+
+// UnverifiedBodies returns how many requests hold memory for a body whose
+// signature is not verified yet, and how many bytes they hold together
+// (also the gauge hookstream_ingest_unverified_body_bytes).
+func (r *Receiver) UnverifiedBodies() (requests, bytes int64) {
+	return r.budget.bodies.Load(), r.budget.bytes.Load()
 }
 
 // Register adds the webhook route to router.
@@ -184,11 +195,15 @@ type request struct {
 	receivedAt      time.Time
 	src             *source
 	sourceName      string
-	addr            netip.Addr // the client's, for its budget (clientAddress)
-	body            []byte
-	eventID         string
-	customerID      string
-	eventType       string
+	addr            netip.Addr // the client's, for the budgets (clientAddress)
+	raw             body       // the body's buffer and its share of the budget
+	body            []byte     // raw's bytes, once read
+	// bodyHeld: a record carrying body may still be in the producer, so
+	// its buffer must not be reused.
+	bodyHeld   bool
+	eventID    string
+	customerID string
+	eventType  string
 }
 
 func (r *Receiver) handle(c *gin.Context) {
@@ -196,9 +211,10 @@ func (r *Receiver) handle(c *gin.Context) {
 	req.requestID, req.clientRequestID = requestIDs(c)
 	if rej, detail := r.check(req); rej != nil {
 		r.rejected(req, rej, detail)
-		return
+	} else {
+		r.decide(req)
 	}
-	r.decide(req)
+	req.raw.release(req.bodyHeld)
 }
 
 // check runs every validation that can reject a request, cheapest first, so
@@ -232,8 +248,8 @@ func (r *Receiver) check(req *request) (*rejection, map[string]any) {
 }
 
 // checkUnverified runs the checks up to and including the signature, on
-// the budget of preauth.go: a request that fails one of them is charged to
-// its address.
+// the budgets of preauth.go and body.go: a request that fails one of them
+// is charged to its address (the budget's refusals are not).
 func (r *Receiver) checkUnverified(req *request) (*rejection, map[string]any) {
 	c, src := req.c, req.src
 	req.addr = clientAddress(c.Request, r.cfg.PreAuth.TrustedProxies)
@@ -243,7 +259,7 @@ func (r *Receiver) checkUnverified(req *request) (*rejection, map[string]any) {
 		return rej, nil
 	}
 	rej, detail := r.readAndVerify(req)
-	if rej != nil {
+	if rej != nil && rej.code != CodeOverloaded {
 		src.addresses.failed(req.addr, req.receivedAt)
 	}
 	return rej, detail
@@ -263,18 +279,24 @@ func (r *Receiver) readAndVerify(req *request) (*rejection, map[string]any) {
 	if c.Request.ContentLength > limit {
 		return tooLarge(), nil
 	}
-	body, err := readBody(c.Request, limit)
-	if errors.Is(err, errTooLarge) {
+	req.raw = body{budget: r.budget, addrs: src.addresses, addr: req.addr}
+	err := req.raw.read(c.Request.Body, c.Request.ContentLength, limit, r.cfg.PreAuth.ClaimBytes)
+	switch {
+	case errors.Is(err, errTooLarge):
 		return tooLarge(), nil
-	}
-	if err != nil {
+	case errors.Is(err, errOverBudget):
+		rej := reject(http.StatusServiceUnavailable, CodeOverloaded, "too many request bodies are being received; retry later")
+		rej.retryAfter = r.cfg.RetryAfter
+		return rej, nil
+	case err != nil:
 		return reject(http.StatusBadRequest, CodeBadRequest, "could not read the request body"), map[string]any{"error": err.Error()}
 	}
-	req.body = body
-	if err := src.verifier.Verify(c.Request.Header, body, time.Now()); err != nil {
+	req.body = req.raw.bytes()
+	if err := src.verifier.Verify(c.Request.Header, req.body, time.Now()); err != nil {
 		// The reply says nothing more; the audit record keeps the cause.
 		return reject(http.StatusUnauthorized, CodeSignatureInvalid, "signature verification failed"), map[string]any{"cause": signatureCause(err)}
 	}
+	req.raw.verified()
 	return nil, nil
 }
 
@@ -325,7 +347,24 @@ func (r *Receiver) checkVerified(req *request) (*rejection, map[string]any) {
 		}
 		return reject(http.StatusBadRequest, code, "the event's ids could not be read", problems...), map[string]any{"details": problems}
 	}
+	if doc != nil {
+		req.eventID, req.customerID, req.eventType = ownIDs(req.eventID, req.customerID, req.eventType)
+	}
 	return nil, nil
+}
+
+// ownIDs copies ids read from the decoded body, which share its memory,
+// into one allocation of their own: the body's buffer is reused once the
+// request is answered, and an id may outlive it (a duplicate check that
+// timed out still holds its look-up).
+func ownIDs(a, b, c string) (string, string, string) {
+	var sb strings.Builder // a + b + c may return a itself, uncopied
+	sb.Grow(len(a) + len(b) + len(c))
+	sb.WriteString(a)
+	sb.WriteString(b)
+	sb.WriteString(c)
+	s := sb.String()
+	return s[:len(a)], s[len(a) : len(a)+len(b)], s[len(a)+len(b):]
 }
 
 // decide runs the duplicate check and, for a new event, produces it with
@@ -419,6 +458,9 @@ func (r *Receiver) duplicate(req *request, reason string, status int, detail map
 
 // unstored answers 503 for an event the broker did not acknowledge.
 func (r *Receiver) unstored(req *request, err error) {
+	// Stopped waiting: the producer may still hold the record, and with it
+	// the body's buffer.
+	req.bodyHeld = errors.Is(err, errProduceTimeout)
 	r.log.Error("produce failed", "request_id", req.requestID, "event_id", req.eventID, "error", err)
 	r.unavailable(req, "the event could not be stored; retry later", map[string]any{"error": err.Error()})
 }
@@ -618,33 +660,6 @@ func (r *Receiver) tryAudit(rec *wire.AuditRecord) {
 			r.auditFailures.failed(auditKindRejected, rec, err)
 		}
 	})
-}
-
-var errTooLarge = errors.New("body too large")
-
-func readBody(r *http.Request, limit int64) ([]byte, error) {
-	if n := r.ContentLength; n >= 0 && n <= limit {
-		// The server ends the body at Content-Length: one read of exactly
-		// that many bytes.
-		buf := make([]byte, n)
-		if _, err := io.ReadFull(r.Body, buf); err != nil {
-			return nil, err
-		}
-		return buf, nil
-	}
-	size := r.ContentLength
-	if size < 0 || size > limit {
-		size = 512
-	}
-	buf := bytes.NewBuffer(make([]byte, 0, size+1))
-	n, err := buf.ReadFrom(io.LimitReader(r.Body, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if n > limit {
-		return nil, errTooLarge
-	}
-	return buf.Bytes(), nil
 }
 
 func checkContentType(ct string) string {

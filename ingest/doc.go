@@ -16,9 +16,11 @@
 // event record, in the header wire.HeaderAudit, so the one acknowledgement
 // covers both; a duplicate's DUPLICATE record is produced to the audit
 // topic and awaited, and answered 503 when it is not acknowledged; a
-// rejection's REJECTED record is best effort, its failures counted. What an
-// anonymous client can cost is bounded in preauth.go and body.go
-// (docs/design.md, "What an anonymous client can cost").
+// rejection's REJECTED record is best effort, its failures counted, and an
+// anonymous rejection past its source and reason's rate is folded into a
+// periodic summary record. What an anonymous client can cost is bounded in
+// preauth.go, body.go and rejectaudit.go (docs/design.md, "What an
+// anonymous client can cost").
 //
 // ingest does not import consumer or audit; cmd/hookstream wires them.
 package ingest

@@ -184,6 +184,7 @@ func setup(t *testing.T, opts ...func(*setupOpts)) *testBundle {
 		t.Fatal(err)
 	}
 	tb.rcv = rcv
+	t.Cleanup(rcv.Close) // before the producer closes
 	srv := httpserver.New(httpserver.Config{Routes: []func(gin.IRouter){rcv.Register}, MaxHeaderBytes: 16 << 10})
 	hs := httptest.NewUnstartedServer(srv.Handler())
 	hs.Config.MaxHeaderBytes = 16 << 10

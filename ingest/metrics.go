@@ -44,6 +44,10 @@ var (
 		Name: "hookstream_ingest_duplicates_total",
 		Help: "Requests for events already known, by source and what was done (duplicate, in_flight, redrive).",
 	}, []string{"source", "kind"})
+	rejectionsSummarized = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "hookstream_ingest_rejections_summarized_total",
+		Help: "Rejections past their source and reason's rate, recorded only in a summary audit record, by source and reason (also in hookstream_ingest_rejections_total).",
+	}, []string{"source", "reason"})
 	unverifiedBodyBytes = promauto.NewGauge(prometheus.GaugeOpts{
 		Name: "hookstream_ingest_unverified_body_bytes",
 		Help: "Bytes of memory held by request bodies whose signature is not verified yet (bounded by the receiver's budget).",

@@ -40,7 +40,8 @@ import (
 // eviction can only make the receiver more lenient, never refuse someone.
 // The cost is that an attacker with more addresses than the table holds is
 // not limited per address; what bounds it then is the total of unverified
-// body bytes (bodyBudget) and the per-request cost of a rejection.
+// body bytes (bodyBudget), the per-request cost of a rejection, and the
+// audit records' own bound (rejectionAudit).
 //
 // Addresses that sent a verified request recently are remembered apart, in
 // a table only verified requests write (so a flood cannot evict them): they

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,8 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/hookstream/hookstream/internal/wire"
 )
 
 // postFrom sends the flight tests' event to engine from the client
@@ -203,4 +206,88 @@ func TestBodyRead(t *testing.T) {
 			t.Errorf("%s: %d bytes held after release", c.name, got)
 		}
 	}
+}
+
+// TestRejectionAudit: rejections get records of their own within their
+// (source, reason)'s rate; the others are counted into one summary per
+// interval, with the first and last seen and sample request ids, and
+// close writes what is pending.
+func TestRejectionAudit(t *testing.T) {
+	emitted := make(chan map[string]any, 10)
+	a := newRejectionAudit(RejectionAuditConfig{PerSecond: 1, Burst: 2, Interval: time.Hour, Samples: 2}, "test",
+		func(rec *wire.AuditRecord) { emitted <- summaryOf(t, rec) })
+	clock := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	a.now = func() time.Time { return clock }
+	k := rejectionKey{source: "generic", reason: CodeSignatureInvalid}
+
+	var own int
+	for i := range 10 {
+		if a.admit(k, 401, "req-"+strconv.Itoa(i), clock.Add(time.Duration(i)*time.Millisecond)) {
+			own++
+		}
+	}
+	if own != 2 {
+		t.Errorf("%d of 10 rejections recorded alone, want the burst of 2", own)
+	}
+	if !a.admit(rejectionKey{reason: CodeUnknownSource}, 404, "other", clock) {
+		t.Errorf("another (source, reason) has a budget of its own")
+	}
+	clock = clock.Add(time.Second)
+	if !a.admit(k, 401, "req-later", clock) {
+		t.Errorf("a second later the budget has one token again")
+	}
+	a.close()
+	select {
+	case sum := <-emitted:
+		if sum["count"] != float64(8) || sum["first_seen"] != "2026-12-01T00:00:00.002Z" || sum["last_seen"] != "2026-12-01T00:00:00.009Z" {
+			t.Errorf("summary %v, want 8 rejections from .002 to .009", sum)
+		}
+		if ids, _ := sum["sample_request_ids"].([]any); len(ids) != 2 || ids[0] != "req-2" {
+			t.Errorf("samples %v, want the first 2 summarized", sum["sample_request_ids"])
+		}
+	default:
+		t.Fatal("close wrote no summary")
+	}
+	if len(emitted) != 0 {
+		t.Errorf("%d more summaries, want one", len(emitted))
+	}
+}
+
+// TestRejectionAuditInterval: a summary is written when its interval
+// ends, without waiting for the next rejection.
+func TestRejectionAuditInterval(t *testing.T) {
+	emitted := make(chan map[string]any, 10)
+	a := newRejectionAudit(RejectionAuditConfig{PerSecond: 0.001, Burst: 1, Interval: 10 * time.Millisecond, Samples: 5}, "test",
+		func(rec *wire.AuditRecord) { emitted <- summaryOf(t, rec) })
+	defer a.close()
+	k := rejectionKey{reason: CodeUnknownSource}
+	for i := range 4 {
+		a.admit(k, 404, "r"+strconv.Itoa(i), time.Now())
+	}
+	select {
+	case sum := <-emitted:
+		if sum["count"] != float64(3) {
+			t.Errorf("summary %v, want 3 rejections", sum)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no summary within 10s of a 10ms interval")
+	}
+}
+
+// summaryOf checks rec is a summary record and returns its summary, as
+// the JSON reads.
+func summaryOf(t *testing.T, rec *wire.AuditRecord) map[string]any {
+	b, err := rec.Marshal()
+	if err != nil {
+		t.Error(err)
+		return nil
+	}
+	var v struct{ Detail map[string]map[string]any }
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Error(err)
+	}
+	if rec.Action != wire.ActionRejected || rec.Instance != "test" || rec.RequestID == "" || rec.EventID != "" {
+		t.Errorf("summary record %+v, want a REJECTED record of its own request id", rec)
+	}
+	return v.Detail["summary"]
 }

@@ -57,6 +57,9 @@ type Config struct {
 	// verified (budget per source and client address, body memory).
 	// Zero value: the defaults named in PreAuthConfig.
 	PreAuth PreAuthConfig
+	// RejectionAudit bounds the audit records of rejections. Zero value:
+	// the defaults named in RejectionAuditConfig.
+	RejectionAudit RejectionAuditConfig
 }
 
 // WithDefaults returns c with zero fields set to their defaults.
@@ -75,6 +78,7 @@ func (c Config) WithDefaults() Config {
 		c.Logger = slog.Default()
 	}
 	c.PreAuth = c.PreAuth.WithDefaults()
+	c.RejectionAudit = c.RejectionAudit.WithDefaults()
 	return c
 }
 
@@ -87,8 +91,10 @@ func (c Config) validate() error {
 	case c.ProduceTimeout < 0:
 		return errors.New("ingest: ProduceTimeout must be positive")
 	}
-	if msg := c.PreAuth.validate(); msg != "" {
-		return errors.New("ingest: " + msg)
+	for _, msg := range []string{c.PreAuth.validate(), c.RejectionAudit.validate()} {
+		if msg != "" {
+			return errors.New("ingest: " + msg)
+		}
 	}
 	return nil
 }
@@ -146,6 +152,9 @@ type Receiver struct {
 	auditFailures *auditFailureLog
 	// budget bounds the memory of bodies not verified yet (body.go).
 	budget *bodyBudget
+	// rejections decides which rejections get a record of their own
+	// (rejectaudit.go).
+	rejections *rejectionAudit
 }
 
 // New compiles the sources (signature schemes, JSON Schemas, rate limits)
@@ -161,6 +170,7 @@ func New(cfg Config) (*Receiver, error) {
 			open:     cfg.PreAuth.MaxUnverifiedBodyBytes - cfg.PreAuth.VerifiedReserveBytes,
 			reserved: cfg.PreAuth.MaxUnverifiedBodyBytes,
 		}}
+	r.rejections = newRejectionAudit(cfg.RejectionAudit, cfg.Instance, r.summarized)
 	for _, s := range cfg.Sources {
 		if _, dup := r.sources[s.Name]; dup {
 			return nil, fmt.Errorf("ingest: source %q defined twice", s.Name)
@@ -173,6 +183,13 @@ func New(cfg Config) (*Receiver, error) {
 		r.sources[s.Name] = cs
 	}
 	return r, nil
+}
+
+// Close writes the rejection summaries still pending (to the producer,
+// without waiting: flush the producer after it). Call it once the HTTP
+// server has stopped; a rejection after it gets a record of its own.
+func (r *Receiver) Close() {
+	r.rejections.close()
 }
 
 // UnverifiedBodies returns how many requests hold memory for a body whose
@@ -200,7 +217,9 @@ type request struct {
 	body            []byte     // raw's bytes, once read
 	// bodyHeld: a record carrying body may still be in the producer, so
 	// its buffer must not be reused.
-	bodyHeld   bool
+	bodyHeld bool
+	// verified: the source's scheme accepted the signature.
+	verified   bool
 	eventID    string
 	customerID string
 	eventType  string
@@ -297,6 +316,7 @@ func (r *Receiver) readAndVerify(req *request) (*rejection, map[string]any) {
 		return reject(http.StatusUnauthorized, CodeSignatureInvalid, "signature verification failed"), map[string]any{"cause": signatureCause(err)}
 	}
 	req.raw.verified()
+	req.verified = true
 	return nil, nil
 }
 
@@ -576,10 +596,29 @@ var waiters = sync.Pool{New: func() any {
 }}
 
 func (r *Receiver) rejected(req *request, rej *rejection, detail map[string]any) {
+	key := rejectionKey{reason: rej.code}
+	if req.src != nil {
+		key.source = req.src.cfg.Name
+	}
+	// A request whose signature vouches for its sender is recorded alone,
+	// always; an anonymous one within its (source, reason)'s rate.
+	anonymous := !req.verified || !req.src.signed
+	if anonymous && !r.rejections.admit(key, rej.status, req.requestID, req.receivedAt) {
+		// Past the rate of its source and reason: counted, and in the
+		// next summary record, but neither written nor logged alone.
+		rejectionsSummarized.WithLabelValues(sourceLabel(req), rej.code).Inc()
+		rej.write(req.c)
+		r.count(req, rej)
+		return
+	}
+	source := req.sourceName
+	if req.src == nil {
+		source = quoteName(source) // a stranger's, and of any length
+	}
 	if rej.status >= 500 {
-		r.log.Warn("request not accepted", "request_id", req.requestID, "source", req.sourceName, "event_id", req.eventID, "status", rej.status, "code", rej.code)
+		r.log.Warn("request not accepted", "request_id", req.requestID, "source", source, "event_id", req.eventID, "status", rej.status, "code", rej.code)
 	} else {
-		r.log.Info("request rejected", "request_id", req.requestID, "source", req.sourceName, "event_id", req.eventID, "status", rej.status, "code", rej.code)
+		r.log.Info("request rejected", "request_id", req.requestID, "source", source, "event_id", req.eventID, "status", rej.status, "code", rej.code)
 	}
 	// Best effort: the rejection stands whether or not its record lands
 	// (a failure is counted and logged). It is awaited all the same, so
@@ -593,12 +632,26 @@ func (r *Receiver) rejected(req *request, rej *rejection, detail map[string]any)
 }
 
 func (r *Receiver) count(req *request, rej *rejection) {
-	src := req.sourceName
-	if req.src == nil {
-		src = "unknown"
-	}
-	rejectionsTotal.WithLabelValues(src, rej.code).Inc()
+	rejectionsTotal.WithLabelValues(sourceLabel(req), rej.code).Inc()
 	observe(req, rej.status)
+}
+
+// sourceLabel is req's source as a metric label: bounded, never a
+// stranger's path segment.
+func sourceLabel(req *request) string {
+	if req.src == nil {
+		return "unknown"
+	}
+	return req.src.cfg.Name
+}
+
+// summarized writes a summary of rejections (rejectaudit.go), best
+// effort as any rejection's record, without waiting.
+func (r *Receiver) summarized(rec *wire.AuditRecord) {
+	sum := rec.Detail[wire.DetailSummary].(map[string]any)
+	r.log.Info("rejections summarized", "source", rec.Source, "code", rec.Reason, "count", sum["count"],
+		"first_seen", sum["first_seen"], "last_seen", sum["last_seen"], "audit_id", rec.AuditID)
+	r.tryAudit(rec)
 }
 
 // auditRecord is the receiver's decision about req. Its event id is set

@@ -61,6 +61,7 @@ func genericReceiver(tb testing.TB, secret string, cfg Config) (*Receiver, *gin.
 	if err != nil {
 		tb.Fatal(err)
 	}
+	tb.Cleanup(r.Close)
 	gin.SetMode(gin.ReleaseMode)
 	engine := gin.New()
 	r.Register(engine)

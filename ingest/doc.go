@@ -1,7 +1,10 @@
 // Package ingest is hookstream's HTTP receiver: POST /webhooks/{source}.
 //
-// For each request it finds the source, applies its rate limit, checks the
-// content type and size, verifies the signature, validates the body
+// For each request it finds the source, checks the client address's
+// budget of requests that failed before authentication, checks the content
+// type and size, reads the body into pooled buffers under a memory budget
+// for unverified bodies, verifies the signature, applies the source's rate
+// limit (to verified requests only), validates the body
 // (well-formed UTF-8 JSON, then the source's JSON Schema), extracts
 // event_id, customer_id and event_type, asks the events table whether the
 // event was seen before (read-only; concurrent look-ups share one query),
@@ -13,7 +16,11 @@
 // event record, in the header wire.HeaderAudit, so the one acknowledgement
 // covers both; a duplicate's DUPLICATE record is produced to the audit
 // topic and awaited, and answered 503 when it is not acknowledged; a
-// rejection's REJECTED record is best effort, its failures counted.
+// rejection's REJECTED record is best effort, its failures counted, and an
+// anonymous rejection past its source and reason's rate is folded into a
+// periodic summary record. What an anonymous client can cost is bounded in
+// preauth.go, body.go and rejectaudit.go (docs/design.md, "What an
+// anonymous client can cost").
 //
 // ingest does not import consumer or audit; cmd/hookstream wires them.
 package ingest

@@ -10,8 +10,14 @@ import (
 // Error codes in {"error":{"code":…}} and the reason of REJECTED audit
 // records. They are part of the HTTP contract: clients may branch on them.
 const (
-	CodeUnknownSource        = "unknown_source"
-	CodeRateLimited          = "rate_limited"
+	CodeUnknownSource = "unknown_source"
+	CodeRateLimited   = "rate_limited"
+	// CodeAddressLimited: the client's address ran out of its budget of
+	// requests failing before authentication (429).
+	CodeAddressLimited = "address_limited"
+	// CodeOverloaded: the bodies not verified yet fill their memory
+	// budget (503).
+	CodeOverloaded           = "overloaded"
 	CodeUnsupportedMediaType = "unsupported_media_type"
 	CodeBodyTooLarge         = "body_too_large"
 	CodeSignatureInvalid     = "signature_invalid"

@@ -39,6 +39,7 @@ const (
 	shopifySecret = "shopify-test-secret"
 	swSecret      = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 	hmacB64Secret = "hmac-b64-secret"
+	limitedSecret = "limited-test-secret"
 )
 
 // testSourcesYAML exercises every scheme and locator kind.
@@ -86,6 +87,12 @@ sources:
     event_id: {pointer: /id}
     customer_id: {pointer: /customer}
     max_body_bytes: 64
+  - name: limitedsig
+    scheme: hmac-sha256
+    secrets: ["` + limitedSecret + `"]
+    event_id: {header: X-Event-Id}
+    customer_id: {header: X-Customer-Id}
+    rate_limit: {per_second: 0.001, burst: 2}
 `
 
 type testBundle struct {
@@ -96,6 +103,7 @@ type testBundle struct {
 	adm      *kadm.Client
 	pool     *pgxpool.Pool
 	producer *kgo.Client
+	rcv      *ingest.Receiver
 	// client checks every response against schemas/openapi.yaml.
 	client *http.Client
 }
@@ -110,6 +118,8 @@ type setupOpts struct {
 	// rejectionTimeout, when set, gives the receiver a RejectionProducer
 	// of its own with this delivery timeout.
 	rejectionTimeout time.Duration
+	// configure changes the receiver's config before it is built.
+	configure func(*ingest.Config)
 }
 
 func setup(t *testing.T, opts ...func(*setupOpts)) *testBundle {
@@ -168,7 +178,7 @@ func setup(t *testing.T, opts ...func(*setupOpts)) *testBundle {
 		t.Cleanup(p.Close)
 		rejections = p
 	}
-	rcv, err := ingest.New(ingest.Config{
+	cfg := ingest.Config{
 		Sources:           srcs,
 		Producer:          tb.producer,
 		RejectionProducer: rejections,
@@ -178,10 +188,16 @@ func setup(t *testing.T, opts ...func(*setupOpts)) *testBundle {
 		ProduceTimeout:    o.produceTimeout,
 		RetryAfter:        3,
 		Logger:            slog.New(slog.DiscardHandler),
-	})
+	}
+	if o.configure != nil {
+		o.configure(&cfg)
+	}
+	rcv, err := ingest.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	tb.rcv = rcv
+	t.Cleanup(rcv.Close) // before the producer closes
 	srv := httpserver.New(httpserver.Config{Routes: []func(gin.IRouter){rcv.Register}, MaxHeaderBytes: 16 << 10})
 	hs := httptest.NewUnstartedServer(srv.Handler())
 	hs.Config.MaxHeaderBytes = 16 << 10

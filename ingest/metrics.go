@@ -44,6 +44,18 @@ var (
 		Name: "hookstream_ingest_duplicates_total",
 		Help: "Requests for events already known, by source and what was done (duplicate, in_flight, redrive).",
 	}, []string{"source", "kind"})
+	rejectionsSummarized = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "hookstream_ingest_rejections_summarized_total",
+		Help: "Rejections past their source and reason's rate, recorded only in a summary audit record, by source and reason (also in hookstream_ingest_rejections_total).",
+	}, []string{"source", "reason"})
+	unverifiedBodyBytes = promauto.NewGauge(prometheus.GaugeOpts{
+		Name: "hookstream_ingest_unverified_body_bytes",
+		Help: "Bytes of memory held by request bodies whose signature is not verified yet (bounded by the receiver's budget).",
+	})
+	preAuthEvictions = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "hookstream_ingest_preauth_evictions_total",
+		Help: "Failing client addresses dropped from a full table of a source's pre-authentication budgets (each starts again with a full budget).",
+	})
 	auditFailuresTotal = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "hookstream_ingest_audit_publish_failures_total",
 		Help: "Audit records the receiver could not publish to the audit topic, by kind: rejected (the rejection was answered all the same) or duplicate (the request was answered 503).",

@@ -1,16 +1,15 @@
 package ingest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math"
 	"mime"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -63,6 +62,13 @@ type Config struct {
 	RetryAfter int
 	// Logger. Default slog.Default().
 	Logger *slog.Logger
+	// PreAuth bounds what requests cost before their signature is
+	// verified (budget per source and client address, body memory).
+	// Zero value: the defaults named in PreAuthConfig.
+	PreAuth PreAuthConfig
+	// RejectionAudit bounds the audit records of rejections. Zero value:
+	// the defaults named in RejectionAuditConfig.
+	RejectionAudit RejectionAuditConfig
 }
 
 // WithDefaults returns c with zero fields set to their defaults.
@@ -83,6 +89,8 @@ func (c Config) WithDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	c.PreAuth = c.PreAuth.WithDefaults()
+	c.RejectionAudit = c.RejectionAudit.WithDefaults()
 	return c
 }
 
@@ -94,6 +102,11 @@ func (c Config) validate() error {
 		return errors.New("ingest: Producer is required")
 	case c.ProduceTimeout < 0:
 		return errors.New("ingest: ProduceTimeout must be positive")
+	}
+	for _, msg := range []string{c.PreAuth.validate(), c.RejectionAudit.validate()} {
+		if msg != "" {
+			return errors.New("ingest: " + msg)
+		}
 	}
 	return nil
 }
@@ -149,6 +162,11 @@ type Receiver struct {
 	log     *slog.Logger
 	// auditFailures counts and logs the audit records not published.
 	auditFailures *auditFailureLog
+	// budget bounds the memory of bodies not verified yet (body.go).
+	budget *bodyBudget
+	// rejections decides which rejections get a record of their own
+	// (rejectaudit.go).
+	rejections *rejectionAudit
 }
 
 // New compiles the sources (signature schemes, JSON Schemas, rate limits)
@@ -159,7 +177,12 @@ func New(cfg Config) (*Receiver, error) {
 		return nil, err
 	}
 	r := &Receiver{cfg: cfg, sources: make(map[string]*source, len(cfg.Sources)), log: cfg.Logger,
-		auditFailures: newAuditFailureLog(cfg.Logger, auditFailureLogInterval)}
+		auditFailures: newAuditFailureLog(cfg.Logger, auditFailureLogInterval),
+		budget: &bodyBudget{
+			open:     cfg.PreAuth.MaxUnverifiedBodyBytes - cfg.PreAuth.VerifiedReserveBytes,
+			reserved: cfg.PreAuth.MaxUnverifiedBodyBytes,
+		}}
+	r.rejections = newRejectionAudit(cfg.RejectionAudit, cfg.Instance, r.summarized)
 	for _, s := range cfg.Sources {
 		if _, dup := r.sources[s.Name]; dup {
 			return nil, fmt.Errorf("ingest: source %q defined twice", s.Name)
@@ -168,9 +191,24 @@ func New(cfg Config) (*Receiver, error) {
 		if err != nil {
 			return nil, fmt.Errorf("ingest: %w", err)
 		}
+		cs.addresses = newAddressTable(cfg.PreAuth)
 		r.sources[s.Name] = cs
 	}
 	return r, nil
+}
+
+// Close writes the rejection summaries still pending (to the producer,
+// without waiting: flush the producer after it). Call it once the HTTP
+// server has stopped; a rejection after it gets a record of its own.
+func (r *Receiver) Close() {
+	r.rejections.close()
+}
+
+// UnverifiedBodies returns how many requests hold memory for a body whose
+// signature is not verified yet, and how many bytes they hold together
+// (also the gauge hookstream_ingest_unverified_body_bytes).
+func (r *Receiver) UnverifiedBodies() (requests, bytes int64) {
+	return r.budget.bodies.Load(), r.budget.bytes.Load()
 }
 
 // Register adds the webhook route to router.
@@ -186,10 +224,17 @@ type request struct {
 	receivedAt      time.Time
 	src             *source
 	sourceName      string
-	body            []byte
-	eventID         string
-	customerID      string
-	eventType       string
+	addr            netip.Addr // the client's, for the budgets (clientAddress)
+	raw             body       // the body's buffer and its share of the budget
+	body            []byte     // raw's bytes, once read
+	// bodyHeld: a record carrying body may still be in the producer, so
+	// its buffer must not be reused.
+	bodyHeld bool
+	// verified: the source's scheme accepted the signature.
+	verified   bool
+	eventID    string
+	customerID string
+	eventType  string
 }
 
 func (r *Receiver) handle(c *gin.Context) {
@@ -197,23 +242,31 @@ func (r *Receiver) handle(c *gin.Context) {
 	req.requestID, req.clientRequestID = requestIDs(c)
 	if rej, detail := r.check(req); rej != nil {
 		r.rejected(req, rej, detail)
-		return
+	} else {
+		r.decide(req)
 	}
-	r.decide(req)
+	req.raw.release(req.bodyHeld)
 }
 
 // check runs every validation that can reject a request, cheapest first, so
 // that load shedding and bad input cost as little as possible. It returns
 // the rejection and audit detail for it, or nil.
 func (r *Receiver) check(req *request) (*rejection, map[string]any) {
-	c := req.c
 	src, ok := r.sources[req.sourceName]
 	if !ok {
 		return reject(http.StatusNotFound, CodeUnknownSource, "no source named "+quoteName(req.sourceName)), nil
 	}
 	req.src = src
+	if rej, detail := r.checkUnverified(req); rej != nil {
+		return rej, detail
+	}
+	now := time.Now()
+	if src.signed {
+		src.addresses.verifiedAt(req.addr, now)
+	}
+	// The source's rate limit is spent by verified requests only: an
+	// unsigned one must not refuse its provider's next delivery.
 	if src.limiter != nil {
-		now := time.Now()
 		res := src.limiter.ReserveN(now, 1)
 		if d := res.DelayFrom(now); !res.OK() || d > 0 {
 			res.CancelAt(now)
@@ -222,6 +275,31 @@ func (r *Receiver) check(req *request) (*rejection, map[string]any) {
 			return rej, nil
 		}
 	}
+	return r.checkVerified(req)
+}
+
+// checkUnverified runs the checks up to and including the signature, on
+// the budgets of preauth.go and body.go: a request that fails one of them
+// is charged to its address (the budget's refusals are not).
+func (r *Receiver) checkUnverified(req *request) (*rejection, map[string]any) {
+	c, src := req.c, req.src
+	req.addr = clientAddress(c.Request, r.cfg.PreAuth.TrustedProxies)
+	if ok, wait := src.addresses.allow(req.addr, req.receivedAt); !ok {
+		rej := reject(http.StatusTooManyRequests, CodeAddressLimited, "too many requests from this address failed before authentication; retry later")
+		rej.retryAfter = max(1, int(math.Ceil(wait.Seconds())))
+		return rej, nil
+	}
+	rej, detail := r.readAndVerify(req)
+	if rej != nil && rej.code != CodeOverloaded {
+		src.addresses.failed(req.addr, req.receivedAt)
+	}
+	return rej, detail
+}
+
+// readAndVerify checks the content type and size, reads the body and
+// verifies its signature.
+func (r *Receiver) readAndVerify(req *request) (*rejection, map[string]any) {
+	c, src := req.c, req.src
 	if msg := checkContentType(c.GetHeader("Content-Type")); msg != "" {
 		return reject(http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, msg), nil
 	}
@@ -232,18 +310,32 @@ func (r *Receiver) check(req *request) (*rejection, map[string]any) {
 	if c.Request.ContentLength > limit {
 		return tooLarge(), nil
 	}
-	body, err := readBody(c.Request, limit)
-	if errors.Is(err, errTooLarge) {
+	req.raw = body{budget: r.budget, addrs: src.addresses, addr: req.addr}
+	err := req.raw.read(c.Request.Body, c.Request.ContentLength, limit, r.cfg.PreAuth.ClaimBytes)
+	switch {
+	case errors.Is(err, errTooLarge):
 		return tooLarge(), nil
-	}
-	if err != nil {
+	case errors.Is(err, errOverBudget):
+		rej := reject(http.StatusServiceUnavailable, CodeOverloaded, "too many request bodies are being received; retry later")
+		rej.retryAfter = r.cfg.RetryAfter
+		return rej, nil
+	case err != nil:
 		return reject(http.StatusBadRequest, CodeBadRequest, "could not read the request body"), map[string]any{"error": err.Error()}
 	}
-	req.body = body
-	if err := src.verifier.Verify(c.Request.Header, body, time.Now()); err != nil {
+	req.body = req.raw.bytes()
+	if err := src.verifier.Verify(c.Request.Header, req.body, time.Now()); err != nil {
 		// The reply says nothing more; the audit record keeps the cause.
 		return reject(http.StatusUnauthorized, CodeSignatureInvalid, "signature verification failed"), map[string]any{"cause": signatureCause(err)}
 	}
+	req.raw.verified()
+	req.verified = true
+	return nil, nil
+}
+
+// checkVerified validates a verified request's body and reads its ids.
+func (r *Receiver) checkVerified(req *request) (*rejection, map[string]any) {
+	c, src, body := req.c, req.src, req.body
+	var err error
 	if !utf8.Valid(body) {
 		return reject(http.StatusBadRequest, CodeInvalidEncoding, "body is not valid UTF-8"), nil
 	}
@@ -287,7 +379,24 @@ func (r *Receiver) check(req *request) (*rejection, map[string]any) {
 		}
 		return reject(http.StatusBadRequest, code, "the event's ids could not be read", problems...), map[string]any{"details": problems}
 	}
+	if doc != nil {
+		req.eventID, req.customerID, req.eventType = ownIDs(req.eventID, req.customerID, req.eventType)
+	}
 	return nil, nil
+}
+
+// ownIDs copies ids read from the decoded body, which share its memory,
+// into one allocation of their own: the body's buffer is reused once the
+// request is answered, and an id may outlive it (a duplicate check that
+// timed out still holds its look-up).
+func ownIDs(a, b, c string) (string, string, string) {
+	var sb strings.Builder // a + b + c may return a itself, uncopied
+	sb.Grow(len(a) + len(b) + len(c))
+	sb.WriteString(a)
+	sb.WriteString(b)
+	sb.WriteString(c)
+	s := sb.String()
+	return s[:len(a)], s[len(a) : len(a)+len(b)], s[len(a)+len(b):]
 }
 
 // decide runs the duplicate check and, for a new event, produces it with
@@ -381,6 +490,9 @@ func (r *Receiver) duplicate(req *request, reason string, status int, detail map
 
 // unstored answers 503 for an event the broker did not acknowledge.
 func (r *Receiver) unstored(req *request, err error) {
+	// Stopped waiting: the producer may still hold the record, and with it
+	// the body's buffer.
+	req.bodyHeld = errors.Is(err, errProduceTimeout)
 	r.log.Error("produce failed", "request_id", req.requestID, "event_id", req.eventID, "error", err)
 	r.unavailable(req, "the event could not be stored; retry later", map[string]any{"error": err.Error()})
 }
@@ -496,10 +608,29 @@ var waiters = sync.Pool{New: func() any {
 }}
 
 func (r *Receiver) rejected(req *request, rej *rejection, detail map[string]any) {
+	key := rejectionKey{reason: rej.code}
+	if req.src != nil {
+		key.source = req.src.cfg.Name
+	}
+	// A request whose signature vouches for its sender is recorded alone,
+	// always; an anonymous one within its (source, reason)'s rate.
+	anonymous := !req.verified || !req.src.signed
+	if anonymous && !r.rejections.admit(key, rej.status, req.requestID, req.receivedAt) {
+		// Past the rate of its source and reason: counted, and in the
+		// next summary record, but neither written nor logged alone.
+		rejectionsSummarized.WithLabelValues(sourceLabel(req), rej.code).Inc()
+		rej.write(req.c)
+		r.count(req, rej)
+		return
+	}
+	source := req.sourceName
+	if req.src == nil {
+		source = quoteName(source) // a stranger's, and of any length
+	}
 	if rej.status >= 500 {
-		r.log.Warn("request not accepted", "request_id", req.requestID, "source", req.sourceName, "event_id", req.eventID, "status", rej.status, "code", rej.code)
+		r.log.Warn("request not accepted", "request_id", req.requestID, "source", source, "event_id", req.eventID, "status", rej.status, "code", rej.code)
 	} else {
-		r.log.Info("request rejected", "request_id", req.requestID, "source", req.sourceName, "event_id", req.eventID, "status", rej.status, "code", rej.code)
+		r.log.Info("request rejected", "request_id", req.requestID, "source", source, "event_id", req.eventID, "status", rej.status, "code", rej.code)
 	}
 	// Best effort: the rejection stands whether or not its record lands
 	// (a failure is counted and logged). It is awaited all the same, so
@@ -510,12 +641,26 @@ func (r *Receiver) rejected(req *request, rej *rejection, detail map[string]any)
 }
 
 func (r *Receiver) count(req *request, rej *rejection) {
-	src := req.sourceName
-	if req.src == nil {
-		src = "unknown"
-	}
-	rejectionsTotal.WithLabelValues(src, rej.code).Inc()
+	rejectionsTotal.WithLabelValues(sourceLabel(req), rej.code).Inc()
 	observe(req, rej.status)
+}
+
+// sourceLabel is req's source as a metric label: bounded, never a
+// stranger's path segment.
+func sourceLabel(req *request) string {
+	if req.src == nil {
+		return "unknown"
+	}
+	return req.src.cfg.Name
+}
+
+// summarized writes a summary of rejections (rejectaudit.go), best
+// effort as any rejection's record, without waiting.
+func (r *Receiver) summarized(rec *wire.AuditRecord) {
+	sum := rec.Detail[wire.DetailSummary].(map[string]any)
+	r.log.Info("rejections summarized", "source", rec.Source, "code", rec.Reason, "count", sum["count"],
+		"first_seen", sum["first_seen"], "last_seen", sum["last_seen"], "audit_id", rec.AuditID)
+	r.tryAudit(rec)
 }
 
 // auditRecord is the receiver's decision about req. Its event id is set
@@ -606,33 +751,6 @@ func (r *Receiver) tryAudit(rec *wire.AuditRecord) {
 			r.auditFailures.failed(auditKindRejected, rec, err)
 		}
 	})
-}
-
-var errTooLarge = errors.New("body too large")
-
-func readBody(r *http.Request, limit int64) ([]byte, error) {
-	if n := r.ContentLength; n >= 0 && n <= limit {
-		// The server ends the body at Content-Length: one read of exactly
-		// that many bytes.
-		buf := make([]byte, n)
-		if _, err := io.ReadFull(r.Body, buf); err != nil {
-			return nil, err
-		}
-		return buf, nil
-	}
-	size := r.ContentLength
-	if size < 0 || size > limit {
-		size = 512
-	}
-	buf := bytes.NewBuffer(make([]byte, 0, size+1))
-	n, err := buf.ReadFrom(io.LimitReader(r.Body, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if n > limit {
-		return nil, errTooLarge
-	}
-	return buf.Bytes(), nil
 }
 
 func checkContentType(ct string) string {

@@ -23,6 +23,11 @@ type source struct {
 	// needsDoc: the body must be decoded (a schema or a pointer locator).
 	needsDoc bool
 	metrics  sourceMetrics
+	// signed: the scheme verifies something (not none), so a request that
+	// passes it makes its address a verified one.
+	signed bool
+	// addresses are the source's per-client-address budgets (preauth.go).
+	addresses *addressTable
 }
 
 func compileSource(s sources.Source) (*source, error) {
@@ -34,7 +39,7 @@ func compileSource(s sources.Source) (*source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", field("scheme"), err)
 	}
-	cs := &source{cfg: s, verifier: v, metrics: newSourceMetrics(s.Name)}
+	cs := &source{cfg: s, verifier: v, metrics: newSourceMetrics(s.Name), signed: s.Scheme != signature.SchemeNone}
 	if cs.eventID, err = compileLocator("event_id", s.EventID); err != nil {
 		return nil, fmt.Errorf("%s: %w", field("event_id"), err)
 	}

@@ -27,6 +27,7 @@ type receiverStack struct {
 	rejects  *kgo.Client // REJECTED records: they may wait minutes for a broker
 	pool     *pgxpool.Pool
 	dups     *ingest.PostgresDuplicates
+	rcv      *ingest.Receiver
 	server   *httpserver.Server
 	grace    time.Duration
 }
@@ -69,7 +70,7 @@ func startReceiver(ctx context.Context, o receiverOptions) (_ *receiverStack, er
 		return nil, err
 	}
 	s.dups = ingest.NewPostgresDuplicates(s.pool, ingest.PostgresDuplicatesConfig{})
-	rcv, err := ingest.New(ingest.Config{
+	s.rcv, err = ingest.New(ingest.Config{
 		Sources:  o.sources,
 		Producer: s.producer,
 		// A rejection is answered at once, but its record may wait out a
@@ -88,7 +89,7 @@ func startReceiver(ctx context.Context, o receiverOptions) (_ *receiverStack, er
 	}
 	s.server = httpserver.New(httpserver.Config{
 		Addr: o.addr,
-		Routes: []func(r gin.IRouter){rcv.Register, admin.Register(admin.Config{
+		Routes: []func(r gin.IRouter){s.rcv.Register, admin.Register(admin.Config{
 			Token: o.adminToken, Pool: s.pool, Instance: o.instance,
 		})},
 		Ready: []httpserver.Check{
@@ -140,6 +141,9 @@ func (s *receiverStack) stop() {
 		if err := s.server.Stop(ctx); err != nil {
 			s.log.Error("http shutdown", "error", err)
 		}
+	}
+	if s.rcv != nil {
+		s.rcv.Close() // writes the rejection summaries still pending
 	}
 	for _, p := range []*kgo.Client{s.producer, s.rejects} {
 		if p == nil {

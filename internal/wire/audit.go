@@ -75,6 +75,12 @@ type AuditRecord struct {
 // sent, recorded as it came (never a key, never the record's request_id).
 const DetailClientRequestID = "client_request_id"
 
+// DetailSummary is the detail key of a REJECTED record that summarizes
+// the rejections of one source and reason past their rate (the receiver
+// records those one by one only up to it): an object with count,
+// first_seen, last_seen and sample_request_ids.
+const DetailSummary = "summary"
+
 // Key is the record's key on the compacted audit topic, made only of what
 // hookstream vouches for: source + "/" + event_id for a record about an
 // event (the receiver sets event_id only once the signature is verified),

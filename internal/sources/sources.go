@@ -21,6 +21,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/hookstream/hookstream/ingest/signature"
+	"github.com/hookstream/hookstream/internal/redact"
 	"github.com/hookstream/hookstream/schemas"
 )
 
@@ -266,7 +267,7 @@ func (s *Source) Validate(field func(string) string) error {
 	if d := s.Destination; d != nil {
 		u, err := url.Parse(d.URL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("%s: %q is not an http(s) URL", field("destination.url"), d.URL)
+			return fmt.Errorf("%s: %q is not an http(s) URL", field("destination.url"), redact.URL(d.URL))
 		}
 		if d.Timeout == 0 {
 			d.Timeout = DefaultDestTimeout

@@ -120,7 +120,9 @@ func TestConfigurationBounds(t *testing.T) {
 		return "sources:\n  - name: a\n    scheme: " + scheme + "\n    secrets: [\"" + secret + "\"]\n" +
 			"    event_id: {header: X-Id}\n    customer_id: {header: X-C}\n" + extra
 	}
-	b64 := func(n int) string { return "whsec_" + base64.StdEncoding.EncodeToString([]byte(strings.Repeat("k", n))) }
+	b64 := func(n int) string {
+		return "whsec_" + base64.StdEncoding.EncodeToString([]byte(strings.Repeat("k", n)))
+	}
 	refused := []struct{ name, yaml, want, secret string }{
 		{"none with secrets", src("none", longSecret, ""), "sources[0] (a).secrets: scheme none verifies nothing", ""},
 		{"tolerance over an hour", src("stripe", "whsec_"+longSecret, "    tolerance: 61m\n"), "sources[0] (a).tolerance: 1h1m0s is more than 1h0m0s", ""},

@@ -114,7 +114,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	startPprof(log)
 	st, err := startReceiver(ctx, receiverOptions{
 		brokers: brokers, kafkaOpts: kafkaOpts, databaseURL: dbURL, addr: s.httpAddr, sources: srcs,
-		instance: s.instance, produceTimeout: s.produceTimeout, shutdownGrace: s.shutdownGrace, adminToken: s.adminToken, log: log,
+		instance: s.instance, produceTimeout: s.produceTimeout, shutdownGrace: s.shutdownGrace, adminToken: s.adminToken, adminAddr: s.adminAddr, log: log,
 	})
 	if err != nil {
 		return err
@@ -142,8 +142,13 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		fmt.Fprintf(stdout, "  Source generic, secret %s\n\nSend a signed event:\n\n%s\n\n", genericSecret, c)
 	}
+	adminURL := url
+	if st.admin != nil {
+		adminURL = "http://" + displayAddr(st.admin.Addr())
+		fmt.Fprintf(stdout, "  Metrics:    %s/metrics\n", adminURL)
+	}
 	if s.adminToken != "" {
-		fmt.Fprintf(stdout, "  Admin API:  %s/admin/ (Authorization: Bearer $HOOKSTREAM_ADMIN_TOKEN)\n", url)
+		fmt.Fprintf(stdout, "  Admin API:  %s/admin/ (Authorization: Bearer $HOOKSTREAM_ADMIN_TOKEN)\n", adminURL)
 	}
 	fmt.Fprintln(stdout, "Send it twice: once it is processed the second answer is 409 (duplicate).")
 	fmt.Fprintln(stdout, "Press Ctrl-C to stop.")

@@ -99,6 +99,9 @@ func startReceiver(ctx context.Context, o receiverOptions) (_ *receiverStack, er
 	s.server = httpserver.New(public)
 	if err := s.server.Start(ctx); err != nil {
 		s.server = nil
+		if s.admin != nil { // already serving: stop it, within ctx
+			_ = s.admin.Stop(ctx)
+		}
 		return nil, err
 	}
 	return s, nil
@@ -151,17 +154,6 @@ func (s *receiverStack) stop() {
 }
 
 func (s *receiverStack) close() {
-	// A listener started before a later step failed (startReceiver's
-	// deferred close) must not outlive it.
-	for _, srv := range []*httpserver.Server{s.server, s.admin} {
-		if srv != nil {
-			select {
-			case <-srv.Stopped():
-			default:
-				_ = srv.Stop(context.Background())
-			}
-		}
-	}
 	if s.dups != nil {
 		s.dups.Close()
 	}

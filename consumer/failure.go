@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/hookstream/hookstream/internal/backoff"
+	"github.com/hookstream/hookstream/internal/redact"
 	"github.com/hookstream/hookstream/internal/wire"
 )
 
@@ -29,7 +30,10 @@ type failure struct {
 // or its replay.
 func (c *Consumer) decide(ev *Event, herr error, windowStart time.Time) failure {
 	policy := c.cfg.Retry(ev.Source).withDefaults()
-	msg := herr.Error()
+	// The message is stored (last_error), audited, put on the dead letter
+	// and logged: a URL in it (a destination's, with its credentials) is
+	// redacted here, for every Handler and Deliverer.
+	msg := redact.Text(herr.Error())
 	if len(msg) > 2000 {
 		msg = msg[:2000]
 	}

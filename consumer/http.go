@@ -3,13 +3,16 @@ package consumer
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/hookstream/hookstream/internal/redact"
 	"github.com/hookstream/hookstream/internal/sources"
 	"github.com/hookstream/hookstream/internal/wire"
 )
@@ -23,8 +26,17 @@ import (
 // than 408 and 429 is a permanent failure; anything else, including a
 // timeout, is transient, and a Retry-After is honoured.
 type Destinations struct {
-	bySource map[string]sources.Destination
+	bySource map[string]destination
 	client   *http.Client
+}
+
+// destination is a source's destination with the URL as errors show it:
+// without the credentials it may carry (internal/redact), since a
+// delivery's error ends up in logs, last_error, audit records and the
+// dead-letter record.
+type destination struct {
+	sources.Destination
+	shown string
 }
 
 // NewDestinations builds the deliverer from the sources' destinations.
@@ -38,10 +50,10 @@ func NewDestinations(srcs []sources.Source, client *http.Client, maxConns int) *
 		t.MaxIdleConnsPerHost = max(maxConns, 2)
 		client = &http.Client{Transport: t}
 	}
-	d := &Destinations{bySource: map[string]sources.Destination{}, client: client}
+	d := &Destinations{bySource: map[string]destination{}, client: client}
 	for _, s := range srcs {
 		if s.Destination != nil {
-			d.bySource[s.Name] = *s.Destination
+			d.bySource[s.Name] = destination{Destination: *s.Destination, shown: redact.URL(s.Destination.URL)}
 		}
 	}
 	return d
@@ -61,7 +73,7 @@ func (d *Destinations) Deliver(ctx context.Context, ev *Event) error {
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, dest.URL, bytes.NewReader(ev.Body))
 	if err != nil {
-		return Permanent(err)
+		return Permanent(fmt.Errorf("deliver to %s: %w", dest.shown, unwrapURL(err)))
 	}
 	ct := ev.Headers[wire.HeaderContentType]
 	if ct == "" {
@@ -83,7 +95,7 @@ func (d *Destinations) Deliver(ctx context.Context, ev *Event) error {
 	req.Header.Set("X-Hookstream-Attempt", strconv.Itoa(ev.Attempt))
 	resp, err := d.client.Do(req)
 	if err != nil {
-		return fmt.Errorf("deliver to %s: %w", dest.URL, err)
+		return fmt.Errorf("deliver to %s: %w", dest.shown, unwrapURL(err))
 	}
 	defer resp.Body.Close()
 	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
@@ -91,11 +103,21 @@ func (d *Destinations) Deliver(ctx context.Context, ev *Event) error {
 	case resp.StatusCode >= 200 && resp.StatusCode < 300:
 		return nil
 	case resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != http.StatusRequestTimeout && resp.StatusCode != http.StatusTooManyRequests:
-		return Permanent(fmt.Errorf("deliver to %s: %s: %s", dest.URL, resp.Status, strings.TrimSpace(string(snippet))))
+		return Permanent(fmt.Errorf("deliver to %s: %s: %s", dest.shown, resp.Status, strings.TrimSpace(string(snippet))))
 	}
-	err = fmt.Errorf("deliver to %s: %s: %s", dest.URL, resp.Status, strings.TrimSpace(string(snippet)))
+	err = fmt.Errorf("deliver to %s: %s: %s", dest.shown, resp.Status, strings.TrimSpace(string(snippet)))
 	if after := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); after > 0 {
 		return RetryAfter(err, after)
+	}
+	return err
+}
+
+// unwrapURL drops net/http's *url.Error around err: it names the URL with
+// its query (tokens included), which the caller names itself, redacted.
+func unwrapURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
 	}
 	return err
 }

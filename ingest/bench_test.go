@@ -34,7 +34,7 @@ func genericSchema(tb testing.TB) []byte {
 }
 
 func genericSource(b *testing.B) *source {
-	src, err := compileSource(sources.Generic([]string{"s"}, genericSchema(b)))
+	src, err := compileSource(sources.Generic([]string{"bench-test-secret-key"}, genericSchema(b)))
 	if err != nil {
 		b.Fatal(err)
 	}

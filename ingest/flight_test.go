@@ -148,7 +148,7 @@ func (p *scriptedProducer) snapshot() (calls []string, audits, decisions []wire.
 	return slices.Clone(p.calls), audits, decisions
 }
 
-const flightSecret = "flight-secret"
+const flightSecret = "flight-test-secret"
 
 // flightConfig is the receiver of the flight tests, on p.
 func flightConfig(p *scriptedProducer, dups DuplicateChecker, produceTimeout time.Duration) Config {

@@ -38,7 +38,7 @@ const (
 	githubSecret  = "github-test-secret"
 	shopifySecret = "shopify-test-secret"
 	swSecret      = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-	hmacB64Secret = "hmac-b64-secret"
+	hmacB64Secret = "hmac-b64-test-secret"
 	limitedSecret = "limited-test-secret"
 )
 
@@ -47,7 +47,7 @@ const testSourcesYAML = `
 sources:
   - name: stripe
     scheme: stripe
-    secrets: ["whsec_old_rotated_out", "` + stripeSecret + `"]
+    secrets: ["whsec_old_secret_rotated_out", "` + stripeSecret + `"]
     customer_id: {pointer: /data/object/customer}
     event_type: {pointer: /type}
   - name: github

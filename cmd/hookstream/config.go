@@ -23,6 +23,7 @@ type settings struct {
 	kafkaBrokers   string
 	databaseURL    string
 	httpAddr       string
+	adminAddr      string
 	adminToken     string
 	sourcesFile    string
 	partitions     int
@@ -159,6 +160,7 @@ func (s *settings) topicsConfig() topics.Config {
 func (s *settings) registerServer(fs *flagSet, defaultAddr string) {
 	fs.stringVar(&s.httpAddr, "http-addr", "HOOKSTREAM_HTTP_ADDR", defaultAddr, "HTTP listen address")
 	fs.stringVar(&s.adminToken, "admin-token", "HOOKSTREAM_ADMIN_TOKEN", "", "bearer token of the admin API (disabled when empty)")
+	fs.stringVar(&s.adminAddr, "admin-addr", "HOOKSTREAM_ADMIN_ADDR", "", "listen address of the admin API, /metrics and a detailed /readyz, apart from the receiver's (empty: all on http-addr)")
 	fs.stringVar(&s.sourcesFile, "sources", "HOOKSTREAM_SOURCES", "", "YAML sources file")
 	fs.stringVar(&s.instance, "instance", "HOOKSTREAM_INSTANCE", defaultInstance(), "name of this process in audit records")
 	fs.durationVar(&s.shutdownGrace, "shutdown-grace", "HOOKSTREAM_SHUTDOWN_GRACE", 30*time.Second, "how long shutdown waits for in-flight requests")

@@ -12,12 +12,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/hookstream/hookstream/ingest/signature"
 	"github.com/hookstream/hookstream/internal/devstack"
 	"github.com/hookstream/hookstream/internal/kafka"
 	"github.com/hookstream/hookstream/internal/migrate"
+	"github.com/hookstream/hookstream/internal/redact"
 	"github.com/hookstream/hookstream/internal/sources"
 	"github.com/hookstream/hookstream/schemas"
 )
@@ -46,9 +48,15 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return fmt.Errorf("data-dir: %w", err)
 	}
-	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+	// The data dir holds events, the generic secret and the private
+	// PostgreSQL's password: on a shared machine it is this user's alone
+	// (0700; 0710 for the postgres group when PostgreSQL runs as that
+	// user), and so is every file dev and the embedded broker write in it
+	// (umask 077: kfake creates its files 0644).
+	if err := devstack.PrivateDir(dataDir, s.databaseURL == ""); err != nil {
 		return fmt.Errorf("data-dir: %w", err)
 	}
+	syscall.Umask(0o077)
 
 	// Everything started here is stopped in reverse order on the way out.
 	var cleanups []func()
@@ -72,6 +80,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		log.Info("embedded Kafka-protocol broker (kfake) started", "addr", strings.Join(brokers, ","), "data", filepath.Join(dataDir, "kafka"))
 	}
 	dbURL := s.databaseURL
+	dbShown := redact.URL(dbURL)
 	if dbURL == "" {
 		pg, err := devstack.StartPostgres(ctx, devstack.PostgresConfig{
 			DataDir: filepath.Join(dataDir, "postgres"),
@@ -88,7 +97,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			}
 		})
 		dbURL = pg.URL()
-		log.Info("private PostgreSQL started", "url", dbURL, "data", filepath.Join(dataDir, "postgres"))
+		dbShown = redact.URL(dbURL) + " (password in " + pg.PasswordFile() + ")"
+		log.Info("private PostgreSQL started", "url", redact.URL(dbURL), "password_file", pg.PasswordFile(), "data", filepath.Join(dataDir, "postgres"))
 	}
 	if _, err := migrate.Up(ctx, dbURL); err != nil {
 		return err
@@ -104,7 +114,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	startPprof(log)
 	st, err := startReceiver(ctx, receiverOptions{
 		brokers: brokers, kafkaOpts: kafkaOpts, databaseURL: dbURL, addr: s.httpAddr, sources: srcs,
-		instance: s.instance, produceTimeout: s.produceTimeout, shutdownGrace: s.shutdownGrace, adminToken: s.adminToken, log: log,
+		instance: s.instance, produceTimeout: s.produceTimeout, shutdownGrace: s.shutdownGrace, adminToken: s.adminToken, adminAddr: s.adminAddr, log: log,
 	})
 	if err != nil {
 		return err
@@ -124,7 +134,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	url := "http://" + displayAddr(st.server.Addr())
 	fmt.Fprintf(stdout, "\nhookstream dev is running at %s\n", url)
 	fmt.Fprintf(stdout, "  Kafka:      %s (topics hookstream.events, hookstream.dlq, hookstream.audit)\n", strings.Join(brokers, ","))
-	fmt.Fprintf(stdout, "  PostgreSQL: %s\n", dbURL)
+	fmt.Fprintf(stdout, "  PostgreSQL: %s\n", dbShown)
 	if genericSecret != "" {
 		c, err := exampleCurl(url, genericSecret)
 		if err != nil {
@@ -132,8 +142,13 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		fmt.Fprintf(stdout, "  Source generic, secret %s\n\nSend a signed event:\n\n%s\n\n", genericSecret, c)
 	}
+	adminURL := url
+	if st.admin != nil {
+		adminURL = "http://" + displayAddr(st.admin.Addr())
+		fmt.Fprintf(stdout, "  Metrics:    %s/metrics\n", adminURL)
+	}
 	if s.adminToken != "" {
-		fmt.Fprintf(stdout, "  Admin API:  %s/admin/ (Authorization: Bearer $HOOKSTREAM_ADMIN_TOKEN)\n", url)
+		fmt.Fprintf(stdout, "  Admin API:  %s/admin/ (Authorization: Bearer $HOOKSTREAM_ADMIN_TOKEN)\n", adminURL)
 	}
 	fmt.Fprintln(stdout, "Send it twice: once it is processed the second answer is 409 (duplicate).")
 	fmt.Fprintln(stdout, "Press Ctrl-C to stop.")

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"os/exec"
@@ -229,4 +230,87 @@ func TestDevPersistsAcrossRestart(t *testing.T) {
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
+}
+
+// TestDevDataIsPrivate: on a shared machine, `hookstream dev` keeps its
+// data to its user — the data dir 0700 (0710 for the postgres group when
+// PostgreSQL runs as that user), every file in it 0600 and every directory
+// 0700, the broker's included — and prints and logs the private
+// PostgreSQL's URL without its password.
+func TestDevDataIsPrivate(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts PostgreSQL and the broker")
+	}
+	parent, err := os.MkdirTemp("", "hookstream-devtest-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(parent) })
+	if err := os.Chmod(parent, 0o755); err != nil { // so that the postgres user may pass, when root
+		t.Fatal(err)
+	}
+	dataDir := filepath.Join(parent, "data")
+	kafkaPort, err := devstack.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := startDev(t, dataDir, kafkaPort)
+	if got := dev.post(t, `{"event_id":"evt_private","customer_id":"cus_p","event_type":"t","payload":{}}`); got != http.StatusAccepted {
+		t.Fatalf("post: status %d", got)
+	}
+	password, err := os.ReadFile(filepath.Join(dataDir, "postgres", "password"))
+	if err != nil || len(strings.TrimSpace(string(password))) < 16 {
+		t.Fatalf("the private PostgreSQL's password file: %q, %v", password, err)
+	}
+	dev.stop(t)
+	for name, out := range map[string]string{"stdout": dev.stdout.String(), "stderr": dev.stderr.String()} {
+		if strings.Contains(out, strings.TrimSpace(string(password))) {
+			t.Errorf("dev's %s shows PostgreSQL's password:\n%s", name, out)
+		}
+	}
+	if !strings.Contains(dev.stdout.String(), "PostgreSQL: postgres://postgres:REDACTED@127.0.0.1:") {
+		t.Errorf("dev does not show the (redacted) PostgreSQL URL:\n%s", dev.stdout)
+	}
+
+	st, err := os.Stat(dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fs.FileMode(0o700)
+	if os.Geteuid() == 0 {
+		want = 0o710
+	}
+	if st.Mode().Perm() != want {
+		t.Errorf("data dir mode %04o, want %04o", st.Mode().Perm(), want)
+	}
+	files := 0
+	// The broker's files and dev's own; PostgreSQL's directory is checked
+	// the same way when it is not elsewhere (a link to /var/tmp).
+	err = filepath.WalkDir(dataDir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || path == dataDir {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		switch {
+		case info.Mode().IsRegular():
+			files++
+			if info.Mode().Perm()&0o077 != 0 {
+				t.Errorf("%s: mode %04o, want 0600", path, info.Mode().Perm())
+			}
+		case info.IsDir():
+			if info.Mode().Perm()&0o077 != 0 {
+				t.Errorf("%s: mode %04o, want 0700", path, info.Mode().Perm())
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if files < 5 {
+		t.Errorf("only %d files under %s: is the data elsewhere?", files, dataDir)
+	}
 }

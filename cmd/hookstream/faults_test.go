@@ -56,7 +56,7 @@ const (
 	faultWaves      = 12 // events per customer, one per wave
 	faultPartitions = 6
 	faultSource     = "shop"
-	faultSecret     = "faults-secret"
+	faultSecret     = "faults-test-secret"
 	faultToken      = "faults-admin-token"
 	faultSeed       = 12
 )

@@ -91,7 +91,7 @@ type killFixture struct {
 	pool   *pgxpool.Pool
 }
 
-const killSecret = "kill-s3cret"
+const killSecret = "kill-test-s3cret"
 
 func newKillFixture(t *testing.T) *killFixture {
 	t.Helper()

@@ -30,12 +30,16 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	startPprof(log)
 	st, err := startReceiver(ctx, receiverOptions{
 		brokers: s.brokers(), kafkaOpts: s.kafkaOpts, databaseURL: s.databaseURL, addr: s.httpAddr, sources: srcs,
-		instance: s.instance, produceTimeout: s.produceTimeout, shutdownGrace: s.shutdownGrace, adminToken: s.adminToken, log: log,
+		instance: s.instance, produceTimeout: s.produceTimeout, shutdownGrace: s.shutdownGrace, adminToken: s.adminToken, adminAddr: s.adminAddr, log: log,
 	})
 	if err != nil {
 		return err
 	}
-	log.Info("receiver listening", "addr", st.server.Addr(), "sources", len(srcs))
+	if st.admin != nil {
+		log.Info("receiver listening", "addr", st.server.Addr(), "admin_addr", st.admin.Addr(), "sources", len(srcs))
+	} else {
+		log.Info("receiver listening", "addr", st.server.Addr(), "sources", len(srcs))
+	}
 	select {
 	case <-ctx.Done():
 	case <-st.server.Stopped():

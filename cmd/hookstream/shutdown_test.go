@@ -39,7 +39,7 @@ func TestServeDrainsOnSIGTERM(t *testing.T) {
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	srcFile := filepath.Join(t.TempDir(), "sources.yaml")
-	if err := os.WriteFile(srcFile, []byte("sources:\n  - name: generic\n    scheme: hmac-sha256\n    secrets: [s3cret]\n    event_id: {pointer: /event_id}\n    customer_id: {pointer: /customer_id}\n"), 0o644); err != nil {
+	if err := os.WriteFile(srcFile, []byte("sources:\n  - name: generic\n    scheme: hmac-sha256\n    secrets: [shutdown-s3cret-key]\n    event_id: {pointer: /event_id}\n    customer_id: {pointer: /customer_id}\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(binary, "serve", "--http-addr", addr, "--sources", srcFile, "--shutdown-grace", "20s", "--log-level", "warn")
@@ -85,7 +85,7 @@ func TestServeDrainsOnSIGTERM(t *testing.T) {
 				}
 				id := fmt.Sprintf("w%d-%d", w, i)
 				body := fmt.Sprintf(`{"event_id":%q,"customer_id":"c%d"}`, id, w)
-				m := hmac.New(sha256.New, []byte("s3cret"))
+				m := hmac.New(sha256.New, []byte("shutdown-s3cret-key"))
 				m.Write([]byte(body))
 				req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/webhooks/generic", strings.NewReader(body))
 				req.Header.Set("Content-Type", "application/json")

@@ -29,6 +29,7 @@ type receiverStack struct {
 	dups     *ingest.PostgresDuplicates
 	rcv      *ingest.Receiver
 	server   *httpserver.Server
+	admin    *httpserver.Server // nil without adminAddr
 	grace    time.Duration
 }
 
@@ -43,7 +44,11 @@ type receiverOptions struct {
 	produceTimeout time.Duration
 	shutdownGrace  time.Duration
 	adminToken     string
-	log            *slog.Logger
+	// adminAddr, when set, is a listener of its own for the admin API,
+	// /metrics and a /readyz with the failing checks' errors; the public
+	// listener then serves neither.
+	adminAddr string
+	log       *slog.Logger
 }
 
 func startReceiver(ctx context.Context, o receiverOptions) (_ *receiverStack, err error) {
@@ -87,18 +92,29 @@ func startReceiver(ctx context.Context, o receiverOptions) (_ *receiverStack, er
 	if err != nil {
 		return nil, err
 	}
-	s.server = httpserver.New(httpserver.Config{
-		Addr: o.addr,
-		Routes: []func(r gin.IRouter){s.rcv.Register, admin.Register(admin.Config{
-			Token: o.adminToken, Pool: s.pool, Instance: o.instance,
-		})},
-		Ready: []httpserver.Check{
-			{Name: "kafka", Check: func(ctx context.Context) error { return kafka.Ping(ctx, s.producer) }},
-			{Name: "postgres", Check: s.pool.Ping},
-		},
-		Logger: o.log,
-	})
+	adminRoutes := admin.Register(admin.Config{Token: o.adminToken, Pool: s.pool, Instance: o.instance, Logger: o.log})
+	ready := []httpserver.Check{
+		{Name: "kafka", Check: func(ctx context.Context) error { return kafka.Ping(ctx, s.producer) }},
+		{Name: "postgres", Check: s.pool.Ping},
+	}
+	public := httpserver.Config{Addr: o.addr, Routes: []func(r gin.IRouter){s.rcv.Register}, Ready: ready, Logger: o.log}
+	if o.adminAddr == "" {
+		public.Routes = append(public.Routes, adminRoutes)
+	} else {
+		public.NoMetrics = true
+		s.admin = httpserver.New(httpserver.Config{Addr: o.adminAddr, Routes: []func(r gin.IRouter){adminRoutes},
+			Ready: ready, ReadyDetail: true, Logger: o.log})
+		if err := s.admin.Start(ctx); err != nil {
+			s.admin = nil
+			return nil, fmt.Errorf("admin-addr (HOOKSTREAM_ADMIN_ADDR): %w", err)
+		}
+	}
+	s.server = httpserver.New(public)
 	if err := s.server.Start(ctx); err != nil {
+		s.server = nil
+		if s.admin != nil { // already serving: stop it, within ctx
+			_ = s.admin.Stop(ctx)
+		}
 		return nil, err
 	}
 	return s, nil
@@ -140,6 +156,11 @@ func (s *receiverStack) stop() {
 	if s.server != nil {
 		if err := s.server.Stop(ctx); err != nil {
 			s.log.Error("http shutdown", "error", err)
+		}
+	}
+	if s.admin != nil {
+		if err := s.admin.Stop(ctx); err != nil {
+			s.log.Error("admin http shutdown", "error", err)
 		}
 	}
 	if s.rcv != nil {

@@ -2,17 +2,19 @@
 // contract"): an event's state and audit trail, listing events, replaying
 // them, and parked customers. Every route needs
 // "Authorization: Bearer <HOOKSTREAM_ADMIN_TOKEN>"; with no token the API is
-// not mounted at all.
+// not mounted at all. Failed authentications are logged, counted
+// (hookstream_admin_auth_failures_total) and throttled per client address
+// (auth.go). Ids in paths may hold "/" percent-encoded as %2F, which the
+// router (internal/httpserver) matches on the raw path.
 package admin
 
 import (
-	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -22,6 +24,7 @@ import (
 	"github.com/hookstream/hookstream/audit"
 	"github.com/hookstream/hookstream/consumer"
 	"github.com/hookstream/hookstream/ingest"
+	"github.com/hookstream/hookstream/internal/redact"
 	"github.com/hookstream/hookstream/internal/wire"
 )
 
@@ -30,6 +33,14 @@ type Config struct {
 	Token    string // required; empty disables the API
 	Pool     *pgxpool.Pool
 	Instance string
+	// Logger receives failed authentications. Default slog.Default().
+	Logger *slog.Logger
+	// AuthFailureBurst failed authentications a client address may make
+	// at once; after that one per AuthFailureEvery, and its requests are
+	// answered 429 unchecked meanwhile. Defaults
+	// DefaultAuthFailureBurst (10) and DefaultAuthFailureEvery (6s).
+	AuthFailureBurst int
+	AuthFailureEvery time.Duration
 }
 
 // Register mounts /admin/ on r when a token is configured.
@@ -40,7 +51,7 @@ func Register(cfg Config) func(gin.IRouter) {
 		}
 		a := &api{cfg: cfg, replay: consumer.ReplayConfig{Pool: cfg.Pool, Audit: audit.Writer{},
 			Actor: wire.ActorAdmin, Instance: cfg.Instance}}
-		g := r.Group("/admin", a.auth)
+		g := r.Group("/admin", newAuthenticator(cfg).handle)
 		g.GET("/events", a.listEvents)
 		g.GET("/events/:source/:event_id", a.getEvent)
 		g.POST("/events/:source/:event_id/replay", a.replayEvent)
@@ -57,16 +68,6 @@ type api struct {
 
 func fail(c *gin.Context, status int, code, msg string) {
 	c.AbortWithStatusJSON(status, ingest.ErrorBody{Error: ingest.ErrorDetail{Code: code, Message: msg}})
-}
-
-func (a *api) auth(c *gin.Context) {
-	got, ok := strings.CutPrefix(c.GetHeader("Authorization"), "Bearer ")
-	if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(a.cfg.Token)) != 1 {
-		c.Header("WWW-Authenticate", `Bearer realm="hookstream-admin"`)
-		fail(c, http.StatusUnauthorized, "unauthorized", "a valid bearer token is required")
-		return
-	}
-	c.Next()
 }
 
 // Event is an event's state as the admin API shows it.
@@ -93,7 +94,21 @@ func scanEvent(row pgx.Row) (*Event, error) {
 	var e Event
 	err := row.Scan(&e.Source, &e.EventID, &e.CustomerID, &e.EventType, &e.Status, &e.Attempts, &e.Partition, &e.Offset,
 		&e.LastError, &e.ReceivedAt, &e.UpdatedAt, &e.ProcessedAt)
+	// Errors are redacted when they are stored; rows an older version
+	// wrote may still name a destination with its credentials.
+	e.LastError = redact.Text(e.LastError)
 	return &e, err
+}
+
+// redactTrail redacts the error text of audit records, as scanEvent does
+// last_error.
+func redactTrail(trail []*wire.AuditRecord) []*wire.AuditRecord {
+	for _, r := range trail {
+		if msg, ok := r.Detail["error"].(string); ok {
+			r.Detail["error"] = redact.Text(msg)
+		}
+	}
+	return trail
 }
 
 func (a *api) getEvent(c *gin.Context) {
@@ -107,7 +122,7 @@ func (a *api) getEvent(c *gin.Context) {
 			fail(c, http.StatusNotFound, "not_found", "no such event")
 			return
 		}
-		c.JSON(http.StatusOK, gin.H{"source": c.Param("source"), "event_id": c.Param("event_id"), "status": "UNKNOWN", "trail": trail})
+		c.JSON(http.StatusOK, gin.H{"source": c.Param("source"), "event_id": c.Param("event_id"), "status": "UNKNOWN", "trail": redactTrail(trail)})
 		return
 	}
 	if err != nil {
@@ -118,6 +133,7 @@ func (a *api) getEvent(c *gin.Context) {
 		fail(c, http.StatusServiceUnavailable, "unavailable", "database unavailable")
 		return
 	}
+	redactTrail(ev.Trail)
 	c.JSON(http.StatusOK, ev)
 }
 
@@ -192,7 +208,7 @@ func (a *api) replayEvent(c *gin.Context) {
 	case errors.Is(err, consumer.ErrNotReplayable):
 		fail(c, http.StatusConflict, "not_replayable", err.Error())
 	case err != nil:
-		fail(c, http.StatusServiceUnavailable, "unavailable", err.Error())
+		fail(c, http.StatusServiceUnavailable, "unavailable", redact.Text(err.Error()))
 	default:
 		c.JSON(http.StatusAccepted, gin.H{"source": c.Param("source"), "event_id": c.Param("event_id"), "status": "replayed"})
 	}
@@ -242,7 +258,7 @@ func (a *api) unpark(c *gin.Context) {
 	case errors.Is(err, consumer.ErrNotReplayable):
 		fail(c, http.StatusConflict, "not_replayable", err.Error())
 	case err != nil:
-		fail(c, http.StatusServiceUnavailable, "unavailable", err.Error())
+		fail(c, http.StatusServiceUnavailable, "unavailable", redact.Text(err.Error()))
 	default:
 		c.JSON(http.StatusAccepted, gin.H{"customer_id": c.Param("customer_id"), "status": "unparking", "skip_blocker": skip})
 	}

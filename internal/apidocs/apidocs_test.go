@@ -40,7 +40,7 @@ func server(t *testing.T) *httpserver.Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rcv, err := ingest.New(ingest.Config{Sources: []sources.Source{sources.Generic([]string{"s"}, schema)}, Producer: nopProducer{}})
+	rcv, err := ingest.New(ingest.Config{Sources: []sources.Source{sources.Generic([]string{"apidocs-test-secret"}, schema)}, Producer: nopProducer{}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -13,10 +14,33 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 )
 
+// secrets are the variables docker-compose.yml requires, with values as a
+// user would set them.
+var secrets = map[string]string{
+	"HOOKSTREAM_GENERIC_SECRET":    "generic-secret-of-the-deploy-test",
+	"HOOKSTREAM_ADMIN_TOKEN":       "admin-token-of-the-deploy-test",
+	"HOOKSTREAM_POSTGRES_PASSWORD": "0123456789abcdef",
+}
+
 // load parses docker-compose.yml with compose-go, the loader Docker Compose
 // uses: schema validation, interpolation, anchors and merges, consistency
-// (depends_on naming existing services).
+// (depends_on naming existing services), with the secrets set.
 func load(t *testing.T) *types.Project {
+	t.Helper()
+	var env []string
+	for k, v := range secrets {
+		env = append(env, k+"="+v)
+	}
+	p, err := loadWith(t, env)
+	if err != nil {
+		t.Fatalf("docker-compose.yml does not load: %v", err)
+	}
+	return p
+}
+
+// loadWith loads docker-compose.yml with env as the only variables: none
+// of the machine running the test, no .env file.
+func loadWith(t *testing.T, env []string) (*types.Project, error) {
 	t.Helper()
 	root, err := filepath.Abs(filepath.Join("..", ".."))
 	if err != nil {
@@ -25,19 +49,70 @@ func load(t *testing.T) *types.Project {
 	opts, err := cli.NewProjectOptions(
 		[]string{filepath.Join(root, "docker-compose.yml")},
 		cli.WithWorkingDirectory(root),
-		// Only what the file itself defaults: no variable of the machine
-		// running the test, no .env file.
-		cli.WithEnv([]string{}),
+		cli.WithEnv(env),
 		cli.WithDiscardEnvFile,
 	)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := opts.LoadProject(context.Background())
-	if err != nil {
-		t.Fatalf("docker-compose.yml does not load: %v", err)
+	return opts.LoadProject(context.Background())
+}
+
+// TestComposeRefusesMissingSecrets: without any one of its secrets, or with
+// it empty, the stack does not load (so `docker compose up` does not
+// start), and the error names the variable; with them, each reaches the
+// services that use it, and no secret has a default in the file.
+func TestComposeRefusesMissingSecrets(t *testing.T) {
+	t.Parallel()
+	for missing := range secrets {
+		for _, empty := range []bool{false, true} {
+			var env []string
+			for k, v := range secrets {
+				if k == missing {
+					if !empty {
+						continue
+					}
+					v = ""
+				}
+				env = append(env, k+"="+v)
+			}
+			_, err := loadWith(t, env)
+			if err == nil || !strings.Contains(err.Error(), missing) {
+				t.Errorf("%s unset (empty: %v): loads (error %v), want an error naming it", missing, empty, err)
+			}
+		}
 	}
-	return p
+	p := load(t)
+	env := func(s types.ServiceConfig, k string) string {
+		if v := s.Environment[k]; v != nil {
+			return *v
+		}
+		return ""
+	}
+	for _, name := range hookstreamServices {
+		s := service(t, p, name)
+		if env(s, "HOOKSTREAM_GENERIC_SECRET") != secrets["HOOKSTREAM_GENERIC_SECRET"] || env(s, "HOOKSTREAM_ADMIN_TOKEN") != secrets["HOOKSTREAM_ADMIN_TOKEN"] {
+			t.Errorf("%s: the generic secret or the admin token is not the one set", name)
+		}
+		if !strings.Contains(env(s, "HOOKSTREAM_DATABASE_URL"), ":"+secrets["HOOKSTREAM_POSTGRES_PASSWORD"]+"@") {
+			t.Errorf("%s: the database URL does not carry the password set", name)
+		}
+	}
+	if got := env(service(t, p, "postgres"), "POSTGRES_PASSWORD"); got != secrets["HOOKSTREAM_POSTGRES_PASSWORD"] {
+		t.Errorf("postgres: POSTGRES_PASSWORD is not the one set")
+	}
+	raw, err := os.ReadFile(filepath.Join("..", "..", "docker-compose.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range secrets {
+		if m := regexp.MustCompile(`\$\{` + k + `:?-`).FindString(string(raw)); m != "" {
+			t.Errorf("docker-compose.yml gives %s a default (%s…)", k, m)
+		}
+	}
+	if strings.Contains(string(raw), "change-me") {
+		t.Error("docker-compose.yml still has a change-me secret")
+	}
 }
 
 func service(t *testing.T, p *types.Project, name string) types.ServiceConfig {

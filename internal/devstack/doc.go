@@ -7,9 +7,15 @@
 //   - PostgreSQL: a private server started with the machine's own initdb
 //     and pg_ctl, its data, socket and log in one directory (StartPostgres).
 //
-// Both are for one machine only: they listen on loopback addresses and
-// PostgreSQL trusts every local connection. Production and
-// production-like runs use real servers (docker-compose.yml).
+// Both are for one machine only: they listen on loopback addresses.
+// Loopback is no boundary on a machine that others share, so PostgreSQL
+// takes connections only with its superuser's password, which is
+// generated once and kept in the server's directory (mode 0600); a
+// cluster an older version made to trust local connections is given a
+// password at its next start. The broker has no authentication: what
+// protects its data on disk is the data directory's mode (PrivateDir).
+// Production and production-like runs use real servers
+// (docker-compose.yml).
 //
 // A data directory belongs to one process at a time: a lock file in it
 // (flock, released by the kernel when the owner dies, even by kill -9)

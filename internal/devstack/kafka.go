@@ -81,7 +81,7 @@ func StartKafka(_ context.Context, cfg KafkaConfig) (*Kafka, error) {
 	}
 	k := &Kafka{}
 	if cfg.DataDir != "" {
-		if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 			return nil, fmt.Errorf("embedded broker: data directory: %w", err)
 		}
 		if k.lock, err = lockDir(cfg.DataDir); err != nil {

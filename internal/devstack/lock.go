@@ -32,7 +32,7 @@ func lockDir(dir string) (*dirLock, error) {
 	path := filepath.Join(dir, lockFileName)
 	// Go opens files with O_CLOEXEC, so servers and tools we start do not
 	// inherit the descriptor and cannot keep the lock alive after we die.
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open lock file: %w", err)
 	}

@@ -3,11 +3,14 @@ package devstack
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/user"
@@ -66,6 +69,10 @@ type Postgres struct {
 	sockDir string // "" when the path would be too long for a socket
 	logFile string
 	port    int
+	// password of the superuser, kept in passwordFile (mode 0600); every
+	// connection needs it (see secure).
+	password     string
+	passwordFile string
 
 	mu       sync.Mutex // serialises Start, Stop and Close
 	lock     *dirLock   // held from start to stop
@@ -154,8 +161,16 @@ func StartPostgres(ctx context.Context, cfg PostgresConfig) (*Postgres, error) {
 			return nil, err
 		}
 	}
-	if err := p.initdb(ctx); err != nil {
+	newPassword, err := p.loadPassword()
+	if err != nil {
 		return nil, err
+	}
+	created, err := p.initdb(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if created { // initdb set the password and wrote pg_hba.conf
+		newPassword = false
 	}
 	running, err := p.running(ctx)
 	if err != nil {
@@ -169,6 +184,9 @@ func StartPostgres(ctx context.Context, cfg PostgresConfig) (*Postgres, error) {
 		if err := p.stop(ctx); err != nil {
 			return nil, err
 		}
+	}
+	if err := p.secure(ctx, newPassword); err != nil {
+		return nil, err
 	}
 	for attempt := 1; ; attempt++ {
 		if cfg.Port == 0 {
@@ -190,10 +208,16 @@ func StartPostgres(ctx context.Context, cfg PostgresConfig) (*Postgres, error) {
 	return p, nil
 }
 
-// URL is a connection URL for the superuser and the postgres database.
+// URL is a connection URL for the superuser and the postgres database,
+// with the password: redact it before showing it (internal/redact).
 func (p *Postgres) URL() string {
-	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", p.port)
+	u := url.URL{Scheme: "postgres", User: url.UserPassword("postgres", p.password),
+		Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(p.port)), Path: "/postgres", RawQuery: "sslmode=disable"}
+	return u.String()
 }
+
+// PasswordFile is the file that holds the superuser's password (mode 0600).
+func (p *Postgres) PasswordFile() string { return p.passwordFile }
 
 // Port is the server's TCP port on 127.0.0.1.
 func (p *Postgres) Port() int { return p.port }
@@ -332,21 +356,8 @@ func (p *Postgres) start(ctx context.Context) error {
 	if st, err := os.Stat(p.logFile); err == nil {
 		logStart = st.Size()
 	}
-	if p.deadPostmaster() {
-		// Only we (holding the lock) start servers here, and the process
-		// the pid file names has exited: the file is stale, whatever
-		// kill(pid, 0) says. The same goes for the socket's lock file.
-		p.cfg.Logf("removing the pid files of a PostgreSQL server that was killed")
-		stale := []string{filepath.Join(p.pgdata, "postmaster.pid")}
-		if p.sockDir != "" {
-			sockets, _ := filepath.Glob(filepath.Join(p.sockDir, ".s.PGSQL.*"))
-			stale = append(stale, sockets...)
-		}
-		for _, f := range stale {
-			if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return fmt.Errorf("postgres: remove stale pid file: %w", err)
-			}
-		}
+	if err := p.removeStalePidFiles(); err != nil {
+		return err
 	}
 	// After a kill -9 of the postmaster, its backends notice and exit on
 	// their own within moments; until then the server refuses to start
@@ -372,6 +383,28 @@ func (p *Postgres) start(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// removeStalePidFiles removes the pid files of a killed postmaster.
+func (p *Postgres) removeStalePidFiles() error {
+	if !p.deadPostmaster() {
+		return nil
+	}
+	// Only we (holding the lock) start servers here, and the process
+	// the pid file names has exited: the file is stale, whatever
+	// kill(pid, 0) says. The same goes for the socket's lock file.
+	p.cfg.Logf("removing the pid files of a PostgreSQL server that was killed")
+	stale := []string{filepath.Join(p.pgdata, "postmaster.pid")}
+	if p.sockDir != "" {
+		sockets, _ := filepath.Glob(filepath.Join(p.sockDir, ".s.PGSQL.*"))
+		stale = append(stale, sockets...)
+	}
+	for _, f := range stale {
+		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("postgres: remove stale pid file: %w", err)
+		}
+	}
+	return nil
 }
 
 // stop runs pg_ctl stop -m fast and waits until the server is gone.
@@ -434,32 +467,130 @@ func (p *Postgres) deadPostmaster() bool {
 	return len(fields) > 0 && (string(fields[0]) == "Z" || string(fields[0]) == "X")
 }
 
-// initdb creates the cluster when there is none. It works in a scratch
-// directory renamed into place at the end, so an initdb interrupted by a
-// crash leaves nothing that looks like a cluster.
-func (p *Postgres) initdb(ctx context.Context) error {
+// initdb creates the cluster when there is none, with the superuser's
+// password and our pg_hba.conf, and reports whether it did. It works in a
+// scratch directory renamed into place at the end, so an initdb
+// interrupted by a crash leaves nothing that looks like a cluster.
+func (p *Postgres) initdb(ctx context.Context) (bool, error) {
 	if pgVersion(p.pgdata) != "" {
-		return nil
+		return false, nil
 	}
 	if _, err := os.Stat(p.pgdata); err == nil {
-		return fmt.Errorf("postgres: %s exists but holds no PostgreSQL cluster (no PG_VERSION): remove it to start afresh", p.pgdata)
+		return false, fmt.Errorf("postgres: %s exists but holds no PostgreSQL cluster (no PG_VERSION): remove it to start afresh", p.pgdata)
 	}
 	scratch := p.pgdata + ".initdb"
 	if err := os.RemoveAll(scratch); err != nil {
-		return fmt.Errorf("postgres: %w", err)
+		return false, fmt.Errorf("postgres: %w", err)
 	}
 	p.cfg.Logf("initdb %s", p.pgdata)
-	args := []string{"-D", scratch, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C"}
+	args := []string{"-D", scratch, "-U", "postgres", "-A", "scram-sha-256", "--pwfile", p.passwordFile, "-E", "UTF8", "--locale=C"}
 	if p.cfg.NoSync {
 		args = append(args, "--no-sync")
 	}
 	if out, err := p.command(ctx, filepath.Join(p.bin, "initdb"), args...).CombinedOutput(); err != nil {
-		return fmt.Errorf("postgres: initdb: %w\n%s", err, bytes.TrimSpace(out))
+		return false, fmt.Errorf("postgres: initdb: %w\n%s", err, bytes.TrimSpace(out))
+	}
+	// initdb set the password from the file: the cluster needs only our
+	// pg_hba.conf to be secure.
+	if err := p.writeHBA(filepath.Join(scratch, "pg_hba.conf")); err != nil {
+		return false, err
 	}
 	if err := os.Rename(scratch, p.pgdata); err != nil {
-		return fmt.Errorf("postgres: %w", err)
+		return false, fmt.Errorf("postgres: %w", err)
+	}
+	return true, nil
+}
+
+// passwordFileName is the file in the server's directory holding the
+// superuser's password.
+const passwordFileName = "password"
+
+// loadPassword reads the superuser's password from its file, or makes one
+// and writes the file (mode 0600, the server user's: initdb reads it). It
+// reports whether the password is new, which an existing cluster does not
+// know yet.
+func (p *Postgres) loadPassword() (created bool, err error) {
+	p.passwordFile = filepath.Join(p.dir, passwordFileName)
+	b, err := os.ReadFile(p.passwordFile)
+	if err == nil && len(bytes.TrimSpace(b)) > 0 {
+		p.password = string(bytes.TrimSpace(b))
+		return false, nil
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return false, fmt.Errorf("postgres: password file: %w", err)
+	}
+	raw := make([]byte, 24)
+	if _, err := rand.Read(raw); err != nil {
+		return false, fmt.Errorf("postgres: password: %w", err)
+	}
+	p.password = hex.EncodeToString(raw)
+	if err := os.WriteFile(p.passwordFile, []byte(p.password+"\n"), 0o600); err != nil {
+		return false, fmt.Errorf("postgres: password file: %w", err)
+	}
+	if err := os.Chmod(p.passwordFile, 0o600); err != nil { // an empty file of another mode was there
+		return false, fmt.Errorf("postgres: password file: %w", err)
+	}
+	if p.cred != nil {
+		if err := os.Lchown(p.passwordFile, int(p.cred.Uid), int(p.cred.Gid)); err != nil {
+			return false, fmt.Errorf("postgres: hand the password file to user %s: %w", serverUser, err)
+		}
+	}
+	return true, nil
+}
+
+// hba is the whole of pg_hba.conf: every connection, over TCP or the
+// socket, by any user of the machine, needs the superuser's password.
+// Loopback alone is no boundary on a machine that others share: the
+// server used to trust every local connection, and so every local user.
+const hba = `# Written by hookstream (internal/devstack); rewritten at every start.
+# Every connection needs the password in the server directory's file
+# "password" (mode 0600).
+local all all scram-sha-256
+host  all all 127.0.0.1/32 scram-sha-256
+host  all all ::1/128 scram-sha-256
+`
+
+func (p *Postgres) writeHBA(path string) error {
+	if err := os.WriteFile(path, []byte(hba), 0o600); err != nil {
+		return fmt.Errorf("postgres: pg_hba.conf: %w", err)
+	}
+	if p.cred != nil {
+		if err := os.Lchown(path, int(p.cred.Uid), int(p.cred.Gid)); err != nil {
+			return fmt.Errorf("postgres: pg_hba.conf: %w", err)
+		}
 	}
 	return nil
+}
+
+// secure makes a stopped cluster require the password: it sets the
+// password (in single-user mode, so that no connection is ever accepted
+// without it) when the password is new or pg_hba.conf is not ours — a
+// cluster an older version made to trust local connections, or one whose
+// password file was removed — and then writes pg_hba.conf. The file goes
+// last: a crash in between leaves it as it was, and the next start sets
+// the password again.
+func (p *Postgres) secure(ctx context.Context, newPassword bool) error {
+	hbaPath := filepath.Join(p.pgdata, "pg_hba.conf")
+	current, err := os.ReadFile(hbaPath)
+	if err != nil {
+		return fmt.Errorf("postgres: pg_hba.conf: %w", err)
+	}
+	if !newPassword && string(current) == hba {
+		return nil
+	}
+	p.cfg.Logf("setting the password of the PostgreSQL server in %s (kept in %s)", p.pgdata, p.passwordFile)
+	if err := p.removeStalePidFiles(); err != nil {
+		return err
+	}
+	cmd := p.command(ctx, filepath.Join(p.bin, "postgres"), "--single", "-D", p.pgdata, "postgres")
+	// On stdin, not in the arguments, which other users can read (ps).
+	cmd.Stdin = strings.NewReader("ALTER ROLE postgres PASSWORD '" + p.password + "'\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("postgres: set the password: %w\n%s", err, bytes.TrimSpace(out))
+	} else if bytes.Contains(out, []byte("ERROR")) {
+		return fmt.Errorf("postgres: set the password:\n%s", bytes.TrimSpace(out))
+	}
+	return p.writeHBA(hbaPath)
 }
 
 // resolveDir creates DataDir and returns the directory the server's files
@@ -813,3 +944,31 @@ func freePort() (int, error) {
 // Another process may take it before it is used; callers that bind it
 // retry or accept that.
 func FreePort() (int, error) { return freePort() }
+
+// PrivateDir makes dir — a data directory that holds, among others, the
+// directory of a private PostgreSQL server — private to this user: mode
+// 0700, created if missing (its parents 0755), tightened if it exists.
+// When forPostgres and this process is root, the server runs as the user
+// "postgres", who must pass through dir to reach its own directory inside
+// it: dir's group is then that user's group and its mode 0710, so that the
+// server user may enter it but neither list it nor read anything else in
+// it. Without that user, dir stays 0700 (StartPostgres then says what is
+// missing).
+func PrivateDir(dir string, forPostgres bool) error {
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return err
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	mode := fs.FileMode(0o700)
+	if forPostgres {
+		if cred, err := serverCredential(); err == nil && cred != nil {
+			if err := os.Chown(dir, -1, int(cred.Gid)); err != nil {
+				return fmt.Errorf("let user %s pass through %s: %w", serverUser, dir, err)
+			}
+			mode = 0o710
+		}
+	}
+	return os.Chmod(dir, mode)
+}

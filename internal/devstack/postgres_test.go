@@ -3,6 +3,7 @@ package devstack
 import (
 	"context"
 	"errors"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -379,5 +380,100 @@ func TestPostgresLongDataDir(t *testing.T) {
 	}
 	if !answers(pg.URL()) {
 		t.Fatal("the server does not answer on TCP")
+	}
+}
+
+// withoutPassword is url with the password taken out.
+func withoutPassword(t *testing.T, raw string) string {
+	t.Helper()
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User(u.User.Username())
+	return u.String()
+}
+
+// assertNeedsPassword: the server refuses the superuser without the
+// password, over TCP and over its socket, and what it needs is in a file
+// only its owner reads.
+func assertNeedsPassword(t *testing.T, pg *Postgres) {
+	t.Helper()
+	if !answers(pg.URL()) {
+		t.Fatal("the server refuses its own URL")
+	}
+	if answers(withoutPassword(t, pg.URL())) {
+		t.Error("the server lets the superuser in over TCP without a password")
+	}
+	if pg.sockDir != "" && answers("host="+pg.sockDir+" port="+strconv.Itoa(pg.Port())+" user=postgres dbname=postgres") {
+		t.Error("the server lets the superuser in over its socket without a password")
+	}
+	st, err := os.Stat(pg.PasswordFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("password file mode %04o, want 0600", st.Mode().Perm())
+	}
+	b, err := os.ReadFile(pg.PasswordFile())
+	if err != nil || !strings.Contains(pg.URL(), ":"+strings.TrimSpace(string(b))+"@") {
+		t.Errorf("the URL's password is not the file's (%v)", err)
+	}
+	hbaConf, err := os.ReadFile(filepath.Join(pg.pgdata, "pg_hba.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(hbaConf), "trust") {
+		t.Errorf("pg_hba.conf trusts someone:\n%s", hbaConf)
+	}
+}
+
+// TestPostgresNeedsPassword: the private server takes connections only
+// with the password kept in its directory — not from every local user, as
+// `trust` on 127.0.0.1 did — and a cluster made by an older version,
+// trusting everyone and without a password file, is given one when it is
+// next started.
+func TestPostgresNeedsPassword(t *testing.T) {
+	t.Parallel()
+	needBinaries(t)
+	ctx := ctxFor(t, 2*time.Minute)
+	dir := dataDir(t)
+	pg, err := StartPostgres(ctx, PostgresConfig{DataDir: dir, NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = pg.Close(ctx) }()
+	assertNeedsPassword(t, pg)
+	exec1(t, pg.URL(), `CREATE TABLE kept (x int); INSERT INTO kept VALUES (1)`)
+	if err := pg.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// What an older version left: pg_hba.conf trusting every local
+	// connection, no password file.
+	trust := "local all all trust\nhost all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n"
+	if err := os.WriteFile(filepath.Join(pg.pgdata, "pg_hba.conf"), []byte(trust), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(pg.PasswordFile()); err != nil {
+		t.Fatal(err)
+	}
+	oldPassword := pg.password
+	pg2, err := StartPostgres(ctx, PostgresConfig{DataDir: dir, NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = pg2.Close(ctx) }()
+	assertNeedsPassword(t, pg2)
+	old, err := url.Parse(pg2.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.User = url.UserPassword("postgres", oldPassword)
+	if pg2.password == oldPassword || answers(old.String()) {
+		t.Error("the new password file holds the old password, or the server still takes it")
+	}
+	if n := count(t, pg2.URL(), "kept"); n != 1 {
+		t.Errorf("%d rows after securing the cluster, want 1", n)
 	}
 }

@@ -43,7 +43,7 @@ import (
 func TestMain(m *testing.M) { testenv.Main(m) }
 
 const (
-	secret     = "e2e-secret"
+	secret     = "e2e-test-secret-key"
 	adminToken = "e2e-admin-token"
 )
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/hookstream/hookstream/ingest"
 	"github.com/hookstream/hookstream/internal/apidocs"
+	"github.com/hookstream/hookstream/internal/redact"
 )
 
 // Check is one readiness dependency.
@@ -36,6 +37,15 @@ type Config struct {
 	Ready []Check
 	// ReadyTimeout bounds each readiness check. Default 2s.
 	ReadyTimeout time.Duration
+	// ReadyDetail makes /readyz show a failing check's error text
+	// (redacted); without it a failing check shows only "unavailable",
+	// and its error is logged. Default false: the raw error of a
+	// dependency (host names, ports, driver messages) is for operators,
+	// so only a listener for them (the admin listener) sets it.
+	ReadyDetail bool
+	// NoMetrics leaves out /metrics, for a public listener whose metrics
+	// are served on the admin listener. Default false.
+	NoMetrics bool
 	// MaxHeaderBytes bounds request headers; larger requests get 431.
 	// Default 64 KiB.
 	MaxHeaderBytes int
@@ -50,6 +60,9 @@ type Server struct {
 	done    chan struct{}
 	serveMu sync.Mutex
 	err     error
+
+	readyMu   sync.Mutex
+	lastReady map[string]string // per check: its last error, "" when ok
 }
 
 // New builds the router.
@@ -80,10 +93,22 @@ func New(cfg Config) *Server {
 	r.NoMethod(func(c *gin.Context) {
 		c.JSON(http.StatusMethodNotAllowed, ingest.ErrorBody{Error: ingest.ErrorDetail{Code: "method_not_allowed", Message: c.Request.Method + " is not allowed on " + c.Request.URL.Path}})
 	})
-	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
-	s := &Server{cfg: cfg, done: make(chan struct{})}
+	// Ids may hold any character, "/" included, so the admin API's
+	// /admin/events/{source}/{event_id} takes them percent-encoded (%2F):
+	// routes match the path as sent and parameters are unescaped after.
+	r.UseRawPath = true
+	r.UnescapePathValues = true
+	healthz := func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) }
+	s := &Server{cfg: cfg, done: make(chan struct{}), lastReady: map[string]string{}}
+	// HEAD as well as GET: probes and monitors that ask with HEAD get
+	// the status without the body.
+	r.GET("/healthz", healthz)
+	r.HEAD("/healthz", healthz)
 	r.GET("/readyz", s.ready)
-	r.GET("/metrics", gin.WrapH(promhttp.Handler()))
+	r.HEAD("/readyz", s.ready)
+	if !cfg.NoMetrics {
+		r.GET("/metrics", gin.WrapH(promhttp.Handler()))
+	}
 	apidocs.Register(r)
 	for _, reg := range cfg.Routes {
 		reg(r)
@@ -111,14 +136,19 @@ func (s *Server) ready(c *gin.Context) {
 			ctx, cancel := context.WithTimeout(c.Request.Context(), s.cfg.ReadyTimeout)
 			defer cancel()
 			err := ch.Check(ctx)
+			s.noteReady(ch.Name, err)
 			mu.Lock()
 			defer mu.Unlock()
-			if err != nil {
+			switch {
+			case err == nil:
+				out[ch.Name] = "ok"
+			case s.cfg.ReadyDetail:
 				status = http.StatusServiceUnavailable
-				out[ch.Name] = err.Error()
-				return
+				out[ch.Name] = redact.Text(err.Error())
+			default:
+				status = http.StatusServiceUnavailable
+				out[ch.Name] = "unavailable"
 			}
-			out[ch.Name] = "ok"
 		}()
 	}
 	wg.Wait()
@@ -126,6 +156,27 @@ func (s *Server) ready(c *gin.Context) {
 		c.Header("Retry-After", "5")
 	}
 	c.JSON(status, out)
+}
+
+// noteReady logs a check's failure, or its recovery, when its state
+// changes: the public /readyz does not show the error, and a probe every
+// few seconds would otherwise log the same error again and again.
+func (s *Server) noteReady(name string, err error) {
+	msg := ""
+	if err != nil {
+		msg = redact.Text(err.Error())
+	}
+	s.readyMu.Lock()
+	last, seen := s.lastReady[name]
+	s.lastReady[name] = msg
+	s.readyMu.Unlock()
+	switch {
+	case msg == last && (seen || msg == ""):
+	case msg != "":
+		s.cfg.Logger.Warn("readiness check failed", "check", name, "error", msg)
+	default:
+		s.cfg.Logger.Info("readiness check passes again", "check", name)
+	}
 }
 
 // Start listens and serves in the background; it returns once the listener

@@ -7,6 +7,7 @@ package sources
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +22,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/hookstream/hookstream/ingest/signature"
+	"github.com/hookstream/hookstream/internal/redact"
 	"github.com/hookstream/hookstream/schemas"
 )
 
@@ -35,6 +37,12 @@ const (
 	DefaultDestTimeout     = 10 * time.Second
 	// MaxIDBytes bounds event_id, customer_id and event_type values.
 	MaxIDBytes = 255
+	// MaxTolerance bounds tolerance: a captured request of a timestamped
+	// scheme can be replayed for as long as its timestamp is within it.
+	MaxTolerance = time.Hour
+	// MinSecretBytes is the shortest signing key a source may have unless
+	// it sets allow_short_secret (see Source.AllowShortSecret).
+	MinSecretBytes = 16
 )
 
 // GenericName is the name of the built-in source (docs/design.md, "the seed's
@@ -81,9 +89,15 @@ type Retry struct {
 
 // Source is one provider endpoint: POST /webhooks/{Name}.
 type Source struct {
-	Name              string        `yaml:"name"`
-	Scheme            string        `yaml:"scheme"`
-	Secrets           []string      `yaml:"secrets"`
+	Name    string   `yaml:"name"`
+	Scheme  string   `yaml:"scheme"`
+	Secrets []string `yaml:"secrets"`
+	// AllowShortSecret accepts secrets whose key is shorter than
+	// MinSecretBytes, for a provider that issues such secrets. Default
+	// false: a short secret is a config error.
+	AllowShortSecret bool `yaml:"allow_short_secret"`
+	// Tolerance of timestamped schemes, at most MaxTolerance. Default
+	// DefaultTolerance.
 	Tolerance         time.Duration `yaml:"tolerance"`
 	SignatureHeader   string        `yaml:"signature_header"`
 	SignatureEncoding string        `yaml:"signature_encoding"`
@@ -218,8 +232,17 @@ func (s *Source) Validate(field func(string) string) error {
 	if s.Tolerance < 0 {
 		return fmt.Errorf("%s: must be positive", field("tolerance"))
 	}
+	if s.Tolerance > MaxTolerance {
+		return fmt.Errorf("%s: %s is more than %s: a captured request could be replayed for that long", field("tolerance"), s.Tolerance, MaxTolerance)
+	}
+	if s.Scheme == signature.SchemeNone && len(s.Secrets) > 0 {
+		return fmt.Errorf("%s: scheme none verifies nothing, so these secrets would be ignored: remove them, or choose the scheme they are for", field("secrets"))
+	}
 	if _, err := signature.NewVerifier(s.SignatureConfig()); err != nil {
 		return fmt.Errorf("%s: %w", field("scheme"), err)
+	}
+	if err := s.checkSecretLengths(field); err != nil {
+		return err
 	}
 	if s.EventID.IsZero() {
 		h, p, ok := signature.NaturalEventID(s.Scheme)
@@ -266,7 +289,7 @@ func (s *Source) Validate(field func(string) string) error {
 	if d := s.Destination; d != nil {
 		u, err := url.Parse(d.URL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("%s: %q is not an http(s) URL", field("destination.url"), d.URL)
+			return fmt.Errorf("%s: %q is not an http(s) URL", field("destination.url"), redact.URL(d.URL))
 		}
 		if d.Timeout == 0 {
 			d.Timeout = DefaultDestTimeout
@@ -294,6 +317,34 @@ func (s *Source) Validate(field func(string) string) error {
 		return fmt.Errorf("%s: must be at least retry.initial_backoff", field("retry.max_backoff"))
 	case r.MaxElapsed < 0:
 		return fmt.Errorf("%s: must be positive", field("retry.max_elapsed"))
+	}
+	return nil
+}
+
+// checkSecretLengths refuses a key shorter than MinSecretBytes unless the
+// source allows it. The key is what the HMAC uses, less what is public: a
+// standard-webhooks secret's base64-decoded bytes, a Stripe secret without
+// its whsec_ prefix, any other secret as written. The message never shows
+// the secret.
+func (s *Source) checkSecretLengths(field func(string) string) error {
+	if s.AllowShortSecret {
+		return nil
+	}
+	for i, sec := range s.Secrets {
+		n := len(sec)
+		switch s.Scheme {
+		case signature.SchemeStandardWebhooks:
+			key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(sec, "whsec_"))
+			if err != nil {
+				return fmt.Errorf("%s[%d]: not base64 after the optional whsec_ prefix", field("secrets"), i)
+			}
+			n = len(key)
+		case signature.SchemeStripe:
+			n = len(strings.TrimPrefix(sec, "whsec_"))
+		}
+		if n < MinSecretBytes {
+			return fmt.Errorf("%s[%d]: a key of %d bytes is shorter than %d and could be guessed: use a longer secret, or set allow_short_secret: true if the provider issued this one", field("secrets"), i, n, MinSecretBytes)
+		}
 	}
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/hookstream/hookstream/audit"
@@ -439,4 +440,62 @@ func TestPositionWaitsForLeftEvents(t *testing.T) {
 		t.Fatal("the re-driven event was not processed")
 	}
 	tb.waitFor(time.Minute, 21, `SELECT count(*) FROM events WHERE status = 'PROCESSED'`)
+}
+
+// TestTakeCommitsStoredPosition: a member that takes a partition whose
+// position in PostgreSQL is ahead of the group's committed offset in
+// Kafka (its previous owner processed the records and died, or was
+// fenced, before its commit went out) commits that position, although
+// the partition has nothing left to consume. Before, an idle partition
+// kept the stale offset, and every tool reading the group's lag showed
+// records that were long processed as waiting (the fault schedule found
+// it after a member's SIGKILL).
+func TestTakeCommitsStoredPosition(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	for i := range 24 {
+		tb.produce("s", fmt.Sprintf("evt-%d", i), fmt.Sprintf("cus-%d", i), 0)
+	}
+	tb.flush()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(tb.brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ctx := context.Background()
+	ends, err := adm.ListEndOffsets(ctx, tb.topics.Events)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The previous owner's outcomes: every record processed, its position
+	// stored, and nothing committed to the group.
+	ends.Each(func(o kadm.ListedOffset) {
+		if _, err := tb.pool.Exec(ctx, `INSERT INTO consumer_offsets (group_id, topic, partition, next_offset, owner_epoch) VALUES ($1, $2, $3, $4, 1)`,
+			tb.group, tb.topics.Events, o.Partition, o.Offset); err != nil {
+			t.Fatal(err)
+		}
+	})
+	tb.start(recordingHandler, consumer.RetryPolicy{MaxAttempts: 1})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		committed, err := adm.FetchOffsets(ctx, tb.group)
+		behind := 0
+		ends.Each(func(o kadm.ListedOffset) {
+			if c, ok := committed.Lookup(o.Topic, o.Partition); err != nil || !ok || c.At < o.Offset {
+				behind++
+			}
+		})
+		if behind == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d partitions' committed offsets are behind the positions the member took (%v)", behind, err)
+		}
+		time.Sleep(100 * time.Millisecond) // polling for the commit
+	}
+	tb.waitFor(time.Second, 0, `SELECT count(*) FROM handled`)
 }

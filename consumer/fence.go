@@ -7,7 +7,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // Fencing. Kafka's group protocol tells a member it lost a partition only
@@ -59,15 +61,49 @@ func (c *Consumer) takePartitions(ctx context.Context, offsets map[string]map[in
 		// the client retries the assignment.
 		return nil, err
 	}
+	behind := map[int32]kgo.EpochOffset{}
 	c.mu.Lock()
 	for p, t := range taken {
 		c.epochs[p] = t.epoch
 		if t.next >= 0 {
+			if parts[p].EpochOffset().Offset < t.next {
+				behind[p] = kgo.EpochOffset{Epoch: -1, Offset: t.next}
+			}
 			parts[p] = kgo.NewOffset().At(t.next)
 		}
 	}
 	c.mu.Unlock()
+	if len(behind) > 0 {
+		// Not from within the group's callback: the commit needs the
+		// group, which is busy calling it.
+		go c.commitTaken(ctx, behind)
+	}
 	return offsets, nil
+}
+
+// commitTaken commits to the group the positions this member took that
+// are ahead of the group's committed offsets. The previous owner stored
+// them in PostgreSQL with its outcomes and died, or was fenced, before its
+// commit to Kafka went out; the position is the truth, but the group's
+// committed offset is what lag tools read, and a partition with nothing
+// left to consume would never have it committed again. ctx ends when the
+// partitions are revoked: the next owner does the same.
+func (c *Consumer) commitTaken(ctx context.Context, offsets map[int32]kgo.EpochOffset) {
+	c.cl.CommitOffsetsSync(ctx, map[string]map[int32]kgo.EpochOffset{c.cfg.Topics.Events: offsets},
+		func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+			if err == nil {
+				for _, t := range resp.Topics {
+					for _, p := range t.Partitions {
+						if perr := kerr.ErrorForCode(p.ErrorCode); perr != nil && err == nil {
+							err = perr
+						}
+					}
+				}
+			}
+			if err != nil && ctx.Err() == nil {
+				c.log.Warn("commit of the positions taken", "error", err)
+			}
+		})
 }
 
 // taking is a partition as take leaves it.

@@ -2,6 +2,7 @@
 # Consumer throughput with the no-op handler (BENCHMARKS.md).
 #
 #   scripts/bench-consume.sh [events] [customers] [rate]
+#   KAFKA=cluster scripts/bench-consume.sh ...   on 3-node Apache Kafka
 #
 # With a rate the events are written open loop at that rate, each stamped
 # with its own received-at, and the script also prints the percentiles of
@@ -19,6 +20,7 @@ rate=${3:-}
 . scripts/lib.sh
 bench_setup INT
 bench_build loadevents
-HOOKSTREAM_LOG_LEVEL=warn start_dev --data-dir "$work/data" --http-addr 127.0.0.1:8096 --kafka-listen 127.0.0.1:19093
-"$work/loadevents" --brokers 127.0.0.1:19093 --database-url "$(dev_database_url)" \
+bench_kafka 19093
+HOOKSTREAM_LOG_LEVEL=warn start_dev --data-dir "$work/data" --http-addr 127.0.0.1:8096 "${dev_kafka_args[@]}"
+"$work/loadevents" --brokers "$brokers" --database-url "$(dev_database_url)" \
   --events "$events" --customers "$customers" ${rate:+--rate "$rate"}

@@ -3,6 +3,7 @@
 #
 #   scripts/bench-ingest.sh [connections] [duration]
 #   ROUNDS=5 scripts/bench-ingest.sh 64 12s
+#   KAFKA=cluster scripts/bench-ingest.sh ...   on 3-node Apache Kafka
 #
 # 1. a bare gin handler that reads the body and answers 202 (the ceiling);
 # 2. `hookstream dev` (embedded broker, private PostgreSQL) taking the same
@@ -27,8 +28,9 @@ bench_request
 echo "body: ${#body} bytes, connections: $conns, duration: $dur"
 
 "$work/baregin" -addr 127.0.0.1:8099 & pids+=($!)
+bench_kafka 19092
 HOOKSTREAM_GENERIC_SECRET=$secret HOOKSTREAM_LOG_LEVEL=warn \
-  start_dev --consume=false --data-dir "$work/data" --http-addr 127.0.0.1:8098 --kafka-listen 127.0.0.1:19092
+  start_dev --consume=false --data-dir "$work/data" --http-addr 127.0.0.1:8098 "${dev_kafka_args[@]}"
 
 check=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' -H "X-Signature: $sig" --data-binary "$body" http://127.0.0.1:8098/webhooks/generic)
 [ "$check" = 202 ] || { echo "receiver answered $check, not 202" >&2; exit 1; }
@@ -37,7 +39,7 @@ check=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: applica
 # receiver's own memory (dev's RSS includes kfake, which keeps the log in
 # memory and so grows with every record).
 dburl=$(dev_database_url)
-HOOKSTREAM_GENERIC_SECRET=$secret HOOKSTREAM_LOG_LEVEL=warn HOOKSTREAM_KAFKA_BROKERS=127.0.0.1:19092 \
+HOOKSTREAM_GENERIC_SECRET=$secret HOOKSTREAM_LOG_LEVEL=warn HOOKSTREAM_KAFKA_BROKERS=$brokers \
   HOOKSTREAM_DATABASE_URL=$dburl HOOKSTREAM_SOURCES=sources.example.yaml \
   "$work/hookstream" serve --http-addr 127.0.0.1:8097 > "$work/serve.out" 2> "$work/serve.err" & servepid=$!; pids+=($servepid)
 for _ in $(seq 1 60); do curl -sf http://127.0.0.1:8097/readyz >/dev/null && break; sleep 0.5; done

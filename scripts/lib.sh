@@ -11,6 +11,12 @@
 #   bench_sources URL [RETRY]  $work/sources.yaml: the generic source (secret
 #                          in HOOKSTREAM_GENERIC_SECRET) delivering to URL,
 #                          with RETRY as its retry policy (a YAML flow map)
+#   bench_kafka PORT       the broker: $brokers, and $dev_kafka_args for
+#                          start_dev. By default dev's embedded kfake on
+#                          127.0.0.1:PORT; with KAFKA=cluster a 3-node
+#                          Apache Kafka cluster (scripts/kafka-cluster.sh)
+#                          under $work, stopped on exit, which dev uses
+#                          through HOOKSTREAM_KAFKA_BROKERS
 #   bench_request          the receiver benchmarks' request: a 798-byte
 #                          generic event signed with $secret (bench-secret),
 #                          as $body and $sig, and $work/post.lua for wrk
@@ -27,7 +33,25 @@ bench_setup() {
 bench_cleanup() {
   for p in "${pids[@]}"; do kill -"$bench_signal" "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  if [ -d "$work/kafka" ]; then scripts/kafka-cluster.sh down "$work/kafka" >/dev/null 2>&1 || true; fi
   rm -rf "$work"
+}
+
+bench_kafka() {
+  case "${KAFKA:-kfake}" in
+    kfake)
+      brokers=127.0.0.1:$1
+      dev_kafka_args=(--kafka-listen "$brokers")
+      ;;
+    cluster)
+      echo "starting a 3-node Apache Kafka cluster (scripts/kafka-cluster.sh) ..."
+      brokers=$(scripts/kafka-cluster.sh up "$work/kafka" 3 | tail -1)
+      export HOOKSTREAM_KAFKA_BROKERS=$brokers
+      dev_kafka_args=()
+      ;;
+    *) echo "KAFKA=${KAFKA}: want kfake or cluster" >&2; exit 2 ;;
+  esac
+  echo "kafka: ${KAFKA:-kfake} at $brokers"
 }
 
 bench_build() {

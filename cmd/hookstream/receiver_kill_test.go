@@ -265,8 +265,9 @@ func (f *killFixture) waitSinkCaughtUp() {
 // runVerify runs `hookstream audit verify` and requires exit 0 and a
 // report in which nothing is missing and every event record was checked.
 // A failure does not stop the test: the checks in PostgreSQL that follow
-// say which requests the missing decisions belong to.
-func (f *killFixture) runVerify() {
+// say which requests the missing decisions belong to. It returns the
+// report.
+func (f *killFixture) runVerify() *audit.Report {
 	t := f.t
 	t.Helper()
 	cmd := exec.CommandContext(f.ctx, binary, "audit", "verify", "--since", "1h")
@@ -279,8 +280,8 @@ func (f *killFixture) runVerify() {
 		t.Fatalf("audit verify: %v, report %q: %v\nstderr: %s", err, stdout.String(), jerr, stderr.String())
 	}
 	if err != nil || !rep.OK() {
-		t.Errorf("audit verify: %v\nstderr: %s\nreport: %s", err, stderr.String(), stdout.String())
-		return
+		t.Errorf("audit verify: %v\nstderr: %s\nreport: %.4000s", err, stderr.String(), stdout.String())
+		return &rep
 	}
 	if rep.Unconsumed != 0 || rep.Quarantined != 0 || rep.EventRecords == 0 || rep.Events == 0 {
 		t.Errorf("audit verify checked %d event records (%d unconsumed) and %d events, %d quarantined: %s",
@@ -288,6 +289,7 @@ func (f *killFixture) runVerify() {
 	}
 	t.Logf("audit verify: exit 0; %d topic and %d table records (%d pending), %d events, %d event records",
 		rep.TopicRecords, rep.TableRecords, rep.Pending, rep.Events, rep.EventRecords)
+	return &rep
 }
 
 // killDecision is a receiver decision in audit_log.

@@ -59,6 +59,7 @@ type scheduleRun struct {
 	members    map[string]*scheduleProc // the running incarnation of each member
 	gen        map[string]int
 	downBroker int
+	brokerBack chan error // the restart of downBroker, running
 	recvKills  []time.Time
 
 	mu         sync.Mutex
@@ -297,9 +298,14 @@ func (r *scheduleRun) do(s step) string {
 		return ": " + sig.String() + " to " + r.members[s.target].name
 	case faultBrokerKill, faultLeaderKill:
 		if s.end {
-			r.cluster.Start(r.downBroker)
-			return fmt.Sprintf(": node %d serves again", r.downBroker)
+			// A node takes many seconds to serve again: the schedule goes
+			// on meanwhile, and the next node fault waits for it.
+			id, back := r.downBroker, make(chan error, 1)
+			r.brokerBack = back
+			go func() { back <- r.cluster.StartNode(r.ctx, id) }()
+			return fmt.Sprintf(": starting node %d", id)
 		}
+		r.waitBrokerBack()
 		r.downBroker = r.nodeToKill(s)
 		r.cluster.Kill(r.downBroker)
 		return fmt.Sprintf(": killed node %d", r.downBroker)
@@ -339,6 +345,18 @@ func (r *scheduleRun) do(s step) string {
 	}
 	r.t.Fatalf("unknown step %v", s)
 	return ""
+}
+
+// waitBrokerBack waits until the node restarted last serves again.
+func (r *scheduleRun) waitBrokerBack() {
+	r.t.Helper()
+	if r.brokerBack == nil {
+		return
+	}
+	if err := <-r.brokerBack; err != nil {
+		r.t.Fatalf("node %d did not start again: %v", r.downBroker, err)
+	}
+	r.brokerBack = nil
 }
 
 // receiverKilledWithin says whether a receiver was killed within d after

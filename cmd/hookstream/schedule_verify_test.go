@@ -1,12 +1,18 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/hookstream/hookstream/internal/wire"
 )
@@ -16,6 +22,7 @@ import (
 func (r *scheduleRun) heal() {
 	r.t.Helper()
 	r.dest.setOutage(nil)
+	r.waitBrokerBack()
 	r.waitGroup(3)
 }
 
@@ -119,12 +126,138 @@ func (r *scheduleRun) verify(l *scheduleLoad) int64 {
 	f.waitGroupCommitted()
 	f.waitSinkCaughtUp()
 	before := r.t.Failed()
-	f.runVerify()
+	rep := f.runVerify()
 	if !before && r.t.Failed() {
 		r.violations.Add(1)
+		r.describeMissing(rep.MissingFromTopic)
 	}
 	r.verifyDecisions(l.requests())
 	return r.violations.Load()
+}
+
+// describeMissing logs, for some of the table's records missing from the
+// topic, what the table knows of them and where the relay stands.
+func (r *scheduleRun) describeMissing(ids []string) {
+	if len(ids) == 0 {
+		return
+	}
+	rows, err := r.pool.Query(r.ctx, `SELECT format('%s %s %s %s/%s at %s xid %s seq %s commit %s; relay at (%s, %s) epoch %s',
+  a.audit_id, a.actor, a.action, a.source, a.event_id, a.at, a.xid, a.seq, coalesce(c.commit_seq::text, 'none'), r.commit_seq, r.seq, r.epoch)
+FROM audit_log a LEFT JOIN audit_commits c ON c.xid = a.xid CROSS JOIN audit_relay r
+WHERE a.audit_id = ANY($1::uuid[]) ORDER BY a.seq`, ids)
+	if err == nil {
+		var lines []string
+		if lines, err = pgx.CollectRows(rows, pgx.RowTo[string]); err == nil {
+			r.t.Logf("records missing from the topic (%d), the first and the last:\n\t%s\n\t...\n\t%s", len(lines),
+				strings.Join(lines[:min(10, len(lines))], "\n\t"), strings.Join(lines[max(0, len(lines)-5):], "\n\t"))
+		}
+	}
+	if err != nil {
+		r.t.Logf("describe the missing records: %v", err)
+	}
+	r.traceOnTopic(ids)
+	var n, commits int64
+	var lo, hi *int64
+	err = r.pool.QueryRow(r.ctx, `SELECT count(*), count(DISTINCT c.commit_seq), min(c.commit_seq), max(c.commit_seq)
+FROM audit_log a LEFT JOIN audit_commits c ON c.xid = a.xid WHERE a.audit_id = ANY($1::uuid[])`, ids).Scan(&n, &commits, &lo, &hi)
+	r.t.Logf("missing: %d records of %d transactions, commit_seq %v to %v (%v)", n, commits, deref(lo), deref(hi), err)
+}
+
+// traceOnTopic reads the audit topic uncommitted, control records
+// included, and says where the records ids are and how the transaction of
+// each ended there: committed records a read_committed reader missed,
+// aborted ones, or records never written.
+func (r *scheduleRun) traceOnTopic(ids []string) {
+	want := map[string]bool{}
+	for _, id := range ids {
+		want[id] = true
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(r.cluster.Brokers()...), kgo.ConsumeTopics(wire.DefaultAuditTopic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadUncommitted()), kgo.KeepControlRecords())
+	if err != nil {
+		r.t.Logf("trace: %v", err)
+		return
+	}
+	defer cl.Close()
+	ends, err := kadm.NewClient(cl).ListEndOffsets(r.ctx, wire.DefaultAuditTopic)
+	if err != nil {
+		r.t.Logf("trace: %v", err)
+		return
+	}
+	type found struct {
+		part     int32
+		off      int64
+		pid      int64
+		epoch    int16
+		marker   string
+		markerAt int64
+	}
+	var hits []*found
+	open := map[[2]int64][]*found{} // partition, producer id -> records awaiting their marker
+	remaining := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Offset > 0 {
+			remaining[o.Partition] = o.Offset
+		}
+	})
+	ctx, cancel := context.WithTimeout(r.ctx, time.Minute)
+	defer cancel()
+	for len(remaining) > 0 && ctx.Err() == nil {
+		fs := cl.PollFetches(ctx)
+		fs.EachRecord(func(rec *kgo.Record) {
+			k := [2]int64{int64(rec.Partition), rec.ProducerID}
+			if rec.Attrs.IsControl() {
+				kind := "abort"
+				if len(rec.Key) >= 4 && rec.Key[3] == 1 {
+					kind = "commit"
+				}
+				for _, f := range open[k] {
+					f.marker, f.markerAt = kind, rec.Offset
+				}
+				delete(open, k)
+			} else {
+				var a wire.AuditRecord
+				if json.Unmarshal(rec.Value, &a) == nil && want[a.AuditID] {
+					f := &found{part: rec.Partition, off: rec.Offset, pid: rec.ProducerID, epoch: rec.ProducerEpoch, marker: "none"}
+					hits = append(hits, f)
+					open[k] = append(open[k], f)
+				}
+			}
+			if end, ok := remaining[rec.Partition]; ok && rec.Offset >= end-1 {
+				delete(remaining, rec.Partition)
+			}
+		})
+	}
+	byMarker := map[string]int{}
+	for _, f := range hits {
+		byMarker[f.marker]++
+	}
+	r.t.Logf("trace: %d of the %d missing records are on the topic (read uncommitted); by their transaction's marker: %v", len(hits), len(ids), byMarker)
+	for _, f := range hits[:min(8, len(hits))] {
+		r.t.Logf("trace: partition %d offset %d producer %d epoch %d: %s marker at %d", f.part, f.off, f.pid, f.epoch, f.marker, f.markerAt)
+	}
+	// What the brokers said about the relay's transactional id.
+	for id := 1; id <= 3; id++ {
+		b, err := os.ReadFile(filepath.Join(r.cluster.Dir(), fmt.Sprintf("node-%d", id), "server.log"))
+		if err != nil {
+			r.t.Logf("trace: node %d log: %v", id, err)
+			continue
+		}
+		var lines []string
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, "hookstream-audit-relay") || strings.Contains(l, "TransactionCoordinator") {
+				lines = append(lines, l)
+			}
+		}
+		r.t.Logf("trace: node %d, %d lines on transactions, the last:\n\t%s", id, len(lines), strings.Join(lines[max(0, len(lines)-25):], "\n\t"))
+	}
+}
+
+func deref(p *int64) any {
+	if p == nil {
+		return nil
+	}
+	return *p
 }
 
 // verifyStatuses: every event the load stored is PROCESSED, except those
@@ -202,14 +335,16 @@ func (r *scheduleRun) verifyProcessedInOrder(refused func(string, int) bool) {
 // verifyDecisions: each request has the receiver decisions its answer
 // stands for, in audit_log (whose agreement with the topic verify
 // checked). A 202 or 409 has exactly one, travelling in its event record
-// or awaited. A 4xx or 503 has its REJECTED record, unless the receiver
+// or awaited. A 4xx or 503 has its REJECTED record (an unsigned request
+// past its rate is counted in a summary record instead), unless the receiver
 // was killed within the rejection producer's delivery timeout after the
 // answer (the record may have been in its buffer). A request answered 503,
 // or not at all, may also have the decision of a record that landed after
 // its answer (the outcome a timeout cannot know: see docs/design.md).
 func (r *scheduleRun) verifyDecisions(reqs []scheduleRequest) {
 	r.t.Helper()
-	rows, err := r.pool.Query(r.ctx, `SELECT coalesce(detail->>'client_request_id', ''), action, coalesce(event_id, ''), coalesce(http_status, 0)
+	rows, err := r.pool.Query(r.ctx, `SELECT coalesce(detail->>'client_request_id', ''), action, coalesce(event_id, ''), coalesce(http_status, 0),
+  coalesce((detail->'summary'->>'count')::int, 0)
 FROM audit_log WHERE actor = 'ingest'`)
 	if err != nil {
 		r.t.Fatal(err)
@@ -217,7 +352,12 @@ FROM audit_log WHERE actor = 'ingest'`)
 	byRequest := map[string][]killDecision{}
 	var client string
 	var d killDecision
-	if _, err := pgx.ForEachRow(rows, []any{&client, &d.action, &d.eventID, &d.status}, func() error {
+	var count, summarized, unrecorded int
+	if _, err := pgx.ForEachRow(rows, []any{&client, &d.action, &d.eventID, &d.status, &count}, func() error {
+		if count > 0 { // a summary of anonymous rejections past their rate
+			summarized += count
+			return nil
+		}
 		byRequest[client] = append(byRequest[client], d)
 		return nil
 	}); err != nil {
@@ -227,7 +367,12 @@ FROM audit_log WHERE actor = 'ingest'`)
 	for _, q := range reqs {
 		ds := byRequest[q.clientID]
 		delete(byRequest, q.clientID)
-		if v := decisionsViolation(q, ds, r.receiverKilledWithin(q.at, rejectionDeliveryTimeout)); v != "" {
+		excused := r.receiverKilledWithin(q.at, rejectionDeliveryTimeout)
+		if len(ds) == 0 && q.status == http.StatusUnauthorized && !excused {
+			unrecorded++ // counted in a summary, unless it is missing
+			continue
+		}
+		if v := decisionsViolation(q, ds, excused); v != "" {
 			r.violation("request %s (%s %s) answered %d %s: %s: decisions %v", q.clientID, q.kind, q.eventID, q.status, q.err, v, ds)
 		}
 		outcomes[fmt.Sprintf("%s %d -> %d", q.kind, q.status, len(ds))]++
@@ -235,17 +380,24 @@ FROM audit_log WHERE actor = 'ingest'`)
 	for client, ds := range byRequest {
 		r.violation("receiver decisions of no request of the load (client request id %q): %v", client, ds)
 	}
+	if unrecorded > summarized {
+		r.violation("%d unsigned requests answered 401 have no record of their own, and the summaries count %d", unrecorded, summarized)
+	}
 	r.t.Logf("requests by kind, answer -> decisions: %v", outcomes)
 }
 
 // decisionsViolation says what is wrong with the decisions ds of request
 // q, or "".
+var kindStatus = map[string]int{"bad_signature": http.StatusUnauthorized, "malformed": http.StatusBadRequest}
+
 func decisionsViolation(q scheduleRequest, ds []killDecision, excused bool) string {
 	var rejected, landed int
 	for _, d := range ds {
 		switch {
 		case d.action == string(wire.ActionRejected):
-			if d.status != q.status && (q.status != 0 || d.status != http.StatusServiceUnavailable) {
+			// Unanswered, the request may have been rejected for what it
+			// is, or answered 503 by a receiver about to die.
+			if d.status != q.status && (q.status != 0 || d.status != http.StatusServiceUnavailable && d.status != kindStatus[q.kind]) {
 				return "a REJECTED record with another status"
 			}
 			rejected++

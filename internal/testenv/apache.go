@@ -222,7 +222,15 @@ func (c *Cluster) Start(id int) {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	if _, err := c.c.run(ctx, "start", c.c.dir, strconv.Itoa(id)); err != nil {
+	if err := c.StartNode(ctx, id); err != nil {
 		c.t.Fatalf("testenv: %v", err)
 	}
+}
+
+// StartNode is Start for any goroutine: it returns the error instead of
+// failing the test. A node takes seconds to serve again; a test that goes
+// on meanwhile runs it in a goroutine of its own.
+func (c *Cluster) StartNode(ctx context.Context, id int) error {
+	_, err := c.c.run(ctx, "start", c.c.dir, strconv.Itoa(id))
+	return err
 }

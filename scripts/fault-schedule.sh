@@ -13,7 +13,7 @@
 #            Setting up, settling and verifying add a few minutes.
 # RATE       requests per second; default 80.
 #
-# The whole log goes to $FAULT_LOG_DIR (default /tmp)/fault-schedule-SEED.log;
+# The whole log goes to $FAULT_LOG_DIR (default /tmp)/fault-schedule-SEED-TIME.log;
 # the summary, and every violation, are printed. Exit status 0 means the
 # run came out clean. Needs Java 17+ and Maven (Apache Kafka comes from
 # Maven Central, once) and PostgreSQL's binaries, as CI installs them.
@@ -22,7 +22,7 @@ cd "$(dirname "$0")/.."
 seed="${1:-$(((RANDOM << 15) | RANDOM))}"
 duration="${2:-10m}"
 rate="${3:-80}"
-log="${FAULT_LOG_DIR:-/tmp}/fault-schedule-$seed.log"
+log="${FAULT_LOG_DIR:-/tmp}/fault-schedule-$seed-$(date +%Y%m%dT%H%M%S).log"
 echo "fault schedule: seed $seed, $duration of faults, $rate requests/s; log $log"
 rc=0
 HOOKSTREAM_TEST_KAFKA=apache HOOKSTREAM_SCHEDULE_SEED="$seed" HOOKSTREAM_SCHEDULE_DURATION="$duration" \

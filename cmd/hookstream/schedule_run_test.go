@@ -122,6 +122,7 @@ func (r *scheduleRun) violation(format string, args ...any) {
 // did not end it is a violation.
 type scheduleProc struct {
 	name  string
+	addr  string // its HTTP listener (health, metrics)
 	cmd   *exec.Cmd
 	done  chan struct{}
 	ended atomic.Bool
@@ -218,8 +219,29 @@ func (r *scheduleRun) startMember(name string) {
 	r.t.Helper()
 	r.gen[name]++
 	inc := fmt.Sprintf("%s%d", name, r.gen[name])
+	port, err := devstack.FreePort()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	r.members[name] = r.spawn(inc, []string{"HOOKSTREAM_SOURCES=" + r.writeSources(inc)},
-		"consume", "--instance", inc, "--concurrency", "8", "--log-level", "warn", "--session-timeout", "6s", "--http-addr", "127.0.0.1:0")
+		"consume", "--instance", inc, "--concurrency", "8", "--log-level", "warn", "--session-timeout", "6s", "--http-addr", addr)
+	r.members[name].addr = addr
+}
+
+// waitServing waits until the process answers on its HTTP listener: it is
+// past its start, and a SIGTERM is a shutdown, not the default death of a
+// process that has not yet set up its signal handling.
+func (r *scheduleRun) waitServing(p *scheduleProc) {
+	r.t.Helper()
+	r.waitUntil(p.name+" serving", time.Minute, func() (bool, string) {
+		resp, err := r.http.Get("http://" + p.addr + "/healthz")
+		if err != nil {
+			return false, err.Error()
+		}
+		resp.Body.Close()
+		return true, ""
+	})
 }
 
 // waitUntil polls cond until it holds, failing the test with cond's last
@@ -328,6 +350,7 @@ func (r *scheduleRun) do(s step) string {
 		if s.end {
 			p := r.members["d"]
 			delete(r.members, "d")
+			r.waitServing(p)
 			if code := p.terminate(); code != 0 {
 				r.violation("%s exited %d on SIGTERM", p.name, code)
 			}
@@ -426,7 +449,7 @@ func (r *scheduleRun) replaySome(n int) string {
 	codes := map[int]int{}
 	for _, id := range ids {
 		status, body := r.admin(http.MethodPost, "/events/"+scheduleSource+"/"+id+"/replay")
-		if status/100 == 5 || status/100 == 4 && status != http.StatusConflict && status != http.StatusNotFound {
+		if !operatorStatus(status) {
 			r.violation("replay %s: %d %s", id, status, body)
 		}
 		codes[status]++
@@ -467,10 +490,22 @@ func (r *scheduleRun) unpark(b consumer.Blocked) int {
 		path += "&skip_blocker=true"
 	}
 	status, body := r.admin(http.MethodPost, path)
-	if status/100 == 5 || status/100 == 4 && status != http.StatusConflict && status != http.StatusNotFound {
+	if !operatorStatus(status) {
 		r.violation("unpark %s: %d %s", b.CustomerID, status, body)
 	}
 	return status
+}
+
+// operatorStatus says whether an admin API answer to a replay or an
+// unpark is one the contract allows during faults: done (202), moved on
+// meanwhile (404, 409), PostgreSQL unavailable (503, to retry), or no
+// answer from a receiver that is down (0).
+func operatorStatus(status int) bool {
+	switch status {
+	case 0, http.StatusAccepted, http.StatusNotFound, http.StatusConflict, http.StatusServiceUnavailable:
+		return true
+	}
+	return false
 }
 
 // cli runs a hookstream command against the run's services and says how

@@ -339,22 +339,7 @@ func (f *faultRun) incarnation(name string) string { return fmt.Sprintf("%s%d", 
 // description after two minutes.
 func (f *faultRun) waitUntil(what string, cond func() (bool, string)) {
 	f.t.Helper()
-	f.waitWithin(2*time.Minute, what, cond)
-}
-
-func (f *faultRun) waitWithin(d time.Duration, what string, cond func() (bool, string)) {
-	f.t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) || f.ctx.Err() != nil {
-			f.t.Fatalf("waiting for %s: %s", what, state)
-		}
-		time.Sleep(100 * time.Millisecond) // polling for a state, not timing one
-	}
+	waitFor(f.t, f.ctx, what, 2*time.Minute, cond)
 }
 
 // waitGroup waits until the consumer group is stable with n members that
@@ -363,14 +348,7 @@ func (f *faultRun) waitWithin(d time.Duration, what string, cond func() (bool, s
 func (f *faultRun) waitGroup(n int) {
 	f.t.Helper()
 	f.waitUntil(fmt.Sprintf("the group stable with %d members", n), func() (bool, string) {
-		gs, err := f.adm.DescribeGroups(f.ctx, "hookstream")
-		if err != nil {
-			return false, err.Error()
-		}
-		g := gs["hookstream"]
-		parts := len(g.AssignedPartitions()[wire.DefaultEventsTopic])
-		return g.State == "Stable" && len(g.Members) == n && parts == faultPartitions,
-			fmt.Sprintf("state %s, %d members, %d partitions assigned", g.State, len(g.Members), parts)
+		return groupStable(f.ctx, f.adm, n, faultPartitions)
 	})
 }
 
@@ -481,7 +459,7 @@ func (f *faultRun) stopPastSessionTimeout(name string, tr *deliveryTrap, c fault
 		f.t.Fatalf("no partition moved when the group evicted %s: %v, then %v", c.member, owners, after)
 	}
 	evictedAt := time.Now()
-	f.waitWithin(30*time.Second, fmt.Sprintf("partitions %v of the stopped %s taken by the others", moved, c.member), func() (bool, string) {
+	waitFor(f.t, f.ctx, fmt.Sprintf("partitions %v of the stopped %s taken by the others", moved, c.member), 30*time.Second, func() (bool, string) {
 		now := f.epochs()
 		for _, p := range moved {
 			if now[p] <= epochs[p] {
@@ -774,27 +752,10 @@ func (f *faultRun) settle() {
 // stored in PostgreSQL.
 func (f *faultRun) lag() int64 {
 	f.t.Helper()
-	ends, err := f.adm.ListEndOffsets(f.ctx, wire.DefaultEventsTopic)
+	lag, err := storedLag(f.ctx, f.adm, f.pool)
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	rows, err := f.pool.Query(f.ctx, `SELECT partition, next_offset FROM consumer_offsets WHERE group_id = 'hookstream' AND topic = $1`, wire.DefaultEventsTopic)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	stored := map[int32]int64{}
-	var p int32
-	var next int64
-	if _, err := pgx.ForEachRow(rows, []any{&p, &next}, func() error { stored[p] = next; return nil }); err != nil {
-		f.t.Fatal(err)
-	}
-	var lag int64
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Err != nil {
-			f.t.Fatal(o.Err)
-		}
-		lag += max(0, o.Offset-stored[o.Partition])
-	})
 	return lag
 }
 
@@ -873,33 +834,12 @@ func (f *faultRun) verifyStatuses() map[string]string {
 // record per PROCESSED event, each customer's in sequence order.
 func (f *faultRun) verifyProcessedOnceInOrder() {
 	f.t.Helper()
-	rows, err := f.pool.Query(f.ctx, `SELECT customer_id, event_id FROM audit_log WHERE action = 'PROCESSED' ORDER BY seq`)
+	n, err := checkProcessedInOrder(f.ctx, f.pool, f.dead, f.t.Errorf)
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	processed := map[string]int{}
-	next := map[string]int{}
-	var cust, id string
-	if _, err := pgx.ForEachRow(rows, []any{&cust, &id}, func() error {
-		processed[id]++
-		if f.dead(cust, next[cust]) {
-			next[cust]++
-		}
-		if want := faultEvent(cust, next[cust]); id != want && processed[id] == 1 {
-			f.t.Errorf("customer %s: PROCESSED %s, want %s next", cust, id, want)
-		}
-		next[cust]++
-		return nil
-	}); err != nil {
-		f.t.Fatal(err)
-	}
-	for id, n := range processed {
-		if n != 1 {
-			f.t.Errorf("%s has %d PROCESSED audit records", id, n)
-		}
-	}
-	if want := faultCustomers*faultWaves - len(f.plan.skip); len(processed) != want {
-		f.t.Errorf("%d events have a PROCESSED audit record, want %d", len(processed), want)
+	if want := faultCustomers*faultWaves - len(f.plan.skip); n != want {
+		f.t.Errorf("%d events have a PROCESSED audit record, want %d", n, want)
 	}
 }
 

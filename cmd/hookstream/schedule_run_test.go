@@ -248,17 +248,7 @@ func (r *scheduleRun) waitServing(p *scheduleProc) {
 // description after d.
 func (r *scheduleRun) waitUntil(what string, d time.Duration, cond func() (bool, string)) {
 	r.t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) || r.ctx.Err() != nil {
-			r.t.Fatalf("waiting for %s: %s", what, state)
-		}
-		time.Sleep(200 * time.Millisecond) // polling for a state, not timing one
-	}
+	waitFor(r.t, r.ctx, what, d, cond)
 }
 
 // waitGroup waits until the consumer group is stable with n members that
@@ -266,14 +256,7 @@ func (r *scheduleRun) waitUntil(what string, d time.Duration, cond func() (bool,
 func (r *scheduleRun) waitGroup(n int) {
 	r.t.Helper()
 	r.waitUntil(fmt.Sprintf("the group stable with %d members", n), 3*time.Minute, func() (bool, string) {
-		gs, err := r.adm.DescribeGroups(r.ctx, "hookstream")
-		if err != nil {
-			return false, err.Error()
-		}
-		g := gs["hookstream"]
-		parts := len(g.AssignedPartitions()[wire.DefaultEventsTopic])
-		return g.State == "Stable" && len(g.Members) == n && parts == schedulePartitions,
-			fmt.Sprintf("state %s, %d members, %d partitions assigned", g.State, len(g.Members), parts)
+		return groupStable(r.ctx, r.adm, n, schedulePartitions)
 	})
 }
 

@@ -72,28 +72,7 @@ func (r *scheduleRun) settle(l *scheduleLoad) {
 
 // lag is how many records of the events topic lie beyond the positions
 // stored in PostgreSQL.
-func (r *scheduleRun) lag() (int64, error) {
-	ends, err := r.adm.ListEndOffsets(r.ctx, wire.DefaultEventsTopic)
-	if err == nil {
-		err = ends.Error()
-	}
-	if err != nil {
-		return 0, err
-	}
-	rows, err := r.pool.Query(r.ctx, `SELECT partition, next_offset FROM consumer_offsets WHERE group_id = 'hookstream' AND topic = $1`, wire.DefaultEventsTopic)
-	if err != nil {
-		return 0, err
-	}
-	stored := map[int32]int64{}
-	var p int32
-	var next int64
-	if _, err := pgx.ForEachRow(rows, []any{&p, &next}, func() error { stored[p] = next; return nil }); err != nil {
-		return 0, err
-	}
-	var lag int64
-	ends.Each(func(o kadm.ListedOffset) { lag += max(0, o.Offset-stored[o.Partition]) })
-	return lag, nil
-}
+func (r *scheduleRun) lag() (int64, error) { return storedLag(r.ctx, r.adm, r.pool) }
 
 // verify checks the settled system against every answer the load got and
 // every call the destination received, reporting each violation; it
@@ -305,30 +284,8 @@ func (r *scheduleRun) verifyStatuses(l *scheduleLoad, refused func(string, int) 
 // processed, each customer's in sequence order.
 func (r *scheduleRun) verifyProcessedInOrder(refused func(string, int) bool) {
 	r.t.Helper()
-	rows, err := r.pool.Query(r.ctx, `SELECT customer_id, event_id FROM audit_log WHERE action = 'PROCESSED' ORDER BY seq`)
-	if err != nil {
+	if _, err := checkProcessedInOrder(r.ctx, r.pool, refused, r.violation); err != nil {
 		r.t.Fatal(err)
-	}
-	processed := map[string]int{}
-	next := map[string]int{}
-	var cust, id string
-	if _, err := pgx.ForEachRow(rows, []any{&cust, &id}, func() error {
-		processed[id]++
-		for refused(cust, next[cust]) {
-			next[cust]++
-		}
-		if want := faultEvent(cust, next[cust]); id != want && processed[id] == 1 {
-			r.violation("customer %s: PROCESSED %s, want %s next", cust, id, want)
-		}
-		next[cust]++
-		return nil
-	}); err != nil {
-		r.t.Fatal(err)
-	}
-	for id, n := range processed {
-		if n != 1 {
-			r.violation("%s has %d PROCESSED audit records", id, n)
-		}
 	}
 }
 

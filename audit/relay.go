@@ -36,8 +36,17 @@ type RelayConfig struct {
 	// of 200,000 events (scripts/bench-consume.sh) the relay published
 	// 11.1-12.4k events/s with 2000, 13.4k with 8000 and 16.4k with 16000
 	// (the relay before Kafka transactions: 15.3-15.5k). Under live
-	// traffic a round takes what is there, so this only bounds catching up.
+	// traffic a round takes what arrived in a Linger, so this only bounds
+	// catching up.
 	Batch int
+	// Linger batches rounds by time under live traffic: after a round
+	// that found fewer than Batch rows, the next round reads only Linger
+	// after that one began, so the relay pays a Kafka transaction and a
+	// position write per Linger, not per few rows. After a full round
+	// (a backlog) the next one reads at once. Default 100ms, which is at
+	// most what it adds to the time a committed row takes to reach the
+	// topic.
+	Linger time.Duration
 	// Idle is how long the relay waits when nothing is left to publish.
 	// Default 50ms.
 	Idle   time.Duration
@@ -88,6 +97,9 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 	}
 	if cfg.Batch <= 0 {
 		cfg.Batch = 16000
+	}
+	if cfg.Linger <= 0 {
+		cfg.Linger = 100 * time.Millisecond
 	}
 	if cfg.Idle <= 0 {
 		cfg.Idle = 50 * time.Millisecond
@@ -195,11 +207,14 @@ func (r *Relay) begin(ctx context.Context, conn *pgx.Conn) (*term, error) {
 // is aborted by the next relay's fence, or by the broker at its timeout.
 func (t *term) close() { t.cl.Close() }
 
-// run publishes until ctx ends, reading the next batch while the broker
-// commits the one before: the read is the larger half of a round. A
-// batch is produced only once the one before it is committed and its
-// position stored, so the topic receives the rows in order even across a
-// failure; and run never returns with a batch in flight.
+// run publishes until ctx ends. Behind (after a full round), it reads
+// the next batch while the broker commits the one before: the read is
+// the larger half of a round. Not behind, it settles the round in flight
+// (so the position is stored as soon as the broker has committed) and
+// waits out the Linger before reading. A batch is produced only once the
+// one before it is committed and its position stored, so the topic
+// receives the rows in order even across a failure; and run never
+// returns with a batch in flight.
 func (t *term) run(ctx context.Context) (err error) {
 	var (
 		inflight *batch
@@ -223,7 +238,17 @@ func (t *term) run(ctx context.Context) (err error) {
 		}
 	}()
 	pos := t.pos
+	var wake time.Time // when the next read may start; zero: at once
 	for ctx.Err() == nil {
+		if time.Now().Before(wake) {
+			if err := settle(); err != nil {
+				return err
+			}
+			if !backoff.Sleep(ctx, time.Until(wake)) {
+				return nil
+			}
+		}
+		start := time.Now()
 		next, err := t.read(ctx, pos)
 		if err != nil {
 			return err
@@ -231,11 +256,9 @@ func (t *term) run(ctx context.Context) (err error) {
 		if err := settle(); err != nil {
 			return err
 		}
+		wake = t.nextRead(start, len(next.recs))
 		if len(next.recs) == 0 {
 			relayLagSeconds.Set(0)
-			if !backoff.Sleep(ctx, t.r.cfg.Idle) {
-				return nil
-			}
 			continue
 		}
 		inflight, sent, pos = next, make(chan error, 1), next.end
@@ -246,6 +269,20 @@ func (t *term) run(ctx context.Context) (err error) {
 		}(next.recs, sent)
 	}
 	return nil
+}
+
+// nextRead is when the round after one that began at start and read n rows
+// may read: at once after a full round (a backlog is waiting), a Linger
+// after the start of a partial one (rounds batch by time), Idle from now
+// after an empty one.
+func (t *term) nextRead(start time.Time, n int) time.Time {
+	switch {
+	case n == 0:
+		return time.Now().Add(t.r.cfg.Idle)
+	case n < t.r.cfg.Batch:
+		return start.Add(t.r.cfg.Linger)
+	}
+	return time.Time{}
 }
 
 // send publishes recs in one Kafka transaction.
@@ -330,6 +367,7 @@ func (t *term) store(ctx context.Context, b *batch) error {
 		return errFenced
 	}
 	relayPublishedTotal.Add(float64(len(b.recs)))
+	relayRoundRecords.Observe(float64(len(b.recs)))
 	relayLagSeconds.Set(time.Since(b.lastAt).Seconds())
 	return nil
 }

@@ -12,7 +12,9 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/hookstream/hookstream/internal/backoff"
 	"github.com/hookstream/hookstream/internal/wire"
@@ -26,6 +28,23 @@ type SinkConfig struct {
 	Topic string
 	// Group is the sink's consumer group. Default "hookstream-audit-sink".
 	Group string
+	// Linger is how long the broker may hold a fetch until MinBytes of
+	// records have arrived (kgo.FetchMaxWait), so that under live
+	// traffic a poll, and the copy statement it costs, carries what
+	// arrived in a Linger rather than a few records. Default 100ms,
+	// which is at most what it adds to the time a receiver's decision
+	// takes to reach the table; at least 10ms (kgo's least).
+	Linger time.Duration
+	// MinBytes is what a fetch waits for (kgo.FetchMinBytes). Default
+	// 256 KiB, some 500 audit records.
+	MinBytes int32
+	// CommitInterval is how often the offsets of the records copied since
+	// the last commit are committed, and only those; a sink whose
+	// partitions are revoked, or that leaves the group, commits them
+	// then. Default 1s: a sink that crashes copies about that much again,
+	// which changes nothing (every copy is idempotent). At least 100ms
+	// (kgo's least).
+	CommitInterval time.Duration
 	// KafkaOpts are applied to the sink's client after its own settings
 	// (TLS, SASL, metrics). Default none.
 	KafkaOpts []kgo.Opt
@@ -55,9 +74,19 @@ func NewSink(cfg SinkConfig) (*Sink, error) {
 	if cfg.Group == "" {
 		cfg.Group = "hookstream-audit-sink"
 	}
+	if cfg.Linger <= 0 {
+		cfg.Linger = 100 * time.Millisecond
+	}
+	if cfg.MinBytes <= 0 {
+		cfg.MinBytes = 256 << 10
+	}
+	if cfg.CommitInterval <= 0 {
+		cfg.CommitInterval = time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	s := &Sink{cfg: cfg}
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.ClientID("hookstream-audit-sink"),
@@ -67,14 +96,43 @@ func NewSink(cfg SinkConfig) (*Sink, error) {
 		// The relay writes in transactions; its aborted records are
 		// not decisions.
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.DisableAutoCommit(),
+		kgo.FetchMaxWait(cfg.Linger),
+		kgo.FetchMinBytes(cfg.MinBytes),
+		// Only records marked (after they are copied) are committed:
+		// by the client every CommitInterval, when partitions are
+		// revoked and when the sink leaves the group.
+		kgo.AutoCommitMarks(),
+		kgo.AutoCommitInterval(cfg.CommitInterval),
+		kgo.AutoCommitCallback(s.committed),
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
 	}
 	cl, err := kgo.NewClient(append(opts, cfg.KafkaOpts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("audit: sink: %w", err)
 	}
-	return &Sink{cfg: cfg, cl: cl}, nil
+	s.cl = cl
+	return s, nil
+}
+
+// committed logs a failed commit; the next one carries the same offsets.
+func (s *Sink) committed(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+	if err == nil && resp != nil {
+		err = firstCommitError(resp)
+	}
+	if err != nil {
+		s.cfg.Logger.Warn("audit sink: commit", "error", err)
+	}
+}
+
+func firstCommitError(resp *kmsg.OffsetCommitResponse) error {
+	for _, t := range resp.Topics {
+		for _, p := range t.Partitions {
+			if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
+				return fmt.Errorf("%s/%d: %w", t.Topic, p.Partition, err)
+			}
+		}
+	}
+	return nil
 }
 
 // incoming is a record to copy: decoded, or the reason it could not be.
@@ -88,7 +146,7 @@ type incoming struct {
 // only after the rows are in the table (or in quarantine); an outage of
 // either side pauses the copy and nothing is lost.
 func (s *Sink) Run(ctx context.Context) error {
-	defer s.cl.Close()
+	defer s.cl.Close() // commits what was marked, as it leaves the group
 	for {
 		fs := s.cl.PollFetches(ctx)
 		if ctx.Err() != nil {
@@ -121,9 +179,9 @@ func (s *Sink) Run(ctx context.Context) error {
 				return nil
 			}
 		}
-		if err := s.cl.CommitUncommittedOffsets(ctx); err != nil && ctx.Err() == nil {
-			s.cfg.Logger.Warn("audit sink: commit", "error", err)
-		}
+		// Every record of the poll is now in the table, in quarantine or
+		// not the sink's to copy.
+		s.cl.MarkCommitRecords(fs.Records()...)
 	}
 }
 

@@ -58,8 +58,7 @@ type scheduleRun struct {
 	recvGen    int
 	members    map[string]*scheduleProc // the running incarnation of each member
 	gen        map[string]int
-	downBroker int
-	brokerBack chan error // the restart of downBroker, running
+	downBroker int // the node the nodes' lane killed last
 	recvKills  []time.Time
 
 	mu         sync.Mutex
@@ -261,18 +260,43 @@ func (r *scheduleRun) waitGroup(n int) {
 }
 
 // runSteps carries out the schedule, each step at its time or, when the
-// step before took longer (a node's restart waits until it serves), as
-// soon as that is done.
+// step before took longer, as soon as that is done. The nodes' faults
+// have a lane of their own: a node takes many seconds to serve again, and
+// the other faults do not wait for it.
 func (r *scheduleRun) runSteps(steps []step) {
 	r.t.Helper()
+	var nodes, others []step
+	for _, s := range steps {
+		if s.kind == faultBrokerKill || s.kind == faultLeaderKill {
+			nodes = append(nodes, s)
+		} else {
+			others = append(others, s)
+		}
+	}
+	lane := make(chan error, 1)
+	go func() { lane <- r.runLane(nodes, r.doNode) }()
+	err := r.runLane(others, func(s step) (string, error) { return r.do(s), nil })
+	if lerr := <-lane; err == nil {
+		err = lerr
+	}
+	if err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// runLane carries out steps in order with do, each at its time or late.
+func (r *scheduleRun) runLane(steps []step, do func(step) (string, error)) error {
 	for _, s := range steps {
 		select {
 		case <-time.After(time.Until(r.start.Add(s.at))):
 		case <-r.ctx.Done():
-			r.t.Fatalf("the schedule did not finish: %v", r.ctx.Err())
+			return fmt.Errorf("the schedule did not finish: %w", r.ctx.Err())
 		}
 		began := time.Since(r.start)
-		detail := r.do(s)
+		detail, err := do(s)
+		if err != nil {
+			return fmt.Errorf("%s: %w", s, err)
+		}
 		if !s.end {
 			r.mu.Lock()
 			r.injected[s.kind]++
@@ -281,6 +305,22 @@ func (r *scheduleRun) runSteps(steps []step) {
 		r.t.Logf("+%6.1fs (planned +%.1fs, took %.1fs) %s%s", began.Seconds(), s.at.Seconds(),
 			(time.Since(r.start) - began).Seconds(), s, detail)
 	}
+	return nil
+}
+
+// doNode carries out a node's fault step, on the nodes' lane.
+func (r *scheduleRun) doNode(s step) (string, error) {
+	if s.end {
+		if err := r.cluster.StartNode(r.ctx, r.downBroker); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf(": node %d serves again", r.downBroker), nil
+	}
+	r.downBroker = r.nodeToKill(s)
+	if err := r.cluster.KillNode(r.ctx, r.downBroker); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf(": killed node %d", r.downBroker), nil
 }
 
 // do carries out one step and says what it found.
@@ -301,19 +341,6 @@ func (r *scheduleRun) do(s step) string {
 		}
 		r.members[s.target].signal(sig)
 		return ": " + sig.String() + " to " + r.members[s.target].name
-	case faultBrokerKill, faultLeaderKill:
-		if s.end {
-			// A node takes many seconds to serve again: the schedule goes
-			// on meanwhile, and the next node fault waits for it.
-			id, back := r.downBroker, make(chan error, 1)
-			r.brokerBack = back
-			go func() { back <- r.cluster.StartNode(r.ctx, id) }()
-			return fmt.Sprintf(": starting node %d", id)
-		}
-		r.waitBrokerBack()
-		r.downBroker = r.nodeToKill(s)
-		r.cluster.Kill(r.downBroker)
-		return fmt.Sprintf(": killed node %d", r.downBroker)
 	case faultReceiverKill:
 		if s.end {
 			r.startReceiver()
@@ -351,18 +378,6 @@ func (r *scheduleRun) do(s step) string {
 	}
 	r.t.Fatalf("unknown step %v", s)
 	return ""
-}
-
-// waitBrokerBack waits until the node restarted last serves again.
-func (r *scheduleRun) waitBrokerBack() {
-	r.t.Helper()
-	if r.brokerBack == nil {
-		return
-	}
-	if err := <-r.brokerBack; err != nil {
-		r.t.Fatalf("node %d did not start again: %v", r.downBroker, err)
-	}
-	r.brokerBack = nil
 }
 
 // receiverKilledWithin says whether a receiver was killed within d after

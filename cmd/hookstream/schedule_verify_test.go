@@ -22,7 +22,6 @@ import (
 func (r *scheduleRun) heal() {
 	r.t.Helper()
 	r.dest.setOutage(nil)
-	r.waitBrokerBack()
 	r.waitGroup(3)
 }
 

@@ -215,6 +215,13 @@ func (c *Cluster) Kill(id int) {
 	}
 }
 
+// KillNode is Kill for any goroutine: it returns the error instead of
+// failing the test.
+func (c *Cluster) KillNode(ctx context.Context, id int) error {
+	_, err := c.c.run(ctx, "kill", c.c.dir, strconv.Itoa(id))
+	return err
+}
+
 // Start starts node id again with its data and returns once it serves
 // (its broker unfenced; its replicas may still be catching up). It fails
 // the test on error, so call it from the test's goroutine.

@@ -108,6 +108,11 @@ func (r *scheduleRun) verify(l *scheduleLoad) int64 {
 	if !before && r.t.Failed() {
 		r.violations.Add(1)
 		r.describeMissing(rep.MissingFromTopic)
+		// Missing for good, or not yet readable? Ask again later.
+		time.Sleep(30 * time.Second) // a diagnosis after the failure, not a timing of the system
+		again := f.runVerify()
+		r.t.Logf("audit verify again 30 s later: %d records missing from the topic, %d pending, %d topic and %d table records",
+			len(again.MissingFromTopic), again.Pending, again.TopicRecords, again.TableRecords)
 	}
 	r.verifyDecisions(l.requests())
 	return r.violations.Load()

@@ -49,3 +49,9 @@ func (t *Term) Close() { t.t.close() }
 
 // ErrFenced is errFenced.
 var ErrFenced = errFenced
+
+// VerifyPublishingMeanwhile is Verify with meanwhile run once the topic is
+// read.
+func VerifyPublishingMeanwhile(ctx context.Context, cfg VerifyConfig, meanwhile func()) (*Report, error) {
+	return verify(ctx, cfg, meanwhile)
+}

@@ -101,7 +101,11 @@ func (r *Report) OK() bool {
 // header existed, an ACCEPTED record of the same event at the same
 // partition and offset) in both places. A record the relay has yet to
 // publish is pending, not missing from the topic.
-func Verify(ctx context.Context, cfg VerifyConfig) (*Report, error) {
+func Verify(ctx context.Context, cfg VerifyConfig) (*Report, error) { return verify(ctx, cfg, nil) }
+
+// verify is Verify; afterTopic, when set, runs once the topic is read (a
+// test's way to publish meanwhile).
+func verify(ctx context.Context, cfg VerifyConfig, afterTopic func()) (*Report, error) {
 	if cfg.Pool == nil || len(cfg.Brokers) == 0 {
 		return nil, errors.New("audit: verify needs Pool and Brokers")
 	}
@@ -113,9 +117,20 @@ func Verify(ctx context.Context, cfg VerifyConfig) (*Report, error) {
 		MissingDecisions: []MissingDecision{}}}
 	// The event records first: a missing ACCEPTED they find is not
 	// reported again for the event.
-	for _, step := range []func(context.Context) error{v.readAuditTopic, v.compareTable, v.reconcileEventRecords, v.reconcileEvents, v.countQuarantined} {
+	// The relay's position first, then the topic: every row at or before
+	// the position was committed to Kafka before the position was stored,
+	// so it is on the topic when verify lists the topic's ends after it.
+	// Rows the relay publishes while verify reads are pending. (With the
+	// position read after the topic, a relay catching up published rows
+	// between the two reads, and verify reported them missing from the
+	// topic: the fault schedule found it.)
+	for _, step := range []func(context.Context) error{v.readRelayPosition, v.readAuditTopic, v.compareTable, v.reconcileEventRecords, v.reconcileEvents, v.countQuarantined} {
 		if err := step(ctx); err != nil {
 			return nil, err
+		}
+		if afterTopic != nil && len(v.onTopic) > 0 {
+			afterTopic()
+			afterTopic = nil
 		}
 	}
 	return v.rep, nil
@@ -134,6 +149,8 @@ type recordKey struct {
 type verifier struct {
 	cfg VerifyConfig
 	rep *Report
+	// relay is the relay's position when verify began.
+	relay position
 	// onTopic holds every audit_id on the topic, whatever its time, and
 	// inWindow those in the window; actions the (event, action) pairs,
 	// and accepted the events topic's places named by ACCEPTED and
@@ -174,15 +191,30 @@ func (v *verifier) readAuditTopic(ctx context.Context) error {
 
 func isAccepted(a wire.Action) bool { return a == wire.ActionAccepted || a == wire.ActionRetryAccepted }
 
-// pendingSQL is true for an audit_log row a that the relay has not
-// published yet; the query joins audit_commits c on a.xid (left) and
-// audit_relay r.
+// pendingSQL is true for an audit_log row a that the relay had not
+// published when verify began; the query joins audit_commits c on a.xid
+// (left) and the relay's position then as r (relayAt).
 const pendingSQL = `coalesce((c.commit_seq, a.seq) > (r.commit_seq, r.seq), false)`
+
+// readRelayPosition reads where the relay stands: rows after it are
+// pending.
+func (v *verifier) readRelayPosition(ctx context.Context) error {
+	if err := v.cfg.Pool.QueryRow(ctx, `SELECT commit_seq, seq FROM audit_relay WHERE id = 1`).Scan(&v.relay.commit, &v.relay.seq); err != nil {
+		return fmt.Errorf("audit: read the relay's position: %w", err)
+	}
+	return nil
+}
+
+// relayAt is the relay's position when verify began, as a row (commit_seq,
+// seq) to join.
+func (v *verifier) relayAt() string {
+	return fmt.Sprintf("(SELECT %d::bigint AS commit_seq, %d::bigint AS seq)", v.relay.commit, v.relay.seq)
+}
 
 // compareTable compares the table's records in the window with the topic's.
 func (v *verifier) compareTable(ctx context.Context) error {
 	rows, err := v.cfg.Pool.Query(ctx, `SELECT a.audit_id::text, `+pendingSQL+`
-FROM audit_log a LEFT JOIN audit_commits c ON c.xid = a.xid CROSS JOIN audit_relay r WHERE a.at >= $1`, v.cfg.Since)
+FROM audit_log a LEFT JOIN audit_commits c ON c.xid = a.xid CROSS JOIN `+v.relayAt()+` r WHERE a.at >= $1`, v.cfg.Since)
 	if err != nil {
 		return fmt.Errorf("audit: read table: %w", err)
 	}
@@ -226,7 +258,7 @@ FROM events e
 LEFT JOIN audit_log a ON a.source = e.source AND a.event_id = e.event_id
                      AND a.action IN ('ACCEPTED', 'RETRY_ACCEPTED', 'PROCESSED', 'DEAD_LETTERED')
 LEFT JOIN audit_commits c ON c.xid = a.xid
-CROSS JOIN audit_relay r
+CROSS JOIN `+v.relayAt()+` r
 WHERE coalesce(e.received_at, e.created_at) >= $1`, v.cfg.Since)
 	if err != nil {
 		return fmt.Errorf("audit: read events: %w", err)
@@ -412,7 +444,7 @@ func (v *verifier) lookUpDecisions(ctx context.Context, recs []*eventRecord) err
 	}
 	for start := 0; start < len(ids); start += chunk {
 		rows, err := v.cfg.Pool.Query(ctx, `SELECT a.audit_id::text, `+pendingSQL+`
-FROM audit_log a LEFT JOIN audit_commits c ON c.xid = a.xid CROSS JOIN audit_relay r
+FROM audit_log a LEFT JOIN audit_commits c ON c.xid = a.xid CROSS JOIN `+v.relayAt()+` r
 WHERE a.audit_id = ANY($1::uuid[])`, ids[start:min(start+chunk, len(ids))])
 		if err != nil {
 			return fmt.Errorf("audit: look up decisions: %w", err)
@@ -446,7 +478,7 @@ FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[]) WITH ORDINALITY AS 
 JOIN audit_log a ON a.source = x.source AND a.event_id = x.event_id AND a.kafka_partition = x.p AND a.kafka_offset = x.o
                 AND a.action IN ('ACCEPTED', 'RETRY_ACCEPTED')
 LEFT JOIN audit_commits c ON c.xid = a.xid
-CROSS JOIN audit_relay r
+CROSS JOIN `+v.relayAt()+` r
 GROUP BY x.i`, srcs, ids, parts, offs)
 	if err != nil {
 		return fmt.Errorf("audit: look up decisions: %w", err)

@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/hookstream/hookstream/audit"
 	"github.com/hookstream/hookstream/internal/wire"
 )
 
@@ -101,6 +102,10 @@ func (r *scheduleRun) verify(l *scheduleLoad) int64 {
 	// receiver record to audit_log, and verify finds topic, table and
 	// events in agreement.
 	f := &killFixture{t: r.t, ctx: r.ctx, env: r.env, broker: r.cluster.Brokers(), pool: r.pool}
+	r.waitUntil("the relay to publish every row", 3*time.Minute, func() (bool, string) {
+		n, err := audit.Unpublished(r.ctx, r.pool)
+		return err == nil && n == 0, fmt.Sprintf("%d rows unpublished (%v)", n, err)
+	})
 	f.waitGroupCommitted()
 	f.waitSinkCaughtUp()
 	before := r.t.Failed()

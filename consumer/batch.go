@@ -32,9 +32,23 @@ type batch struct {
 	dups  []*Event
 }
 
+// events are every event of b, its lanes' and its duplicates.
+func (b *batch) events() []*Event {
+	evs := append([]*Event(nil), b.dups...)
+	for _, l := range b.lanes {
+		evs = append(evs, l.events...)
+	}
+	return evs
+}
+
 // runBatch drives b to durable outcomes and stores the position. It
 // returns errFenced or ctx's error when the batch was abandoned.
 func (c *Consumer) runBatch(ctx context.Context, b *batch) error {
+	if c.tracer != nil {
+		evs := b.events()
+		c.startAttempts(evs, time.Now())
+		defer abandonAttempts(evs...)
+	}
 	if c.cfg.Deliverer != nil {
 		return c.deliverBatch(ctx, b)
 	}
@@ -104,6 +118,7 @@ func (c *Consumer) groupTx(ctx context.Context, b *batch, lanes []*lane, dups []
 	if err != nil {
 		return nil, err
 	}
+	times := batchTimes{lookup: start, lookedUp: time.Now()}
 	calls := 0 // the first call always runs: every transaction makes progress
 	budget := func() bool { calls++; return calls > 1 && time.Since(start) > c.cfg.CommitInterval }
 	var res []result
@@ -117,6 +132,7 @@ func (c *Consumer) groupTx(ctx context.Context, b *batch, lanes []*lane, dups []
 			more = append(more, &lane{key: l.key, events: rest})
 		}
 	}
+	times.record = time.Now()
 	if err := c.record(ctx, tx, res, dups); err != nil {
 		return nil, err
 	}
@@ -127,6 +143,10 @@ func (c *Consumer) groupTx(ctx context.Context, b *batch, lanes []*lane, dups []
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return nil, err
+	}
+	if c.tracer != nil {
+		times.recorded = time.Now()
+		c.tracedBatch(res, dups, times)
 	}
 	c.counted(res, dups, time.Since(start))
 	batchEvents.Observe(float64(len(res) + len(dups)))
@@ -144,11 +164,13 @@ func (c *Consumer) deliverBatch(ctx context.Context, b *batch) error {
 	if err != nil {
 		return err
 	}
+	times := batchTimes{lookup: start, lookedUp: time.Now()}
 	res, err := c.deliverLanes(ctx, before, b.lanes)
 	if err != nil {
 		return err
 	}
 	return c.retrying(ctx, func() error {
+		times.record = time.Now()
 		tx, err := c.begin(ctx, b.parts)
 		if err != nil {
 			return err
@@ -168,6 +190,10 @@ func (c *Consumer) deliverBatch(ctx context.Context, b *batch) error {
 		}
 		if err := tx.Commit(ctx); err != nil {
 			return err
+		}
+		if c.tracer != nil {
+			times.recorded = time.Now()
+			c.tracedBatch(rs, b.dups, times)
 		}
 		c.counted(rs, b.dups, time.Since(start))
 		batchEvents.Observe(float64(len(rs) + len(b.dups)))

@@ -138,8 +138,12 @@ type blockRow struct {
 // its oldest PARKED one when DRAINING) and records the outcome. again: the
 // customer is due again at once (more to drain).
 func (c *Consumer) blockStep(ctx context.Context, partition int32, epoch int64, k customerKey) (again bool, err error) {
+	start := time.Now()
 	if c.cfg.Deliverer == nil {
-		return c.stepTx(ctx, partition, epoch, k, func(tx pgx.Tx, ev *Event) (error, error) { return c.handle(ctx, tx, ev) })
+		return c.stepTx(ctx, partition, epoch, k, func(tx pgx.Tx, ev *Event) (error, error) {
+			c.startStep(ev, start)
+			return c.handle(ctx, tx, ev)
+		})
 	}
 	// A Deliverer's call runs between two transactions: the first finds
 	// the step (and ends a finished drain), the second records it if the
@@ -152,16 +156,32 @@ func (c *Consumer) blockStep(ctx context.Context, partition int32, epoch int64, 
 	if !errors.Is(err, errSkipStep) || target == nil {
 		return again, err
 	}
+	c.startStep(target, start)
 	herr, err := c.handle(ctx, nil, target)
 	if err != nil {
+		abandonAttempts(target)
 		return false, err
 	}
 	return c.stepTx(ctx, partition, epoch, k, func(_ pgx.Tx, ev *Event) (error, error) {
 		if ev.EventID != target.EventID || ev.Attempt != target.Attempt {
+			abandonAttempts(target)
 			return nil, errStepMoved
 		}
+		// The attempt is target's: its span, and its headers, which
+		// hold the trace context the attempt may have begun.
+		ev.trace, ev.Headers = target.trace, target.Headers
 		return herr, nil
 	})
+}
+
+// startStep starts the span of a step's attempt at ev, with its lookup
+// (from start, the step's first transaction, until now).
+func (c *Consumer) startStep(ev *Event, start time.Time) {
+	if c.tracer == nil {
+		return
+	}
+	c.startAttempt(ev, triggerStep, start)
+	c.stepSpan(ev, "lookup", start, time.Now(), 1)
 }
 
 var (
@@ -182,14 +202,19 @@ func (c *Consumer) stepTx(ctx context.Context, partition int32, epoch int64, k c
 		return false, err
 	}
 	var f *failure
+	var recording time.Time
 	if ev != nil {
 		herr, err := run(tx, ev)
+		// An attempt that is not recorded below runs again: its span ends
+		// here as abandoned.
+		defer abandonAttempts(ev)
 		if errors.Is(err, errStepMoved) {
 			return true, nil // look again
 		}
 		if err != nil {
 			return false, err
 		}
+		recording = time.Now()
 		var more []*wire.AuditRecord
 		more, f, again, err = c.stepOutcome(ctx, tx, blk, ev, herr)
 		if err != nil {
@@ -204,6 +229,10 @@ func (c *Consumer) stepTx(ctx context.Context, partition int32, epoch int64, k c
 		return false, err
 	}
 	if ev != nil {
+		if ev.trace != nil {
+			c.stepSpan(ev, "record", recording, time.Now(), 1)
+			c.endAttempt(ev, "processed", f)
+		}
 		c.stepCounted(ev, f)
 	}
 	return again, nil

@@ -13,7 +13,11 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/hookstream/hookstream/internal/redact"
+	"github.com/hookstream/hookstream/internal/tracing"
 	"github.com/hookstream/hookstream/internal/wire"
 )
 
@@ -109,6 +113,10 @@ type Config struct {
 	Logger *slog.Logger
 	// KafkaOpts are extra client options (tests: shorter session timeouts).
 	KafkaOpts []kgo.Opt
+	// TracerProvider makes a span of every attempt at an event (trace.go).
+	// Default nil: no spans; the destination gets the event's
+	// traceparent and tracestate as they came.
+	TracerProvider trace.TracerProvider
 }
 
 func (c Config) withDefaults() Config {
@@ -182,6 +190,9 @@ type Consumer struct {
 	// jobs carries partitions' records to the batch gatherer (gather.go).
 	jobs chan *job
 
+	// tracer is nil when tracing is off.
+	tracer trace.Tracer
+
 	// handlerAvg is the recent average handler time in nanoseconds. It
 	// starts at 1ms: a few hundred events are then spread over as many
 	// groups as Concurrency allows, and fast handlers bring it down
@@ -198,6 +209,9 @@ func New(cfg Config) (*Consumer, error) {
 	c := &Consumer{cfg: cfg, log: cfg.Logger, workers: map[int32]*worker{}, epochs: map[int32]int64{},
 		slots: make(chan struct{}, cfg.Concurrency), jobs: make(chan *job)}
 	c.handlerAvg.Store(int64(time.Millisecond))
+	if cfg.TracerProvider != nil {
+		c.tracer = cfg.TracerProvider.Tracer(tracing.TracerName)
+	}
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.ClientID("hookstream-consumer"),
@@ -305,11 +319,22 @@ func (c *Consumer) call(ctx context.Context, tx pgx.Tx, ev *Event) error {
 	}
 	defer func() { <-c.slots }()
 	start := time.Now()
+	ctx = callContext(ctx, ev)
 	var err error
 	if c.cfg.Deliverer != nil {
 		err = c.cfg.Deliverer.Deliver(ctx, ev)
 	} else {
+		var span trace.Span
+		if ev.trace != nil {
+			ctx, span = c.tracer.Start(ctx, "handle")
+		}
 		err = c.cfg.Handler.Handle(ctx, tx, ev)
+		if span != nil {
+			if err != nil {
+				span.SetStatus(codes.Error, redact.Text(err.Error()))
+			}
+			span.End()
+		}
 	}
 	c.observeHandler(time.Since(start))
 	return err

@@ -79,6 +79,12 @@ func (c *Consumer) auditRecord(ev *Event, action wire.Action, reason string, det
 	if err != nil {
 		id = uuid.New()
 	}
+	if id := ev.traceID(); id != "" {
+		if detail == nil {
+			detail = make(map[string]any, 1)
+		}
+		detail[wire.DetailTraceID] = id
+	}
 	p, o := ev.Partition, ev.Offset
 	return &wire.AuditRecord{
 		SchemaVersion: wire.AuditSchemaVersion, AuditID: id.String(),

@@ -111,13 +111,14 @@ func nullTime(t time.Time) *time.Time {
 
 // logFailure logs a committed failure.
 func (c *Consumer) logFailure(ev *Event, f failure) {
+	log := c.logFor(ev)
 	if f.dead {
 		outcomesTotal.WithLabelValues(ev.Source, "dead").Inc()
-		c.log.Error("event dead-lettered; customer parked", "event_id", ev.EventID, "source", ev.Source, "customer_id", ev.CustomerID, "attempts", ev.Attempt, "error", f.msg)
+		log.Error("event dead-lettered; customer parked", "event_id", ev.EventID, "source", ev.Source, "customer_id", ev.CustomerID, "attempts", ev.Attempt, "error", f.msg)
 		return
 	}
 	outcomesTotal.WithLabelValues(ev.Source, "failed").Inc()
-	c.log.Warn("event failed; retry scheduled", "event_id", ev.EventID, "source", ev.Source, "attempt", ev.Attempt, "backoff", f.delay, "error", f.msg)
+	log.Warn("event failed; retry scheduled", "event_id", ev.EventID, "source", ev.Source, "attempt", ev.Attempt, "backoff", f.delay, "error", f.msg)
 }
 
 func (c *Consumer) deadLetter(ctx context.Context, ev *Event, msg string) error {

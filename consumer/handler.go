@@ -27,6 +27,10 @@ type Event struct {
 	// Redrive is set on an event the receiver accepted again after it had
 	// FAILED or gone DEAD.
 	Redrive bool
+
+	// trace is the span of this attempt, nil when the consumer does not
+	// trace (trace.go).
+	trace *attemptTrace
 }
 
 // Handler processes an event. tx commits together with the event's

@@ -12,8 +12,14 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/hookstream/hookstream/internal/redact"
 	"github.com/hookstream/hookstream/internal/sources"
+	"github.com/hookstream/hookstream/internal/tracing"
 	"github.com/hookstream/hookstream/internal/wire"
 )
 
@@ -37,6 +43,9 @@ type Destinations struct {
 type destination struct {
 	sources.Destination
 	shown string
+	// host and port name the server in the call's span.
+	host string
+	port int
 }
 
 // NewDestinations builds the deliverer from the sources' destinations.
@@ -53,18 +62,53 @@ func NewDestinations(srcs []sources.Source, client *http.Client, maxConns int) *
 	d := &Destinations{bySource: map[string]destination{}, client: client}
 	for _, s := range srcs {
 		if s.Destination != nil {
-			d.bySource[s.Name] = destination{Destination: *s.Destination, shown: redact.URL(s.Destination.URL)}
+			d.bySource[s.Name] = newDestination(*s.Destination)
 		}
 	}
 	return d
 }
 
-// Deliver implements Deliverer.
+func newDestination(s sources.Destination) destination {
+	d := destination{Destination: s, shown: redact.URL(s.URL)}
+	if u, err := url.Parse(s.URL); err == nil {
+		d.host = u.Hostname()
+		d.port, _ = strconv.Atoi(u.Port())
+		if d.port == 0 && u.Scheme == "https" {
+			d.port = 443
+		} else if d.port == 0 {
+			d.port = 80
+		}
+	}
+	return d
+}
+
+// Deliver implements Deliverer. When ctx holds a span (the consumer's
+// attempt at ev), the call is a client span of its own, whose context the
+// destination receives in traceparent and tracestate; otherwise the
+// destination receives the event's as they came.
 func (d *Destinations) Deliver(ctx context.Context, ev *Event) error {
 	dest, ok := d.bySource[ev.Source]
 	if !ok {
 		return nil
 	}
+	parent := trace.SpanFromContext(ctx)
+	if !parent.SpanContext().IsValid() {
+		_, err := d.deliver(ctx, dest, ev, false)
+		return err
+	}
+	ctx, span := parent.TracerProvider().Tracer(tracing.TracerName).Start(ctx, http.MethodPost,
+		trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(semconv.HTTPRequestMethodPost, semconv.URLFull(dest.shown),
+			semconv.ServerAddress(dest.host), semconv.ServerPort(dest.port)))
+	status, err := d.deliver(ctx, dest, ev, true)
+	endCallSpan(ctx, span, status, err)
+	return err
+}
+
+// deliver makes the call and returns the destination's status (0 when
+// it did not answer); traced: the destination receives the context of the
+// span in ctx instead of the event's.
+func (d *Destinations) deliver(ctx context.Context, dest destination, ev *Event, traced bool) (int, error) {
 	timeout := dest.Timeout
 	if timeout <= 0 {
 		timeout = sources.DefaultDestTimeout
@@ -73,7 +117,7 @@ func (d *Destinations) Deliver(ctx context.Context, ev *Event) error {
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, dest.URL, bytes.NewReader(ev.Body))
 	if err != nil {
-		return Permanent(fmt.Errorf("deliver to %s: %w", dest.shown, unwrapURL(err)))
+		return 0, Permanent(fmt.Errorf("deliver to %s: %w", dest.shown, unwrapURL(err)))
 	}
 	ct := ev.Headers[wire.HeaderContentType]
 	if ct == "" {
@@ -83,33 +127,60 @@ func (d *Destinations) Deliver(ctx context.Context, ev *Event) error {
 	req.Header.Set("Idempotency-Key", ev.EventID)
 	req.Header.Set("User-Agent", "hookstream")
 	for k, v := range ev.Headers {
-		if k == wire.HeaderAudit {
-			continue // hookstream's own record, not the destination's business
+		switch k {
+		case wire.HeaderAudit:
+			// hookstream's own record, not the destination's business
+		case wire.HeaderTraceparent, wire.HeaderTracestate:
+			if !traced {
+				req.Header.Set(k, v) // the W3C names, as they came
+			}
+		default:
+			req.Header.Set("X-Hookstream-"+k, v)
 		}
-		if k == wire.HeaderTraceparent {
-			req.Header.Set("Traceparent", v)
-			continue
-		}
-		req.Header.Set("X-Hookstream-"+k, v)
 	}
 	req.Header.Set("X-Hookstream-Attempt", strconv.Itoa(ev.Attempt))
+	if traced {
+		tracing.Propagator.Inject(ctx, propagation.HeaderCarrier(req.Header))
+	}
 	resp, err := d.client.Do(req)
 	if err != nil {
-		return fmt.Errorf("deliver to %s: %w", dest.shown, unwrapURL(err))
+		return 0, fmt.Errorf("deliver to %s: %w", dest.shown, unwrapURL(err))
 	}
 	defer resp.Body.Close()
 	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 	switch {
 	case resp.StatusCode >= 200 && resp.StatusCode < 300:
-		return nil
+		return resp.StatusCode, nil
 	case resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != http.StatusRequestTimeout && resp.StatusCode != http.StatusTooManyRequests:
-		return Permanent(fmt.Errorf("deliver to %s: %s: %s", dest.shown, resp.Status, strings.TrimSpace(string(snippet))))
+		return resp.StatusCode, Permanent(fmt.Errorf("deliver to %s: %s: %s", dest.shown, resp.Status, strings.TrimSpace(string(snippet))))
 	}
 	err = fmt.Errorf("deliver to %s: %s: %s", dest.shown, resp.Status, strings.TrimSpace(string(snippet)))
 	if after := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); after > 0 {
-		return RetryAfter(err, after)
+		return resp.StatusCode, RetryAfter(err, after)
 	}
-	return err
+	return resp.StatusCode, err
+}
+
+// endCallSpan ends a destination call's span by the HTTP client
+// conventions: a status of 400 or more, or no answer, is an error; the
+// error text is redacted as everywhere it is shown.
+func endCallSpan(ctx context.Context, span trace.Span, status int, err error) {
+	if status > 0 {
+		span.SetAttributes(semconv.HTTPResponseStatusCode(status))
+	}
+	switch {
+	case status >= 400:
+		span.SetAttributes(semconv.ErrorTypeKey.String(strconv.Itoa(status)))
+		span.SetStatus(codes.Error, "")
+	case err != nil:
+		kind := semconv.ErrorTypeOther
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			kind = semconv.ErrorTypeKey.String("timeout")
+		}
+		span.SetAttributes(kind)
+		span.SetStatus(codes.Error, redact.Text(err.Error()))
+	}
+	span.End()
 }
 
 // unwrapURL drops net/http's *url.Error around err: it names the URL with

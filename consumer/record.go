@@ -113,7 +113,7 @@ func (c *Consumer) decisions(res []result, dups []*Event) []*wire.AuditRecord {
 		}
 		if err != nil {
 			badDecisions.Inc()
-			c.log.Warn("the receiver's decision travelling with an event is unreadable", "source", ev.Source, "event_id", ev.EventID, "error", err)
+			c.logFor(ev).Warn("the receiver's decision travelling with an event is unreadable", "source", ev.Source, "event_id", ev.EventID, "error", err)
 			return
 		}
 		p, o := ev.Partition, ev.Offset

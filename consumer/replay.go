@@ -45,6 +45,9 @@ type requeued struct {
 	partition                   int32
 	offset                      int64
 	retryNow                    bool // it is its customer's blocker, due now
+	// traceparent and tracestate are the event's trace context, as stored
+	// with it ("" when it has none).
+	traceparent, tracestate string
 }
 
 // requeue puts a FAILED or DEAD event back in its customer's line, in tx:
@@ -68,8 +71,10 @@ func requeue(ctx context.Context, tx pgx.Tx, source, eventID string) (*requeued,
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return nil, err
 	}
-	err = tx.QueryRow(ctx, `SELECT event_type, status, attempts, kafka_partition, kafka_offset FROM events
-WHERE source = $1 AND event_id = $2 FOR UPDATE`, source, eventID).Scan(&rq.eventType, &rq.status, &rq.attempts, &rq.partition, &rq.offset)
+	err = tx.QueryRow(ctx, `SELECT event_type, status, attempts, kafka_partition, kafka_offset,
+  coalesce(headers->>'traceparent', ''), coalesce(headers->>'tracestate', '') FROM events
+WHERE source = $1 AND event_id = $2 FOR UPDATE`, source, eventID).Scan(&rq.eventType, &rq.status, &rq.attempts, &rq.partition, &rq.offset,
+		&rq.traceparent, &rq.tracestate)
 	if err != nil {
 		return nil, err
 	}
@@ -107,6 +112,7 @@ func (c *Consumer) redrive(ctx context.Context, tx pgx.Tx, ev *Event) (*wire.Aud
 	if err != nil {
 		return nil, err
 	}
+	linkRedrive(ev, rq)
 	ev.Attempt = rq.attempts
 	if rq.retryNow {
 		return c.auditRecord(ev, wire.ActionRetryScheduled, "redrive", map[string]any{"next_attempt": rq.attempts + 1, "backoff_ms": 0}), nil

@@ -48,6 +48,9 @@ type flight struct {
 
 	// Written by each stage before it starts the next.
 	checkStart, produceStart time.Time
+
+	// trace is nil when tracing is off.
+	trace *flightTrace
 }
 
 const (
@@ -81,9 +84,15 @@ func (r *Receiver) startFlight(req *request) *flight {
 		return f
 	}
 	f.event = rec
+	if req.trace != nil {
+		f.trace = &flightTrace{ctx: req.trace.ctx}
+	}
 	if r.cfg.Duplicates == nil {
 		f.checked(StatusUnknown, nil)
 	} else {
+		if f.trace != nil {
+			f.trace.lookup = r.startLookup(f.trace.ctx)
+		}
 		r.cfg.Duplicates.Lookup(req.src.cfg.Name, req.eventID, f.checked)
 	}
 	return f
@@ -115,12 +124,18 @@ func (f *flight) checked(status Status, err error) {
 	if f.r.cfg.Duplicates != nil {
 		duplicateCheckSeconds.Observe(time.Since(f.checkStart).Seconds())
 	}
+	if f.trace != nil && f.trace.lookup != nil {
+		endLookup(f.trace.lookup, status, err)
+	}
 	if err != nil || status != StatusUnknown {
 		f.answer(flightResult{checked: true, status: status, dupErr: err}, flightChecking)
 		return
 	}
 	if !f.state.CompareAndSwap(flightChecking, flightProducing) {
 		return // answered once already
+	}
+	if f.trace != nil {
+		f.trace.send = f.r.startSend(f.trace.ctx, f.event.Topic)
 	}
 	f.produceStart = time.Now()
 	f.timer.Reset(f.r.cfg.ProduceTimeout + promiseGrace)
@@ -130,8 +145,11 @@ func (f *flight) checked(status Status, err error) {
 }
 
 // stored is the event's promise.
-func (f *flight) stored(_ *kgo.Record, err error) {
+func (f *flight) stored(rec *kgo.Record, err error) {
 	produceSeconds.Observe(time.Since(f.produceStart).Seconds())
+	if f.trace != nil {
+		endSend(f.trace.send, rec, err)
+	}
 	if errors.Is(err, kgo.ErrMaxBuffered) {
 		// Never sent: the handler produces it, waiting for room.
 		f.answer(flightResult{checked: true, status: StatusUnknown}, flightProducing)

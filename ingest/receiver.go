@@ -17,9 +17,11 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/hookstream/hookstream/ingest/signature"
 	"github.com/hookstream/hookstream/internal/sources"
+	"github.com/hookstream/hookstream/internal/tracing"
 	"github.com/hookstream/hookstream/internal/wire"
 )
 
@@ -69,6 +71,10 @@ type Config struct {
 	// RejectionAudit bounds the audit records of rejections. Zero value:
 	// the defaults named in RejectionAuditConfig.
 	RejectionAudit RejectionAuditConfig
+	// TracerProvider makes the receiver's spans (trace.go). Default nil:
+	// no spans, and a provider's valid traceparent and tracestate go on
+	// in the event record unchanged.
+	TracerProvider trace.TracerProvider
 }
 
 // WithDefaults returns c with zero fields set to their defaults.
@@ -167,6 +173,8 @@ type Receiver struct {
 	// rejections decides which rejections get a record of their own
 	// (rejectaudit.go).
 	rejections *rejectionAudit
+	// tracer is nil when tracing is off.
+	tracer trace.Tracer
 }
 
 // New compiles the sources (signature schemes, JSON Schemas, rate limits)
@@ -183,6 +191,9 @@ func New(cfg Config) (*Receiver, error) {
 			reserved: cfg.PreAuth.MaxUnverifiedBodyBytes,
 		}}
 	r.rejections = newRejectionAudit(cfg.RejectionAudit, cfg.Instance, r.summarized)
+	if cfg.TracerProvider != nil {
+		r.tracer = cfg.TracerProvider.Tracer(tracing.TracerName)
+	}
 	for _, s := range cfg.Sources {
 		if _, dup := r.sources[s.Name]; dup {
 			return nil, fmt.Errorf("ingest: source %q defined twice", s.Name)
@@ -235,15 +246,23 @@ type request struct {
 	eventID    string
 	customerID string
 	eventType  string
+	// trace is nil when tracing is off.
+	trace *requestTrace
 }
 
 func (r *Receiver) handle(c *gin.Context) {
 	req := &request{c: c, receivedAt: time.Now().UTC(), sourceName: c.Param("source")}
 	req.requestID, req.clientRequestID = requestIDs(c)
-	if rej, detail := r.check(req); rej != nil {
+	if r.tracer != nil {
+		r.startRequest(req)
+	}
+	if rej, detail := r.checkTraced(req); rej != nil {
 		r.rejected(req, rej, detail)
 	} else {
 		r.decide(req)
+	}
+	if req.trace != nil {
+		r.endRequest(req)
 	}
 	req.raw.release(req.bodyHeld)
 }
@@ -422,7 +441,7 @@ func (r *Receiver) decideKnown(req *request, status Status, dupErr error) {
 		// The receiver does not own dedupe: accept, and let the consumer's
 		// claim catch a duplicate. Refusing here would turn a database
 		// outage into lost deliveries for providers that do not retry.
-		r.log.Warn("duplicate check failed; accepting", "request_id", req.requestID, "error", dupErr)
+		r.logFor(req).Warn("duplicate check failed; accepting", "request_id", req.requestID, "error", dupErr)
 		detail = map[string]any{"duplicate_check": "unavailable"}
 	}
 	switch status {
@@ -456,9 +475,16 @@ func (r *Receiver) decideKnown(req *request, status Status, dupErr error) {
 	}
 	rec, err := r.decidedEvent(req, action, detail, redrive)
 	if err == nil {
+		var span trace.Span
+		if req.trace != nil {
+			span = r.startSend(req.trace.ctx, rec.Topic)
+		}
 		produceStart := time.Now()
 		err = r.produce(rec)
 		produceSeconds.Observe(time.Since(produceStart).Seconds())
+		if span != nil {
+			endSend(span, rec, err)
+		}
 	}
 	if err != nil {
 		r.unstored(req, err)
@@ -478,7 +504,7 @@ func (r *Receiver) decideKnown(req *request, status Status, dupErr error) {
 // decision is durable.
 func (r *Receiver) duplicate(req *request, reason string, status int, detail map[string]any) bool {
 	rec := r.auditRecord(req, wire.ActionDuplicate, reason, status, detail)
-	err := r.awaitAudit(rec)
+	err := r.awaitAudit(req, rec)
 	if err == nil {
 		return true
 	}
@@ -493,14 +519,14 @@ func (r *Receiver) unstored(req *request, err error) {
 	// Stopped waiting: the producer may still hold the record, and with it
 	// the body's buffer.
 	req.bodyHeld = errors.Is(err, errProduceTimeout)
-	r.log.Error("produce failed", "request_id", req.requestID, "event_id", req.eventID, "error", err)
+	r.logFor(req).Error("produce failed", "request_id", req.requestID, "event_id", req.eventID, "error", err)
 	r.unavailable(req, "the event could not be stored; retry later", map[string]any{"error": err.Error()})
 }
 
 // unavailable answers 503 with Retry-After.
 func (r *Receiver) unavailable(req *request, message string, detail map[string]any) {
 	rej := unavailable(message, r.cfg.RetryAfter)
-	r.log.Warn("request not accepted", "request_id", req.requestID, "source", req.sourceName, "event_id", req.eventID, "status", rej.status, "code", rej.code)
+	r.logFor(req).Warn("request not accepted", "request_id", req.requestID, "source", req.sourceName, "event_id", req.eventID, "status", rej.status, "code", rej.code)
 	// The broker just failed us: waiting for this record too would
 	// double the time to answer during an outage. It is sent all the
 	// same and lands if the broker is back within the timeout.
@@ -522,20 +548,24 @@ func (r *Receiver) decidedEvent(req *request, action wire.Action, detail map[str
 
 func (r *Receiver) eventRecord(req *request, redrive bool, audit []byte) *kgo.Record {
 	h := req.c.Request.Header
-	var vals [9]string
+	var vals [10]string
 	vals[0], vals[1], vals[2], vals[3] = req.eventID, req.src.cfg.Name, req.customerID, req.eventType
 	vals[4], vals[5] = req.receivedAt.Format(time.RFC3339Nano), req.requestID
-	vals[6], vals[7] = h.Get("Content-Type"), h.Get("Traceparent")
+	vals[6] = h.Get("Content-Type")
+	vals[7], vals[8] = req.eventTraceHeaders()
 	if redrive {
-		vals[8] = "true"
+		vals[9] = "true"
 	}
 	// One allocation holds every header value (and the key).
-	size := len(req.customerID)
+	size, n := len(req.customerID), 0
 	for _, v := range vals {
-		size += len(v)
+		if v != "" {
+			size += len(v)
+			n++
+		}
 	}
 	buf := make([]byte, 0, size)
-	hs := make([]kgo.RecordHeader, 0, len(vals)+1)
+	hs := make([]kgo.RecordHeader, 0, n+1)
 	for i, v := range vals {
 		if v != "" {
 			buf = append(buf, v...)
@@ -554,10 +584,10 @@ func (r *Receiver) eventRecord(req *request, redrive bool, audit []byte) *kgo.Re
 
 // eventHeaderKeys are the event record's headers, in the order eventRecord
 // fills them.
-var eventHeaderKeys = [9]string{
+var eventHeaderKeys = [10]string{
 	wire.HeaderEventID, wire.HeaderSource, wire.HeaderCustomerID, wire.HeaderEventType,
 	wire.HeaderReceivedAt, wire.HeaderRequestID, wire.HeaderContentType, wire.HeaderTraceparent,
-	wire.HeaderRedrive,
+	wire.HeaderTracestate, wire.HeaderRedrive,
 }
 
 // errProduceTimeout: the broker neither acknowledged nor refused in time.
@@ -627,15 +657,16 @@ func (r *Receiver) rejected(req *request, rej *rejection, detail map[string]any)
 	if req.src == nil {
 		source = quoteName(source) // a stranger's, and of any length
 	}
+	log := r.logFor(req)
 	if rej.status >= 500 {
-		r.log.Warn("request not accepted", "request_id", req.requestID, "source", source, "event_id", req.eventID, "status", rej.status, "code", rej.code)
+		log.Warn("request not accepted", "request_id", req.requestID, "source", source, "event_id", req.eventID, "status", rej.status, "code", rej.code)
 	} else {
-		r.log.Info("request rejected", "request_id", req.requestID, "source", source, "event_id", req.eventID, "status", rej.status, "code", rej.code)
+		log.Info("request rejected", "request_id", req.requestID, "source", source, "event_id", req.eventID, "status", rej.status, "code", rej.code)
 	}
 	// Best effort: the rejection stands whether or not its record lands
 	// (a failure is counted and logged). It is awaited all the same, so
 	// that the answer follows its record when the topic works.
-	r.awaitRejection(r.auditRecord(req, wire.ActionRejected, rej.code, rej.status, detail))
+	r.awaitRejection(req, r.auditRecord(req, wire.ActionRejected, rej.code, rej.status, detail))
 	rej.write(req.c)
 	r.count(req, rej)
 }
@@ -669,6 +700,9 @@ func (r *Receiver) summarized(rec *wire.AuditRecord) {
 // server's request id. detail is the caller's to give away: the client's
 // request id is added to it.
 func (r *Receiver) auditRecord(req *request, action wire.Action, reason string, status int, detail map[string]any) *wire.AuditRecord {
+	if req.trace != nil {
+		detail = req.withTraceID(detail)
+	}
 	if req.clientRequestID != "" {
 		if detail == nil {
 			detail = make(map[string]any, 1)
@@ -696,15 +730,23 @@ func (r *Receiver) auditRecord(req *request, action wire.Action, reason string, 
 	return rec
 }
 
-// awaitAudit produces rec to the audit topic and waits for the broker.
-func (r *Receiver) awaitAudit(rec *wire.AuditRecord) error {
+// awaitAudit produces rec, a decision about req, to the audit topic and
+// waits for the broker.
+func (r *Receiver) awaitAudit(req *request, rec *wire.AuditRecord) error {
 	kr, err := rec.KafkaRecord(r.cfg.Topics.Audit)
 	if err != nil {
 		return err
 	}
+	var span trace.Span
+	if req.trace != nil {
+		span = r.startSend(req.trace.ctx, kr.Topic)
+	}
 	start := time.Now()
 	err = r.produce(kr)
 	auditSeconds.Observe(time.Since(start).Seconds())
+	if span != nil {
+		endSend(span, kr, err)
+	}
 	return err
 }
 
@@ -714,17 +756,24 @@ func (r *Receiver) awaitAudit(rec *wire.AuditRecord) error {
 // first the record stays buffered: it lands when the broker is back
 // within the rejection producer's delivery timeout, and is counted as not
 // published only if it does not.
-func (r *Receiver) awaitRejection(rec *wire.AuditRecord) {
+func (r *Receiver) awaitRejection(req *request, rec *wire.AuditRecord) {
 	kr, err := rec.KafkaRecord(r.cfg.Topics.Audit)
 	if err != nil {
 		r.auditFailures.failed(auditKindRejected, rec, err)
 		return
 	}
+	var span trace.Span
+	if req.trace != nil {
+		span = r.startSend(req.trace.ctx, kr.Topic) // ends with the promise, which may come after the answer
+	}
 	start := time.Now()
 	done := make(chan struct{})
-	r.cfg.RejectionProducer.TryProduce(context.Background(), kr, func(_ *kgo.Record, err error) {
+	r.cfg.RejectionProducer.TryProduce(context.Background(), kr, func(sent *kgo.Record, err error) {
 		if err != nil {
 			r.auditFailures.failed(auditKindRejected, rec, err)
+		}
+		if span != nil {
+			endSend(span, sent, err)
 		}
 		close(done)
 	})

@@ -16,6 +16,10 @@ func TestBadConfigNamesTheField(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("sources:\n  - name: s\n    scheme: stripe\n    customer_id: {pointer: /c}\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	good := filepath.Join(t.TempDir(), "good.yaml")
+	if err := os.WriteFile(good, []byte("sources:\n  - name: s\n    scheme: stripe\n    secrets: [whsec_0123456789abcdef]\n    customer_id: {pointer: /c}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		args []string
 		env  map[string]string
@@ -42,10 +46,13 @@ func TestBadConfigNamesTheField(t *testing.T) {
 		{[]string{"topics", "--kafka-sasl-mechanism", "plain", "--kafka-sasl-user", "u"}, nil, "kafka-sasl-password (HOOKSTREAM_KAFKA_SASL_PASSWORD): required"},
 		{[]string{"replay", "--status", "DEAD"}, map[string]string{"HOOKSTREAM_KAFKA_TLS": "yes please"}, `HOOKSTREAM_KAFKA_TLS: "yes please" is not a boolean`},
 		{[]string{"audit", "tail"}, map[string]string{"HOOKSTREAM_KAFKA_SASL_MECHANISM": "md5"}, "kafka-sasl-mechanism (HOOKSTREAM_KAFKA_SASL_MECHANISM)"},
+		{[]string{"serve", "--sources", good}, map[string]string{"OTEL_TRACES_EXPORTER": "zipkin"}, `OTEL_TRACES_EXPORTER: "zipkin" is not otlp, console or none`},
+		{[]string{"consume", "--database-url", "postgres://nowhere/db"}, map[string]string{"OTEL_TRACES_EXPORTER": "console", "OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "1%"}, "OTEL_TRACES_SAMPLER"},
 	}
 	for _, c := range cases {
 		for _, k := range []string{"HOOKSTREAM_SOURCES", "HOOKSTREAM_DATABASE_URL", "HOOKSTREAM_KAFKA_BROKERS", "HOOKSTREAM_PARTITIONS", "HOOKSTREAM_REPLICATION_FACTOR", "HOOKSTREAM_MIN_INSYNC_REPLICAS", "HOOKSTREAM_PRODUCE_TIMEOUT", "HOOKSTREAM_LOG_LEVEL",
-			"HOOKSTREAM_KAFKA_TLS", "HOOKSTREAM_KAFKA_TLS_CA", "HOOKSTREAM_KAFKA_SASL_MECHANISM", "HOOKSTREAM_KAFKA_SASL_USER", "HOOKSTREAM_KAFKA_SASL_PASSWORD"} {
+			"HOOKSTREAM_KAFKA_TLS", "HOOKSTREAM_KAFKA_TLS_CA", "HOOKSTREAM_KAFKA_SASL_MECHANISM", "HOOKSTREAM_KAFKA_SASL_USER", "HOOKSTREAM_KAFKA_SASL_PASSWORD",
+			"OTEL_TRACES_EXPORTER", "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG", "OTEL_SDK_DISABLED"} {
 			t.Setenv(k, "")
 			_ = os.Unsetenv(k)
 		}

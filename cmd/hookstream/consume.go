@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/hookstream/hookstream/audit"
 	"github.com/hookstream/hookstream/consumer"
@@ -21,7 +22,7 @@ import (
 	"github.com/hookstream/hookstream/internal/wire"
 )
 
-func runConsume(ctx context.Context, args []string, _ io.Writer, stderr io.Writer) error {
+func runConsume(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var s settings
 	var p processingSettings
 	fs := newFlagSet("consume", stderr)
@@ -46,9 +47,15 @@ func runConsume(ctx context.Context, args []string, _ io.Writer, stderr io.Write
 		}
 	}
 	startPprof(log)
+	tr, stopTracing, err := startTracing(ctx, s.instance, stdout, log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	proc, err := startProcessing(ctx, processingOptions{
 		brokers: s.brokers(), kafkaOpts: s.kafkaOpts, databaseURL: s.databaseURL, sources: srcs, instance: s.instance,
 		group: p.group, concurrency: p.concurrency, batchWait: p.batchWait, sessionTimeout: p.sessionTimeout, log: log,
+		tracer: tr.Provider(),
 	})
 	if err != nil {
 		return err
@@ -130,6 +137,8 @@ type processingOptions struct {
 	// idleTransactionTimeout: 0 is idleTransactionTimeout.
 	idleTransactionTimeout time.Duration
 	log                    *slog.Logger
+	// tracer makes the consumer's spans; nil: none.
+	tracer trace.TracerProvider
 }
 
 // idleTransactionTimeout is how long PostgreSQL lets a transaction of the
@@ -197,7 +206,8 @@ func startProcessing(ctx context.Context, o processingOptions) (_ *processing, e
 		KafkaOpts: kopts,
 		Brokers:   o.brokers, Pool: pool, Deliverer: consumer.NewDestinations(o.sources, nil, o.concurrency), Audit: audit.Writer{},
 		Group: o.group, Topics: o.topics, Concurrency: o.concurrency, BatchWait: o.batchWait, Instance: o.instance, Logger: o.log,
-		Retry: func(source string) consumer.RetryPolicy { return policies[source] },
+		Retry:          func(source string) consumer.RetryPolicy { return policies[source] },
+		TracerProvider: o.tracer,
 	})
 	if err != nil {
 		return nil, err

@@ -112,9 +112,15 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	startPprof(log)
+	tr, stopTracing, err := startTracing(ctx, s.instance, stdout, log)
+	if err != nil {
+		return err
+	}
+	cleanups = append(cleanups, stopTracing) // after the roles below have stopped
 	st, err := startReceiver(ctx, receiverOptions{
 		brokers: brokers, kafkaOpts: kafkaOpts, databaseURL: dbURL, addr: s.httpAddr, sources: srcs,
 		instance: s.instance, produceTimeout: s.produceTimeout, shutdownGrace: s.shutdownGrace, adminToken: s.adminToken, adminAddr: s.adminAddr, log: log,
+		tracer: tr.Provider(),
 	})
 	if err != nil {
 		return err
@@ -124,6 +130,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		proc, err := startProcessing(ctx, processingOptions{
 			brokers: brokers, kafkaOpts: kafkaOpts, databaseURL: dbURL, sources: srcs, instance: s.instance,
 			group: p.group, concurrency: p.concurrency, batchWait: p.batchWait, sessionTimeout: p.sessionTimeout, log: log,
+			tracer: tr.Provider(),
 		})
 		if err != nil {
 			return err

@@ -28,9 +28,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	startPprof(log)
+	tr, stopTracing, err := startTracing(ctx, s.instance, stdout, log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	st, err := startReceiver(ctx, receiverOptions{
 		brokers: s.brokers(), kafkaOpts: s.kafkaOpts, databaseURL: s.databaseURL, addr: s.httpAddr, sources: srcs,
 		instance: s.instance, produceTimeout: s.produceTimeout, shutdownGrace: s.shutdownGrace, adminToken: s.adminToken, adminAddr: s.adminAddr, log: log,
+		tracer: tr.Provider(),
 	})
 	if err != nil {
 		return err

@@ -11,6 +11,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/hookstream/hookstream/ingest"
 	"github.com/hookstream/hookstream/internal/admin"
@@ -49,6 +50,8 @@ type receiverOptions struct {
 	// listener then serves neither.
 	adminAddr string
 	log       *slog.Logger
+	// tracer makes the receiver's spans; nil: none.
+	tracer trace.TracerProvider
 }
 
 func startReceiver(ctx context.Context, o receiverOptions) (_ *receiverStack, err error) {
@@ -88,6 +91,7 @@ func startReceiver(ctx context.Context, o receiverOptions) (_ *receiverStack, er
 		Instance:          o.instance,
 		ProduceTimeout:    o.produceTimeout,
 		Logger:            o.log,
+		TracerProvider:    o.tracer,
 	})
 	if err != nil {
 		return nil, err

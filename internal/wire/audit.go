@@ -75,6 +75,12 @@ type AuditRecord struct {
 // sent, recorded as it came (never a key, never the record's request_id).
 const DetailClientRequestID = "client_request_id"
 
+// DetailTraceID is the detail key of the trace id (32 hex digits) of
+// the request or the attempt that made the decision, when the process
+// that made it traces (docs/design.md, "Tracing"). The trace may not
+// have been sampled.
+const DetailTraceID = "trace_id"
+
 // DetailSummary is the detail key of a REJECTED record that summarizes
 // the rejections of one source and reason past their rate (the receiver
 // records those one by one only up to it): an object with count,

@@ -42,7 +42,10 @@ const (
 	HeaderReceivedAt  = "received-at" // RFC 3339 with nanoseconds, UTC
 	HeaderRequestID   = "request-id"  // the receiver's own id, never a client's X-Request-Id
 	HeaderContentType = "content-type"
+	// HeaderTraceparent and HeaderTracestate are the W3C trace context of
+	// the event (docs/design.md, "Tracing").
 	HeaderTraceparent = "traceparent"
+	HeaderTracestate  = "tracestate"
 	// HeaderRedrive is set to "true" on an event the receiver produced again
 	// because the provider re-sent an event that had FAILED or gone DEAD.
 	HeaderRedrive = "redrive"

@@ -235,6 +235,9 @@ type request struct {
 	eventID    string
 	customerID string
 	eventType  string
+	// digest: what the signature covers, for sources whose event id it
+	// does not cover (replay.go); "" otherwise.
+	digest string
 }
 
 func (r *Receiver) handle(c *gin.Context) {
@@ -402,8 +405,13 @@ func ownIDs(a, b, c string) (string, string, string) {
 // decide runs the duplicate check and, for a new event, produces it with
 // its decision (see flight); anything else it decides step by step.
 func (r *Receiver) decide(req *request) {
+	if req.src.replayGuard {
+		req.digest = signedDigest(req.body)
+	}
 	res := r.startFlight(req).wait()
 	switch {
+	case res.replayOf != "":
+		r.replayed(req, res.replayOf)
 	case res.checked:
 		r.decideKnown(req, res.status, res.dupErr)
 	case res.eventErr != nil:
@@ -513,6 +521,12 @@ func (r *Receiver) unavailable(req *request, message string, detail map[string]a
 // (ACCEPTED or RETRY_ACCEPTED), as the audit record JSON in the header
 // wire.HeaderAudit: acknowledged together, durable together.
 func (r *Receiver) decidedEvent(req *request, action wire.Action, detail map[string]any, redrive bool) (*kgo.Record, error) {
+	if req.digest != "" {
+		if detail == nil {
+			detail = make(map[string]any, 1)
+		}
+		detail[detailSignedDigest] = req.digest
+	}
 	a, err := r.auditRecord(req, action, "", http.StatusAccepted, detail).Marshal()
 	if err != nil {
 		return nil, fmt.Errorf("ingest: %s audit record: %w", action, err)

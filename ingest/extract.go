@@ -127,10 +127,28 @@ func checkID(s string) string {
 	case !utf8.ValidString(s):
 		return "not valid UTF-8"
 	}
+	blank := true
 	for _, r := range s {
-		if unicode.IsControl(r) {
+		switch {
+		case unicode.IsControl(r):
 			return "contains control characters"
+		case unicode.Is(unicode.Cf, r):
+			// Bidi controls and zero-width characters: an id that shows as
+			// another, or as two ids that look the same.
+			return fmt.Sprintf("contains the format character %U", r)
+		case r == '\u2028' || r == '\u2029':
+			return "contains a line or paragraph separator"
+		case r == utf8.RuneError:
+			// What a decoder makes of a lone surrogate (\ud800): two ids
+			// that differ only there would become one.
+			return "contains U+FFFD (a lone surrogate, or a replaced byte)"
 		}
+		if !unicode.IsSpace(r) {
+			blank = false
+		}
+	}
+	if blank {
+		return "is only whitespace"
 	}
 	return ""
 }

@@ -1,0 +1,75 @@
+package ingest_test
+
+import (
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/hookstream/hookstream/ingest"
+	"github.com/hookstream/hookstream/internal/wire"
+)
+
+// hardeningCase is a request that must be refused with status and code,
+// with a detail containing detail when set.
+type hardeningCase struct {
+	name   string
+	path   string
+	h      http.Header
+	body   []byte
+	status int
+	code   string
+	detail string
+}
+
+// checkRefused posts each case and checks its answer, its REJECTED
+// record, and that nothing reached the events topic.
+func checkRefused(t *testing.T, tb *testBundle, prefix string, cases []hardeningCase) {
+	t.Helper()
+	for i, c := range cases {
+		reqID := prefix + strconv.Itoa(i)
+		c.h.Set("X-Request-Id", reqID)
+		status, _, out := tb.post(c.path, c.h, c.body)
+		if status != c.status {
+			t.Errorf("%s: status %d, want %d (body %s)", c.name, status, c.status, out)
+			continue
+		}
+		eb := decodeError(t, out)
+		if eb.Error.Code != c.code {
+			t.Errorf("%s: code %q, want %q (%s)", c.name, eb.Error.Code, c.code, out)
+		}
+		if c.detail != "" && !contains(eb.Error.Details, c.detail) {
+			t.Errorf("%s: details %q lack %q", c.name, eb.Error.Details, c.detail)
+		}
+		audits := tb.auditFor(reqID)
+		if len(audits) != 1 || audits[0].Action != wire.ActionRejected || audits[0].Reason != c.code {
+			t.Errorf("%s: audit %+v, want one REJECTED %s", c.name, audits, c.code)
+		}
+	}
+	if recs := tb.events(); len(recs) != 0 {
+		t.Errorf("refused requests reached the events topic: %d records, first %q", len(recs), recs[0].Value)
+	}
+}
+
+// TestIDsThatHideOrCollide: ids with format characters (bidi controls,
+// zero-width), line or paragraph separators, only whitespace, or a lone
+// surrogate (which decodes to U+FFFD, so two ids would become one) are
+// refused with invalid_id; in the body or in a header.
+func TestIDsThatHideOrCollide(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	open := func(id string) []byte { return []byte(`{"id":"` + id + `","customer":"c"}`) }
+	b64 := []byte(`{}`)
+	cases := []hardeningCase{
+		{"right-to-left override", "/webhooks/open", jsonHeaders(), open(`inv\u202egpj`), 400, ingest.CodeInvalidID, "format character"},
+		{"zero-width space", "/webhooks/open", jsonHeaders(), open(`a\u200bb`), 400, ingest.CodeInvalidID, "format character"},
+		{"byte order mark", "/webhooks/open", jsonHeaders(), open(`\ufeffa`), 400, ingest.CodeInvalidID, "format character"},
+		{"line separator", "/webhooks/open", jsonHeaders(), open(`a\u2028b`), 400, ingest.CodeInvalidID, "separator"},
+		{"paragraph separator", "/webhooks/open", jsonHeaders(), open(`a\u2029b`), 400, ingest.CodeInvalidID, "separator"},
+		{"only spaces", "/webhooks/open", jsonHeaders(), open(`   `), 400, ingest.CodeInvalidID, "whitespace"},
+		{"only a no-break space", "/webhooks/open", jsonHeaders(), open(`\u00a0`), 400, ingest.CodeInvalidID, "whitespace"},
+		{"lone surrogate", "/webhooks/open", jsonHeaders(), open(`a\ud800`), 400, ingest.CodeInvalidID, "surrogate"},
+		{"zero-width joiner in a header", "/webhooks/hmacb64", merge(jsonHeaders("X-Event-Id", "e\u200d1", "X-Customer-Id", "c"), sign(t, "hmac-sha256", hmacB64Secret, "", b64, time.Now(), "X-Hub-Sig", "base64")), b64, 400, ingest.CodeInvalidID, "format character"},
+	}
+	checkRefused(t, tb, "id-", cases)
+}

@@ -19,15 +19,18 @@ const (
 	// budget (503).
 	CodeOverloaded           = "overloaded"
 	CodeUnsupportedMediaType = "unsupported_media_type"
-	CodeBodyTooLarge         = "body_too_large"
-	CodeSignatureInvalid     = "signature_invalid"
-	CodeMalformedJSON        = "malformed_json"
-	CodeInvalidEncoding      = "invalid_encoding"
-	CodeSchemaViolation      = "schema_violation"
-	CodeMissingID            = "missing_id"
-	CodeInvalidID            = "invalid_id"
-	CodeUnavailable          = "unavailable"
-	CodeBadRequest           = "bad_request"
+	// CodeUnsupportedEncoding: a Content-Encoding other than identity
+	// (415).
+	CodeUnsupportedEncoding = "unsupported_encoding"
+	CodeBodyTooLarge        = "body_too_large"
+	CodeSignatureInvalid    = "signature_invalid"
+	CodeMalformedJSON       = "malformed_json"
+	CodeInvalidEncoding     = "invalid_encoding"
+	CodeSchemaViolation     = "schema_violation"
+	CodeMissingID           = "missing_id"
+	CodeInvalidID           = "invalid_id"
+	CodeUnavailable         = "unavailable"
+	CodeBadRequest          = "bad_request"
 )
 
 // ErrorBody is the JSON body of every 4xx and 5xx.

@@ -73,3 +73,26 @@ func TestIDsThatHideOrCollide(t *testing.T) {
 	}
 	checkRefused(t, tb, "id-", cases)
 }
+
+// TestContentEncodingRefused: a compressed body is 415
+// unsupported_encoding, not the 401 (or 400) it got when its bytes were
+// verified as they came; identity is accepted.
+func TestContentEncodingRefused(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	good := genericBody("evt_enc", "cus_enc")
+	withEnc := func(enc string) http.Header {
+		h := signedGeneric(good)
+		h.Set("Content-Encoding", enc)
+		return h
+	}
+	cases := []hardeningCase{
+		{"gzip", "/webhooks/generic", withEnc("gzip"), good, 415, ingest.CodeUnsupportedEncoding, ""},
+		{"identity, br", "/webhooks/generic", withEnc("identity, br"), good, 415, ingest.CodeUnsupportedEncoding, ""},
+		{"unknown coding", "/webhooks/generic", withEnc("x-made-up"), good, 415, ingest.CodeUnsupportedEncoding, ""},
+	}
+	checkRefused(t, tb, "enc-", cases)
+	if status, _, out := tb.post("/webhooks/generic", withEnc("Identity"), good); status != http.StatusAccepted {
+		t.Errorf("Content-Encoding: identity: %d %s, want 202", status, out)
+	}
+}

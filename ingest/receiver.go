@@ -303,6 +303,9 @@ func (r *Receiver) checkUnverified(req *request) (*rejection, map[string]any) {
 // verifies its signature.
 func (r *Receiver) readAndVerify(req *request) (*rejection, map[string]any) {
 	c, src := req.c, req.src
+	if msg := checkContentEncoding(c.Request.Header); msg != "" {
+		return reject(http.StatusUnsupportedMediaType, CodeUnsupportedEncoding, msg), nil
+	}
 	if msg := checkContentType(c.GetHeader("Content-Type")); msg != "" {
 		return reject(http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, msg), nil
 	}

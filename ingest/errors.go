@@ -54,11 +54,17 @@ type rejection struct {
 	message    string
 	details    []string
 	retryAfter int // seconds; 0 = no Retry-After header
+	// challenge is the WWW-Authenticate of a 401, which HTTP requires:
+	// the source's scheme, and its name as the realm.
+	challenge string
 }
 
 func (r *rejection) write(c *gin.Context) {
 	if r.retryAfter > 0 {
 		c.Header("Retry-After", strconv.Itoa(r.retryAfter))
+	}
+	if r.challenge != "" {
+		c.Header("WWW-Authenticate", r.challenge)
 	}
 	c.JSON(r.status, ErrorBody{Error: ErrorDetail{Code: r.code, Message: r.message, Details: r.details}})
 }

@@ -96,3 +96,25 @@ func TestContentEncodingRefused(t *testing.T) {
 		t.Errorf("Content-Encoding: identity: %d %s, want 202", status, out)
 	}
 }
+
+// TestUnauthorizedNamesTheScheme: a 401 carries WWW-Authenticate, as HTTP
+// requires, naming the source's scheme (and the source as the realm).
+func TestUnauthorizedNamesTheScheme(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	for _, c := range []struct{ source, want string }{
+		{"generic", `hmac-sha256 realm="generic"`},
+		{"github", `github realm="github"`},
+		{"stripe", `stripe realm="stripe"`},
+		{"sw", `standard-webhooks realm="sw"`},
+	} {
+		status, h, out := tb.post("/webhooks/"+c.source, jsonHeaders(), []byte(`{}`))
+		if status != http.StatusUnauthorized {
+			t.Errorf("%s: unsigned request answered %d %s, want 401", c.source, status, out)
+			continue
+		}
+		if got := h.Values("WWW-Authenticate"); len(got) != 1 || got[0] != c.want {
+			t.Errorf("%s: WWW-Authenticate %q, want %q", c.source, got, c.want)
+		}
+	}
+}

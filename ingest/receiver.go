@@ -331,7 +331,9 @@ func (r *Receiver) readAndVerify(req *request) (*rejection, map[string]any) {
 	req.body = req.raw.bytes()
 	if err := src.verifier.Verify(c.Request.Header, req.body, time.Now()); err != nil {
 		// The reply says nothing more; the audit record keeps the cause.
-		return reject(http.StatusUnauthorized, CodeSignatureInvalid, "signature verification failed"), map[string]any{"cause": signatureCause(err)}
+		rej := reject(http.StatusUnauthorized, CodeSignatureInvalid, "signature verification failed")
+		rej.challenge = src.challenge
+		return rej, map[string]any{"cause": signatureCause(err)}
 	}
 	req.raw.verified()
 	req.verified = true

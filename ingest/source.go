@@ -28,6 +28,9 @@ type source struct {
 	signed bool
 	// addresses are the source's per-client-address budgets (preauth.go).
 	addresses *addressTable
+	// challenge: the WWW-Authenticate of its 401s, e.g.
+	// `github realm="github"` (names are [a-z0-9_-], nothing to escape).
+	challenge string
 	// replayGuard: the signature does not cover the event id, so accepted
 	// events carry the signed digest and look-ups look for it (replay.go).
 	replayGuard bool
@@ -60,6 +63,7 @@ func compileSource(s sources.Source) (*source, error) {
 	if rl := s.RateLimit; rl != nil {
 		cs.limiter = rate.NewLimiter(rate.Limit(rl.PerSecond), rl.Burst)
 	}
+	cs.challenge = s.Scheme + ` realm="` + s.Name + `"`
 	cs.replayGuard = guardsReplays(s.Scheme, cs.eventID)
 	cs.needsDoc = cs.schema != nil || cs.eventID.ptr != nil || cs.customerID.ptr != nil || cs.eventType.ptr != nil
 	return cs, nil

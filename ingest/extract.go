@@ -61,8 +61,11 @@ func (p pointer) lookup(doc any) (any, bool) {
 type locator struct {
 	name   string // "event_id", "customer_id", "event_type"
 	header string // canonical header name
-	ptr    pointer
-	desc   string
+	// alt: the header's other name, read when header is absent (Shopify's
+	// names without X-); "" when it has none.
+	alt  string
+	ptr  pointer
+	desc string
 }
 
 func compileLocator(name string, l sources.Locator) (locator, error) {
@@ -87,6 +90,14 @@ func (l *locator) extract(h http.Header, doc any) (string, string) {
 	var raw any
 	if l.header != "" {
 		vs := h.Values(l.header)
+		if l.alt != "" {
+			if alts := h.Values(l.alt); len(vs) == 0 {
+				vs = alts
+			} else if len(alts) > 0 && alts[0] != vs[0] {
+				// Two values a downstream reader may choose between.
+				return "", fmt.Sprintf("%s: %s and %s differ (%s)", l.name, l.header, l.alt, l.desc)
+			}
+		}
 		if len(vs) == 0 {
 			return "", fmt.Sprintf("%s: missing (%s)", l.name, l.desc)
 		}

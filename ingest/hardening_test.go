@@ -118,3 +118,34 @@ func TestUnauthorizedNamesTheScheme(t *testing.T) {
 		}
 	}
 }
+
+// TestShopifyHeadersWithoutPrefix: Shopify's newer header names without
+// X- (shopify-hmac-sha256, shopify-webhook-id, shopify-topic,
+// shopify-shop-domain) are verified and read like the X- ones; the two
+// spellings of an id must agree.
+func TestShopifyHeadersWithoutPrefix(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	body := []byte(`{"id":820982911946154501,"email":"jon@example.com"}`)
+	sig := sign(t, "shopify", shopifySecret, "", body, time.Now(), "", "").Get("X-Shopify-Hmac-Sha256")
+	h := http.Header{"Content-Type": {"application/json"}, "shopify-hmac-sha256": {sig}, "shopify-webhook-id": {"wh-new-1"},
+		"shopify-topic": {"orders/create"}, "shopify-shop-domain": {"new.myshopify.com"}}
+	if status, _, out := tb.post("/webhooks/shopify", h, body); status != http.StatusAccepted {
+		t.Fatalf("unprefixed headers: %d %s, want 202", status, out)
+	}
+	recs := tb.events()
+	if len(recs) != 1 || header(recs[0], wire.HeaderEventID) != "wh-new-1" || header(recs[0], wire.HeaderCustomerID) != "new.myshopify.com" ||
+		header(recs[0], wire.HeaderEventType) != "orders/create" {
+		t.Fatalf("events %v, want one wh-new-1 of new.myshopify.com, orders/create", recs)
+	}
+	bad := http.Header{"Content-Type": {"application/json"}, "shopify-hmac-sha256": {"AAAA" + sig[4:]}, "shopify-webhook-id": {"wh-new-2"},
+		"shopify-shop-domain": {"new.myshopify.com"}}
+	if status, _, out := tb.post("/webhooks/shopify", bad, body); status != http.StatusUnauthorized {
+		t.Errorf("a wrong unprefixed signature: %d %s, want 401", status, out)
+	}
+	both := merge(jsonHeaders("X-Shopify-Webhook-Id", "wh-a", "X-Shopify-Shop-Domain", "new.myshopify.com", "X-Shopify-Hmac-Sha256", sig))
+	both["shopify-webhook-id"] = []string{"wh-b"}
+	if status, _, out := tb.post("/webhooks/shopify", both, body); status != http.StatusBadRequest || !contains(decodeError(t, out).Error.Details, "differ") {
+		t.Errorf("ids differing between the two spellings: %d %s, want 400 naming both", status, out)
+	}
+}

@@ -3,6 +3,7 @@ package ingest
 import (
 	"bytes"
 	"fmt"
+	"strings"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"golang.org/x/time/rate"
@@ -62,6 +63,13 @@ func compileSource(s sources.Source) (*source, error) {
 	}
 	if rl := s.RateLimit; rl != nil {
 		cs.limiter = rate.NewLimiter(rate.Limit(rl.PerSecond), rl.Burst)
+	}
+	if s.Scheme == signature.SchemeShopify {
+		for _, l := range []*locator{&cs.eventID, &cs.customerID, &cs.eventType} {
+			if short, ok := strings.CutPrefix(l.header, "X-Shopify-"); ok {
+				l.alt = "Shopify-" + short
+			}
+		}
 	}
 	cs.challenge = s.Scheme + ` realm="` + s.Name + `"`
 	cs.replayGuard = guardsReplays(s.Scheme, cs.eventID)

@@ -25,12 +25,15 @@ const (
 	CodeBodyTooLarge        = "body_too_large"
 	CodeSignatureInvalid    = "signature_invalid"
 	CodeMalformedJSON       = "malformed_json"
-	CodeInvalidEncoding     = "invalid_encoding"
-	CodeSchemaViolation     = "schema_violation"
-	CodeMissingID           = "missing_id"
-	CodeInvalidID           = "invalid_id"
-	CodeUnavailable         = "unavailable"
-	CodeBadRequest          = "bad_request"
+	// CodeAmbiguousJSON: a key twice in one object, or one differing only
+	// in case from an id\'s key (400; ambiguous.go).
+	CodeAmbiguousJSON   = "ambiguous_json"
+	CodeInvalidEncoding = "invalid_encoding"
+	CodeSchemaViolation = "schema_violation"
+	CodeMissingID       = "missing_id"
+	CodeInvalidID       = "invalid_id"
+	CodeUnavailable     = "unavailable"
+	CodeBadRequest      = "bad_request"
 )
 
 // ErrorBody is the JSON body of every 4xx and 5xx.

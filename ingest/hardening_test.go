@@ -149,3 +149,36 @@ func TestShopifyHeadersWithoutPrefix(t *testing.T) {
 		t.Errorf("ids differing between the two spellings: %d %s, want 400 naming both", status, out)
 	}
 }
+
+// TestAmbiguousJSON: a body that another parser could read differently —
+// a key twice in one object, or a key differing only in case from an id's
+// key along a source's pointers — is 400 ambiguous_json; such keys
+// elsewhere in the payload are fine.
+func TestAmbiguousJSON(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	g := func(body string) (http.Header, []byte) { return signedGeneric([]byte(body)), []byte(body) }
+	st := func(body string) (http.Header, []byte) {
+		return merge(jsonHeaders(), sign(t, "stripe", stripeSecret, "", []byte(body), time.Now(), "", "")), []byte(body)
+	}
+	h1, b1 := g(`{"event_id":"e1","customer_id":"c","event_type":"t","payload":{},"event_id":"e2"}`)
+	h2, b2 := g(`{"event_id":"e1","customer_id":"c","event_type":"t","payload":{},"Event_ID":"e2"}`)
+	h3, b3 := g(`{"event_id":"e1","customer_id":"c","event_type":"t","payload":{"a":1,"a":2}}`)
+	h4, b4 := st(`{"id":"evt_amb","type":"t","data":{"object":{"customer":"c1","CUSTOMER":"c2"}}}`)
+	h5, b5 := g(`{"event_id":"e1","customer_id":"c","event_type":"t","payload":{},"event_\u0069d":"e2"}`)
+	h6, b6 := st(`{"id":"evt_amb2","type":"t","data":{"object":{"customer":"c1"}},"ID":"evt_other"}`)
+	cases := []hardeningCase{
+		{"event_id twice", "/webhooks/generic", h1, b1, 400, ingest.CodeAmbiguousJSON, `"event_id" appears twice`},
+		{"Event_ID beside event_id", "/webhooks/generic", h2, b2, 400, ingest.CodeAmbiguousJSON, "only in case"},
+		{"a payload key twice", "/webhooks/generic", h3, b3, 400, ingest.CodeAmbiguousJSON, "appears twice"},
+		{"customer key in two cases along the pointer", "/webhooks/stripe", h4, b4, 400, ingest.CodeAmbiguousJSON, "only in case"},
+		{"event_id twice, once escaped", "/webhooks/generic", h5, b5, 400, ingest.CodeAmbiguousJSON, "appears twice"},
+		{"ID beside the natural id", "/webhooks/stripe", h6, b6, 400, ingest.CodeAmbiguousJSON, "only in case"},
+		{"duplicate at a none source", "/webhooks/open", jsonHeaders(), []byte(`{"id":"1","customer":"c","x":{"k":1,"k":2}}`), 400, ingest.CodeAmbiguousJSON, "appears twice"},
+	}
+	checkRefused(t, tb, "amb-", cases)
+	ok := []byte(`{"id":"evt_meta","type":"t","data":{"object":{"customer":"c1","metadata":{"Customer":"x","ID":"y"}}}}`)
+	if status, _, out := tb.post("/webhooks/stripe", merge(jsonHeaders(), sign(t, "stripe", stripeSecret, "", ok, time.Now(), "", "")), ok); status != http.StatusAccepted {
+		t.Errorf("keys off the pointers' paths in other cases: %d %s, want 202", status, out)
+	}
+}

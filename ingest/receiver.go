@@ -355,6 +355,9 @@ func (r *Receiver) checkVerified(req *request) (*rejection, map[string]any) {
 	} else if !json.Valid(body) {
 		return reject(http.StatusBadRequest, CodeMalformedJSON, "body is not valid JSON"), nil
 	}
+	if msg := src.ambiguity(body, doc); msg != "" {
+		return reject(http.StatusBadRequest, CodeAmbiguousJSON, "the body's JSON could be read in more than one way", msg), map[string]any{"details": []string{msg}}
+	}
 	if src.schema != nil {
 		if err := src.schema.Validate(doc); err != nil {
 			details := schemaDetails(err)

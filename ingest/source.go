@@ -29,6 +29,9 @@ type source struct {
 	signed bool
 	// addresses are the source's per-client-address budgets (preauth.go).
 	addresses *addressTable
+	// caseChecked: the paths along which keys may not differ from the
+	// expected ones only in case (ambiguous.go).
+	caseChecked []pointer
 	// challenge: the WWW-Authenticate of its 401s, e.g.
 	// `github realm="github"` (names are [a-z0-9_-], nothing to escape).
 	challenge string
@@ -71,6 +74,7 @@ func compileSource(s sources.Source) (*source, error) {
 			}
 		}
 	}
+	cs.caseChecked = caseCheckedPointers(cs.eventID, cs.customerID, cs.eventType)
 	cs.challenge = s.Scheme + ` realm="` + s.Name + `"`
 	cs.replayGuard = guardsReplays(s.Scheme, cs.eventID)
 	cs.needsDoc = cs.schema != nil || cs.eventID.ptr != nil || cs.customerID.ptr != nil || cs.eventType.ptr != nil

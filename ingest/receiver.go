@@ -167,6 +167,8 @@ type Receiver struct {
 	// rejections decides which rejections get a record of their own
 	// (rejectaudit.go).
 	rejections *rejectionAudit
+	// digests are the signed digests seen last (replay.go).
+	digests recentDigests
 }
 
 // New compiles the sources (signature schemes, JSON Schemas, rate limits)
@@ -415,10 +417,15 @@ func ownIDs(a, b, c string) (string, string, string) {
 func (r *Receiver) decide(req *request) {
 	if req.src.replayGuard {
 		req.digest = signedDigest(req.body)
+		if first := r.digests.claim(req.digest, req.eventID, req.receivedAt); first != "" {
+			r.replayed(req, first)
+			return
+		}
 	}
 	res := r.startFlight(req).wait()
 	switch {
 	case res.replayOf != "":
+		r.digests.found(req.digest, res.replayOf)
 		r.replayed(req, res.replayOf)
 	case res.checked:
 		r.decideKnown(req, res.status, res.dupErr)

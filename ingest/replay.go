@@ -3,6 +3,8 @@ package ingest
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"sync"
+	"time"
 
 	"github.com/hookstream/hookstream/ingest/signature"
 )
@@ -33,6 +35,17 @@ func signedDigest(body []byte) string {
 	return hex.EncodeToString(sum[:])
 }
 
+// found records that digest belongs to eventID, which the database knew
+// when this receiver did not: its claim by a replay is undone.
+func (d *recentDigests) found(digest, eventID string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if e, ok := d.ids[digest]; ok {
+		e.eventID = eventID
+		d.ids[digest] = e
+	}
+}
+
 // replayed answers a request whose signed body was accepted before as
 // another event: a duplicate, whatever the state of the event its id
 // names, so that a captured delivery sent again under a fresh id is
@@ -44,4 +57,58 @@ func (r *Receiver) replayed(req *request, replayOf string) {
 		duplicatesTotal.WithLabelValues(req.sourceName, "replayed_body").Inc()
 		observe(req, code)
 	}
+}
+
+// recentDigests bridges the time between a delivery's acceptance and the
+// consumer writing its ACCEPTED record, which the database look-up needs:
+// the last recentDigestsMax signed digests this receiver saw, each for
+// recentDigestsTTL, with the event id that first claimed it. A digest is
+// claimed when its request is checked, not when it is stored, so that
+// replays sent at once do not all pass; a claim whose event then fails
+// (503) stays, which refuses nothing the provider sends (its retry has
+// the same id).
+type recentDigests struct {
+	mu    sync.Mutex
+	ids   map[string]recentDigest
+	order []string // ring of the digests in ids, oldest at next
+	next  int
+}
+
+type recentDigest struct {
+	eventID string
+	at      time.Time
+	slot    int // in order
+}
+
+const (
+	recentDigestsMax = 16384
+	recentDigestsTTL = 10 * time.Minute
+)
+
+// claim returns the event id that claimed digest before within the TTL if
+// it is not eventID; otherwise it claims digest for eventID and returns "".
+func (d *recentDigests) claim(digest, eventID string, now time.Time) string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.ids == nil {
+		d.ids = make(map[string]recentDigest)
+		d.order = make([]string, recentDigestsMax)
+	}
+	if e, ok := d.ids[digest]; ok && now.Sub(e.at) < recentDigestsTTL {
+		if e.eventID != eventID {
+			return e.eventID
+		}
+		return ""
+	} else if ok {
+		delete(d.ids, digest) // expired: its ring slot is overwritten in time
+	}
+	if old := d.order[d.next]; old != "" {
+		if e, ok := d.ids[old]; ok && e.slot == d.next {
+			delete(d.ids, old)
+		}
+	}
+	d.order[d.next] = digest
+	d.ids[digest] = recentDigest{eventID: eventID, at: now, slot: d.next}
+	d.next = (d.next + 1) % len(d.order)
+	return ""
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/hookstream/hookstream/audit"
 	"github.com/hookstream/hookstream/ingest"
+	"github.com/hookstream/hookstream/internal/testenv"
 	"github.com/hookstream/hookstream/internal/wire"
 )
 
@@ -36,9 +37,15 @@ func (tb *testBundle) consumeDecisions() {
 // record with reason replayed_body naming the first event), is not
 // produced again, and does not re-drive a FAILED event whose id it names;
 // under another shop's domain too. Another body under a new id is new.
+//
+// The first receiver takes the first deliveries and catches replays from
+// memory before the consumer has recorded them; a second one, on the same
+// database, finds the rest through audit_log (a restart, another replica).
 func TestReplayUnderNewID(t *testing.T) {
 	t.Parallel()
-	tb := setup(t)
+	dbURL := testenv.Postgres(t)
+	onDB := func(o *setupOpts) { o.databaseURL = dbURL }
+	tb := setup(t, onDB)
 	now := time.Now()
 	ghBody := []byte(`{"action":"opened","repository":{"owner":{"login":"octo"}}}`)
 	ghHeaders := func(id string) http.Header {
@@ -66,7 +73,15 @@ func TestReplayUnderNewID(t *testing.T) {
 			t.Fatalf("%s first delivery: %d %s", f.path, status, out)
 		}
 	}
+	// At once, before any consumer has read them: this receiver remembers.
+	if status, _, out := tb.post("/webhooks/github", ghHeaders("gh-quick"), ghBody); status != http.StatusConflict {
+		t.Errorf("replay before the first delivery is recorded: %d %s, want 409", status, out)
+	}
+	if n := len(tb.events()); n != len(first) {
+		t.Errorf("events topic holds %d records, want the %d first deliveries only", n, len(first))
+	}
 	tb.consumeDecisions()
+	tb = setup(t, onDB)
 	tb.setStatus("github", "gh-failed", ingest.StatusFailed)
 
 	replays := []struct {
@@ -86,8 +101,8 @@ func TestReplayUnderNewID(t *testing.T) {
 			t.Errorf("%s: status %d %s, want 409", c.name, status, out)
 		}
 	}
-	if n := len(tb.events()); n != len(first) {
-		t.Errorf("events topic holds %d records, want the %d first deliveries only", n, len(first))
+	if n := len(tb.events()); n != 0 {
+		t.Errorf("events topic of the second receiver holds %d records, want none", n)
 	}
 	found := map[string]string{}
 	for _, a := range tb.audits() {

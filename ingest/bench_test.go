@@ -153,7 +153,7 @@ func (ackProducer) TryProduce(_ context.Context, r *kgo.Record, promise func(*kg
 // with a producer that acknowledges at once and no duplicate check: the
 // CPU a request costs the receiver besides its round trips.
 func BenchmarkHandle(b *testing.B) {
-	const secret = "bench-secret"
+	const secret = "bench-secret-of-16+"
 	engine := genericEngine(b, secret, Config{Producer: ackProducer{}})
 	sig := genericSignature(secret, benchBody)
 	w := httptest.NewRecorder()

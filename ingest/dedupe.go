@@ -36,6 +36,16 @@ type DuplicateChecker interface {
 	Lookup(source, eventID string, fn func(Status, error))
 }
 
+// ReplayChecker is a DuplicateChecker that also finds replays of a signed
+// body under another event id (replay.go). The receiver uses it, when the
+// checker has it, for sources whose event id the signature does not cover.
+type ReplayChecker interface {
+	// LookupSigned is Lookup that also answers replayOf: the id of another
+	// event of the source accepted with the same signed digest within the
+	// window, or "".
+	LookupSigned(source, eventID, digest string, fn func(st Status, replayOf string, err error))
+}
+
 // PostgresDuplicates looks events up in the events table. Look-ups that
 // arrive while a query is running are answered together by the next query
 // (one round trip for many requests), so under load the cost per request
@@ -45,22 +55,35 @@ type PostgresDuplicates struct {
 	pool    *pgxpool.Pool
 	reqs    chan *lookup
 	maxWait time.Duration
+	window  time.Duration // ReplayWindow
 	stop    chan struct{}
 	wg      sync.WaitGroup
 }
 
 type lookup struct {
 	source, eventID string
+	digest          string // LookupSigned's; "" for Lookup
 	fn              func(Status, error)
+	fnSigned        func(Status, string, error) // instead of fn, for LookupSigned
 	answered        atomic.Bool
 	timeout         *time.Timer
 }
 
 // answer calls fn unless the look-up was answered already (it timed out,
 // or the checker closed).
-func (l *lookup) answer(st Status, err error) {
+func (l *lookup) answer(st Status, err error) { l.answerSigned(st, "", err) }
+
+func (l *lookup) answerSigned(st Status, replayOf string, err error) {
 	if l.answered.CompareAndSwap(false, true) {
 		l.timeout.Stop()
+		l.call(st, replayOf, err)
+	}
+}
+
+func (l *lookup) call(st Status, replayOf string, err error) {
+	if l.fnSigned != nil {
+		l.fnSigned(st, replayOf, err)
+	} else {
 		l.fn(st, err)
 	}
 }
@@ -68,7 +91,7 @@ func (l *lookup) answer(st Status, err error) {
 // expire is the timeout's answer.
 func (l *lookup) expire() {
 	if l.answered.CompareAndSwap(false, true) {
-		l.fn("", ErrTimeout)
+		l.call("", "", ErrTimeout)
 	}
 }
 
@@ -85,6 +108,10 @@ type PostgresDuplicatesConfig struct {
 	// consumer's claim still dedupes it) and its audit record says so.
 	// Default 1s.
 	Timeout time.Duration
+	// ReplayWindow is how far back LookupSigned looks for the same signed
+	// digest under another event id. It bounds what is compared, not the
+	// cost of a look-up (an index range). Default 30 days.
+	ReplayWindow time.Duration
 }
 
 // NewPostgresDuplicates starts the batching workers; Close stops them.
@@ -98,10 +125,14 @@ func NewPostgresDuplicates(pool *pgxpool.Pool, cfg PostgresDuplicatesConfig) *Po
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = time.Second
 	}
+	if cfg.ReplayWindow <= 0 {
+		cfg.ReplayWindow = 30 * 24 * time.Hour
+	}
 	d := &PostgresDuplicates{
 		pool:    pool,
 		reqs:    make(chan *lookup, cfg.MaxBatch*cfg.Workers),
 		maxWait: cfg.Timeout,
+		window:  cfg.ReplayWindow,
 		stop:    make(chan struct{}),
 	}
 	for range cfg.Workers {
@@ -122,10 +153,18 @@ var ErrTimeout = errors.New("ingest: duplicate check timed out")
 // waits only while the queue of look-ups is full, and no longer than the
 // Timeout.
 func (d *PostgresDuplicates) Lookup(source, eventID string, fn func(Status, error)) {
-	l := &lookup{source: source, eventID: eventID, fn: fn}
+	d.enqueue(&lookup{source: source, eventID: eventID, fn: fn})
+}
+
+// LookupSigned implements ReplayChecker, within the same bounds as Lookup.
+func (d *PostgresDuplicates) LookupSigned(source, eventID, digest string, fn func(Status, string, error)) {
+	d.enqueue(&lookup{source: source, eventID: eventID, digest: digest, fnSigned: fn})
+}
+
+func (d *PostgresDuplicates) enqueue(l *lookup) {
 	select {
 	case <-d.stop:
-		fn("", ErrClosed)
+		l.call("", "", ErrClosed)
 		return
 	default:
 	}
@@ -231,10 +270,56 @@ func (d *PostgresDuplicates) query(batch []*lookup) {
 			return nil
 		})
 	}
+	var replays map[*lookup]string
+	if err == nil {
+		replays, err = d.replays(ctx, batch)
+	}
 	if err != nil {
 		err = fmt.Errorf("ingest: duplicate check: %w", err)
 	}
 	for _, l := range batch {
-		l.answer(found[[2]string{l.source, l.eventID}], err)
+		l.answerSigned(found[[2]string{l.source, l.eventID}], replays[l], err)
 	}
+}
+
+// replayQuery finds, for each (source, event_id, digest), another event
+// id of the source whose ACCEPTED record carries the digest and arrived
+// within the window: the index audit_log_signed_idx (migration 6) answers
+// each key with a range scan.
+const replayQuery = `SELECT k.i, a.event_id
+FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS k(source, event_id, digest, i)
+CROSS JOIN LATERAL (
+  SELECT event_id FROM audit_log
+  WHERE source = k.source AND detail ? '` + detailSignedDigest + `' AND (detail->>'` + detailSignedDigest + `') = k.digest
+    AND at > now() - $4::interval AND event_id <> k.event_id
+  LIMIT 1 OFFSET 0
+) a`
+
+// replays answers the batch's signed look-ups: the event each one replays.
+func (d *PostgresDuplicates) replays(ctx context.Context, batch []*lookup) (map[*lookup]string, error) {
+	var signed []*lookup
+	for _, l := range batch {
+		if l.digest != "" {
+			signed = append(signed, l)
+		}
+	}
+	if len(signed) == 0 {
+		return nil, nil
+	}
+	srcs, ids, digests := make([]string, len(signed)), make([]string, len(signed)), make([]string, len(signed))
+	for i, l := range signed {
+		srcs[i], ids[i], digests[i] = l.source, l.eventID, l.digest
+	}
+	rows, err := d.pool.Query(ctx, replayQuery, srcs, ids, digests, d.window)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[*lookup]string, len(signed))
+	var i int64
+	var id string
+	_, err = pgx.ForEachRow(rows, []any{&i, &id}, func() error {
+		out[signed[i-1]] = id
+		return nil
+	})
+	return out, err
 }

@@ -19,15 +19,21 @@ const (
 	// budget (503).
 	CodeOverloaded           = "overloaded"
 	CodeUnsupportedMediaType = "unsupported_media_type"
-	CodeBodyTooLarge         = "body_too_large"
-	CodeSignatureInvalid     = "signature_invalid"
-	CodeMalformedJSON        = "malformed_json"
-	CodeInvalidEncoding      = "invalid_encoding"
-	CodeSchemaViolation      = "schema_violation"
-	CodeMissingID            = "missing_id"
-	CodeInvalidID            = "invalid_id"
-	CodeUnavailable          = "unavailable"
-	CodeBadRequest           = "bad_request"
+	// CodeUnsupportedEncoding: a Content-Encoding other than identity
+	// (415).
+	CodeUnsupportedEncoding = "unsupported_encoding"
+	CodeBodyTooLarge        = "body_too_large"
+	CodeSignatureInvalid    = "signature_invalid"
+	CodeMalformedJSON       = "malformed_json"
+	// CodeAmbiguousJSON: a key twice in one object, or one differing only
+	// in case from an id\'s key (400; ambiguous.go).
+	CodeAmbiguousJSON   = "ambiguous_json"
+	CodeInvalidEncoding = "invalid_encoding"
+	CodeSchemaViolation = "schema_violation"
+	CodeMissingID       = "missing_id"
+	CodeInvalidID       = "invalid_id"
+	CodeUnavailable     = "unavailable"
+	CodeBadRequest      = "bad_request"
 )
 
 // ErrorBody is the JSON body of every 4xx and 5xx.
@@ -51,11 +57,17 @@ type rejection struct {
 	message    string
 	details    []string
 	retryAfter int // seconds; 0 = no Retry-After header
+	// challenge is the WWW-Authenticate of a 401, which HTTP requires:
+	// the source's scheme, and its name as the realm.
+	challenge string
 }
 
 func (r *rejection) write(c *gin.Context) {
 	if r.retryAfter > 0 {
 		c.Header("Retry-After", strconv.Itoa(r.retryAfter))
+	}
+	if r.challenge != "" {
+		c.Header("WWW-Authenticate", r.challenge)
 	}
 	c.JSON(r.status, ErrorBody{Error: ErrorDetail{Code: r.code, Message: r.message, Details: r.details}})
 }

@@ -61,8 +61,11 @@ func (p pointer) lookup(doc any) (any, bool) {
 type locator struct {
 	name   string // "event_id", "customer_id", "event_type"
 	header string // canonical header name
-	ptr    pointer
-	desc   string
+	// alt: the header's other name, read when header is absent (Shopify's
+	// names without X-); "" when it has none.
+	alt  string
+	ptr  pointer
+	desc string
 }
 
 func compileLocator(name string, l sources.Locator) (locator, error) {
@@ -87,6 +90,14 @@ func (l *locator) extract(h http.Header, doc any) (string, string) {
 	var raw any
 	if l.header != "" {
 		vs := h.Values(l.header)
+		if l.alt != "" {
+			if alts := h.Values(l.alt); len(vs) == 0 {
+				vs = alts
+			} else if len(alts) > 0 && alts[0] != vs[0] {
+				// Two values a downstream reader may choose between.
+				return "", fmt.Sprintf("%s: %s and %s differ (%s)", l.name, l.header, l.alt, l.desc)
+			}
+		}
 		if len(vs) == 0 {
 			return "", fmt.Sprintf("%s: missing (%s)", l.name, l.desc)
 		}
@@ -127,10 +138,28 @@ func checkID(s string) string {
 	case !utf8.ValidString(s):
 		return "not valid UTF-8"
 	}
+	blank := true
 	for _, r := range s {
-		if unicode.IsControl(r) {
+		switch {
+		case unicode.IsControl(r):
 			return "contains control characters"
+		case unicode.Is(unicode.Cf, r):
+			// Bidi controls and zero-width characters: an id that shows as
+			// another, or as two ids that look the same.
+			return fmt.Sprintf("contains the format character %U", r)
+		case r == '\u2028' || r == '\u2029':
+			return "contains a line or paragraph separator"
+		case r == utf8.RuneError:
+			// What a decoder makes of a lone surrogate (\ud800): two ids
+			// that differ only there would become one.
+			return "contains U+FFFD (a lone surrogate, or a replaced byte)"
 		}
+		if !unicode.IsSpace(r) {
+			blank = false
+		}
+	}
+	if blank {
+		return "is only whitespace"
 	}
 	return ""
 }

@@ -67,6 +67,9 @@ type flightResult struct {
 	checked bool
 	status  Status
 	dupErr  error
+	// replayOf: the signed body was accepted before as this other event
+	// (replay.go); checked is set too.
+	replayOf string
 
 	eventErr error
 }
@@ -87,15 +90,36 @@ func (r *Receiver) startFlight(req *request) *flight {
 	if req.trace != nil {
 		f.trace = &flightTrace{ctx: req.trace.ctx}
 	}
-	if r.cfg.Duplicates == nil {
+	rc, signed := r.cfg.Duplicates.(ReplayChecker)
+	switch {
+	case r.cfg.Duplicates == nil:
 		f.checked(StatusUnknown, nil)
-	} else {
+	case signed && req.digest != "":
+		if f.trace != nil {
+			f.trace.lookup = r.startLookup(f.trace.ctx)
+		}
+		rc.LookupSigned(req.src.cfg.Name, req.eventID, req.digest, f.checkedSigned)
+	default:
 		if f.trace != nil {
 			f.trace.lookup = r.startLookup(f.trace.ctx)
 		}
 		r.cfg.Duplicates.Lookup(req.src.cfg.Name, req.eventID, f.checked)
 	}
 	return f
+}
+
+// checkedSigned is the callback of a duplicate check that also looked for
+// a replay of the signed body under another id.
+func (f *flight) checkedSigned(status Status, replayOf string, err error) {
+	if replayOf != "" && err == nil {
+		duplicateCheckSeconds.Observe(time.Since(f.checkStart).Seconds())
+		if f.trace != nil && f.trace.lookup != nil {
+			endLookup(f.trace.lookup, status, nil)
+		}
+		f.answer(flightResult{checked: true, status: status, replayOf: replayOf}, flightChecking)
+		return
+	}
+	f.checked(status, err)
 }
 
 // wait returns the flight's result, or 503's when the produce outlived its

@@ -175,6 +175,8 @@ type Receiver struct {
 	rejections *rejectionAudit
 	// tracer is nil when tracing is off.
 	tracer trace.Tracer
+	// digests are the signed digests seen last (replay.go).
+	digests recentDigests
 }
 
 // New compiles the sources (signature schemes, JSON Schemas, rate limits)
@@ -248,6 +250,9 @@ type request struct {
 	eventType  string
 	// trace is nil when tracing is off.
 	trace *requestTrace
+	// digest: what the signature covers, for sources whose event id it
+	// does not cover (replay.go); "" otherwise.
+	digest string
 }
 
 func (r *Receiver) handle(c *gin.Context) {
@@ -319,6 +324,9 @@ func (r *Receiver) checkUnverified(req *request) (*rejection, map[string]any) {
 // verifies its signature.
 func (r *Receiver) readAndVerify(req *request) (*rejection, map[string]any) {
 	c, src := req.c, req.src
+	if msg := checkContentEncoding(c.Request.Header); msg != "" {
+		return reject(http.StatusUnsupportedMediaType, CodeUnsupportedEncoding, msg), nil
+	}
 	if msg := checkContentType(c.GetHeader("Content-Type")); msg != "" {
 		return reject(http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, msg), nil
 	}
@@ -344,7 +352,9 @@ func (r *Receiver) readAndVerify(req *request) (*rejection, map[string]any) {
 	req.body = req.raw.bytes()
 	if err := src.verifier.Verify(c.Request.Header, req.body, time.Now()); err != nil {
 		// The reply says nothing more; the audit record keeps the cause.
-		return reject(http.StatusUnauthorized, CodeSignatureInvalid, "signature verification failed"), map[string]any{"cause": signatureCause(err)}
+		rej := reject(http.StatusUnauthorized, CodeSignatureInvalid, "signature verification failed")
+		rej.challenge = src.challenge
+		return rej, map[string]any{"cause": signatureCause(err)}
 	}
 	req.raw.verified()
 	req.verified = true
@@ -365,6 +375,9 @@ func (r *Receiver) checkVerified(req *request) (*rejection, map[string]any) {
 		}
 	} else if !json.Valid(body) {
 		return reject(http.StatusBadRequest, CodeMalformedJSON, "body is not valid JSON"), nil
+	}
+	if msg := src.ambiguity(body, doc); msg != "" {
+		return reject(http.StatusBadRequest, CodeAmbiguousJSON, "the body's JSON could be read in more than one way", msg), map[string]any{"details": []string{msg}}
 	}
 	if src.schema != nil {
 		if err := src.schema.Validate(doc); err != nil {
@@ -421,8 +434,18 @@ func ownIDs(a, b, c string) (string, string, string) {
 // decide runs the duplicate check and, for a new event, produces it with
 // its decision (see flight); anything else it decides step by step.
 func (r *Receiver) decide(req *request) {
+	if req.src.replayGuard {
+		req.digest = signedDigest(req.body)
+		if first := r.digests.claim(req.digest, req.eventID, req.receivedAt); first != "" {
+			r.replayed(req, first)
+			return
+		}
+	}
 	res := r.startFlight(req).wait()
 	switch {
+	case res.replayOf != "":
+		r.digests.found(req.digest, res.replayOf)
+		r.replayed(req, res.replayOf)
 	case res.checked:
 		r.decideKnown(req, res.status, res.dupErr)
 	case res.eventErr != nil:
@@ -539,6 +562,12 @@ func (r *Receiver) unavailable(req *request, message string, detail map[string]a
 // (ACCEPTED or RETRY_ACCEPTED), as the audit record JSON in the header
 // wire.HeaderAudit: acknowledged together, durable together.
 func (r *Receiver) decidedEvent(req *request, action wire.Action, detail map[string]any, redrive bool) (*kgo.Record, error) {
+	if req.digest != "" {
+		if detail == nil {
+			detail = make(map[string]any, 1)
+		}
+		detail[detailSignedDigest] = req.digest
+	}
 	a, err := r.auditRecord(req, action, "", http.StatusAccepted, detail).Marshal()
 	if err != nil {
 		return nil, fmt.Errorf("ingest: %s audit record: %w", action, err)

@@ -3,6 +3,7 @@ package ingest
 import (
 	"bytes"
 	"fmt"
+	"strings"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"golang.org/x/time/rate"
@@ -28,6 +29,15 @@ type source struct {
 	signed bool
 	// addresses are the source's per-client-address budgets (preauth.go).
 	addresses *addressTable
+	// caseChecked: the paths along which keys may not differ from the
+	// expected ones only in case (ambiguous.go).
+	caseChecked []pointer
+	// challenge: the WWW-Authenticate of its 401s, e.g.
+	// `github realm="github"` (names are [a-z0-9_-], nothing to escape).
+	challenge string
+	// replayGuard: the signature does not cover the event id, so accepted
+	// events carry the signed digest and look-ups look for it (replay.go).
+	replayGuard bool
 }
 
 func compileSource(s sources.Source) (*source, error) {
@@ -57,6 +67,16 @@ func compileSource(s sources.Source) (*source, error) {
 	if rl := s.RateLimit; rl != nil {
 		cs.limiter = rate.NewLimiter(rate.Limit(rl.PerSecond), rl.Burst)
 	}
+	if s.Scheme == signature.SchemeShopify {
+		for _, l := range []*locator{&cs.eventID, &cs.customerID, &cs.eventType} {
+			if short, ok := strings.CutPrefix(l.header, "X-Shopify-"); ok {
+				l.alt = "Shopify-" + short
+			}
+		}
+	}
+	cs.caseChecked = caseCheckedPointers(cs.eventID, cs.customerID, cs.eventType)
+	cs.challenge = s.Scheme + ` realm="` + s.Name + `"`
+	cs.replayGuard = guardsReplays(s.Scheme, cs.eventID)
 	cs.needsDoc = cs.schema != nil || cs.eventID.ptr != nil || cs.customerID.ptr != nil || cs.eventType.ptr != nil
 	return cs, nil
 }

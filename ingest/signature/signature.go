@@ -240,7 +240,7 @@ func (s *scheme) Verify(h http.Header, body []byte, now time.Time) error {
 	case SchemeGitHub:
 		err = s.verifyBody(h, "X-Hub-Signature-256", "sha256=", true, false, body)
 	case SchemeShopify:
-		err = s.verifyBody(h, "X-Shopify-Hmac-Sha256", "", false, true, body)
+		err = s.verifyBody(h, ShopifyHeader(h, "X-Shopify-Hmac-Sha256"), "", false, true, body)
 	case SchemeHMACSHA256:
 		if s.base64 {
 			err = s.verifyBody(h, s.header, "", false, true, body)
@@ -474,6 +474,21 @@ func (s *scheme) Sign(msgID string, body []byte, now time.Time) http.Header {
 		}
 	}
 	return h
+}
+
+// ShopifyHeader returns the name under which h carries the Shopify header
+// name (an X-Shopify-… name): Shopify also sends its headers without the
+// X- prefix (shopify-hmac-sha256, shopify-webhook-id, …), which its own
+// library accepts. The X- name wins when both are present (the receiver
+// refuses ids that differ between the two).
+func ShopifyHeader(h http.Header, name string) string {
+	if len(h.Values(name)) > 0 {
+		return name
+	}
+	if short, ok := strings.CutPrefix(name, "X-"); ok && len(h.Values(short)) > 0 {
+		return short
+	}
+	return name
 }
 
 // NaturalEventID says where a scheme's provider puts its unique delivery or

@@ -499,3 +499,24 @@ func BenchmarkVerify(b *testing.B) {
 		})
 	}
 }
+
+// TestShopifyUnprefixedHeader: Shopify's shopify-hmac-sha256 (without X-)
+// is verified like X-Shopify-Hmac-Sha256; a wrong one still fails.
+func TestShopifyUnprefixedHeader(t *testing.T) {
+	cfg := signature.Config{Scheme: signature.SchemeShopify, Secrets: []string{"shopify-unit-secret"}}
+	signer, _ := signature.NewSigner(cfg)
+	v, err := signature.NewVerifier(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte(`{"id":1}`)
+	sig := signer.Sign("", body, time.Now()).Get("X-Shopify-Hmac-Sha256")
+	h := http.Header{}
+	h.Set("shopify-hmac-sha256", sig)
+	if err := v.Verify(h, body, time.Now()); err != nil {
+		t.Errorf("unprefixed header: %v", err)
+	}
+	if err := v.Verify(h, []byte(`{"id":2}`), time.Now()); !errors.Is(err, signature.ErrMismatch) {
+		t.Errorf("unprefixed header, other body: %v, want ErrMismatch", err)
+	}
+}

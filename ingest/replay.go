@@ -1,0 +1,114 @@
+package ingest
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"sync"
+	"time"
+
+	"github.com/hookstream/hookstream/ingest/signature"
+)
+
+// detailSignedDigest is the key, in the detail of an ACCEPTED or
+// RETRY_ACCEPTED record, of the SHA-256 (hex) of what the source's
+// signature covers, for sources whose event id it does not cover. The
+// index of migration 6 (audit_log_signed_idx) is on it: renaming it is a
+// migration.
+const detailSignedDigest = "signed_sha256"
+
+// guardsReplays reports whether a source needs the signed-digest check: its
+// scheme signs the body alone (no timestamp, no id) and its event id comes
+// from a header, so a captured delivery verifies under any id.
+// standard-webhooks signs its id and a timestamp, Stripe a timestamp and
+// (by default) a body that holds the id.
+func guardsReplays(scheme string, eventID locator) bool {
+	switch scheme {
+	case signature.SchemeGitHub, signature.SchemeShopify, signature.SchemeHMACSHA256:
+		return eventID.header != ""
+	}
+	return false
+}
+
+// signedDigest is the digest of what guardsReplays's schemes sign: the body.
+func signedDigest(body []byte) string {
+	sum := sha256.Sum256(body)
+	return hex.EncodeToString(sum[:])
+}
+
+// found records that digest belongs to eventID, which the database knew
+// when this receiver did not: its claim by a replay is undone.
+func (d *recentDigests) found(digest, eventID string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if e, ok := d.ids[digest]; ok {
+		e.eventID = eventID
+		d.ids[digest] = e
+	}
+}
+
+// replayed answers a request whose signed body was accepted before as
+// another event: a duplicate, whatever the state of the event its id
+// names, so that a captured delivery sent again under a fresh id is
+// neither processed again nor re-drives a FAILED or DEAD event.
+func (r *Receiver) replayed(req *request, replayOf string) {
+	code := req.src.cfg.DuplicateStatus
+	if r.duplicate(req, "replayed_body", code, map[string]any{"replay_of": replayOf}) {
+		reply(req.c, code, Reply{EventID: req.eventID, Status: "duplicate"})
+		duplicatesTotal.WithLabelValues(req.sourceName, "replayed_body").Inc()
+		observe(req, code)
+	}
+}
+
+// recentDigests bridges the time between a delivery's acceptance and the
+// consumer writing its ACCEPTED record, which the database look-up needs:
+// the last recentDigestsMax signed digests this receiver saw, each for
+// recentDigestsTTL, with the event id that first claimed it. A digest is
+// claimed when its request is checked, not when it is stored, so that
+// replays sent at once do not all pass; a claim whose event then fails
+// (503) stays, which refuses nothing the provider sends (its retry has
+// the same id).
+type recentDigests struct {
+	mu    sync.Mutex
+	ids   map[string]recentDigest
+	order []string // ring of the digests in ids, oldest at next
+	next  int
+}
+
+type recentDigest struct {
+	eventID string
+	at      time.Time
+	slot    int // in order
+}
+
+const (
+	recentDigestsMax = 16384
+	recentDigestsTTL = 10 * time.Minute
+)
+
+// claim returns the event id that claimed digest before within the TTL if
+// it is not eventID; otherwise it claims digest for eventID and returns "".
+func (d *recentDigests) claim(digest, eventID string, now time.Time) string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.ids == nil {
+		d.ids = make(map[string]recentDigest)
+		d.order = make([]string, recentDigestsMax)
+	}
+	if e, ok := d.ids[digest]; ok && now.Sub(e.at) < recentDigestsTTL {
+		if e.eventID != eventID {
+			return e.eventID
+		}
+		return ""
+	} else if ok {
+		delete(d.ids, digest) // expired: its ring slot is overwritten in time
+	}
+	if old := d.order[d.next]; old != "" {
+		if e, ok := d.ids[old]; ok && e.slot == d.next {
+			delete(d.ids, old)
+		}
+	}
+	d.order[d.next] = digest
+	d.ids[digest] = recentDigest{eventID: eventID, at: now, slot: d.next}
+	d.next = (d.next + 1) % len(d.order)
+	return ""
+}

@@ -1,7 +1,6 @@
 package consumer_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -21,23 +20,6 @@ import (
 	"github.com/hookstream/hookstream/consumer"
 	"github.com/hookstream/hookstream/internal/wire"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // attempts are the process spans of eventID, in the order they started,
 // once there are n ended; each with its children by name.
@@ -91,7 +73,7 @@ func TestTraceOfEveryAttempt(t *testing.T) {
 	exp := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
 	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
-	logs := &lockedBuffer{}
+	logs := &syncBuffer{}
 
 	var failOnce sync.Map
 	failOnce.Store("tr-1", true)

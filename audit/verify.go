@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/hookstream/hookstream/internal/backoff"
 	"github.com/hookstream/hookstream/internal/wire"
 )
 
@@ -390,7 +391,7 @@ func (v *verifier) readEventRecords(ctx context.Context) ([]*eventRecord, error)
 	}
 	from := map[int32]int64{}
 	starts.Each(func(o kadm.ListedOffset) { from[o.Partition] = o.Offset })
-	committed, err := adm.FetchOffsets(ctx, v.cfg.Group)
+	committed, err := fetchGroupOffsets(ctx, adm, v.cfg.Group)
 	if errors.Is(err, kerr.GroupIDNotFound) {
 		committed, err = nil, nil // no consumer yet: nothing processed
 	}
@@ -499,4 +500,23 @@ func (v *verifier) countQuarantined(ctx context.Context) error {
 		return fmt.Errorf("audit: count quarantined records: %w", err)
 	}
 	return nil
+}
+
+// fetchGroupOffsets fetches the group's committed offsets, asking again
+// for a while when the group's coordinator is loading or moving: on a
+// cluster whose offsets topic is new, or after a broker's fail-over, the
+// first answer is COORDINATOR_NOT_AVAILABLE or NOT_COORDINATOR, which says
+// nothing about the trail.
+func fetchGroupOffsets(ctx context.Context, adm *kadm.Client, group string) (kadm.OffsetResponses, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		committed, err := adm.FetchOffsets(ctx, group)
+		var ke *kerr.Error
+		if err == nil || !errors.As(err, &ke) || !ke.Retriable || time.Now().After(deadline) {
+			return committed, err
+		}
+		if !backoff.Sleep(ctx, 250*time.Millisecond) {
+			return committed, err
+		}
+	}
 }

@@ -20,7 +20,7 @@ bench_setup INT
 bench_build loadevents slowdest
 "$work/slowdest" --addr 127.0.0.1:8095 --delay "$delay" > "$work/dest.out" & destpid=$!; pids+=($destpid)
 bench_sources "http://127.0.0.1:8095/hook"
-HOOKSTREAM_GENERIC_SECRET=bench-secret HOOKSTREAM_SOURCES="$work/sources.yaml" HOOKSTREAM_LOG_LEVEL=warn \
+HOOKSTREAM_GENERIC_SECRET=bench-secret-0123456789 HOOKSTREAM_SOURCES="$work/sources.yaml" HOOKSTREAM_LOG_LEVEL=warn \
   start_dev --data-dir "$work/data" --http-addr 127.0.0.1:8096 --kafka-listen 127.0.0.1:19093
 "$work/loadevents" --brokers 127.0.0.1:19093 --database-url "$(dev_database_url)" \
   --events "$events" --customers "$customers"

@@ -24,7 +24,7 @@ customers=${3:-1000}
 . scripts/lib.sh
 bench_setup TERM
 bench_build baregin
-secret=bench-secret
+secret=bench-secret-0123456789
 "$work/baregin" -addr 127.0.0.1:8087 & ginpid=$!; pids+=($ginpid)
 for _ in $(seq 1 40); do curl -s -o /dev/null http://127.0.0.1:8087/ && break; sleep 0.25; done
 "$work/hookstream" bench --target http://127.0.0.1:8087 --secret "$secret" --duration 10s --customers "$customers" \

@@ -24,7 +24,7 @@ bench_setup INT
 bench_build loadevents slowdest
 "$work/slowdest" --addr 127.0.0.1:8097 --delay 2ms --fail-for "$failfor" > "$work/dest.out" & destpid=$!; pids+=($destpid)
 bench_sources "http://127.0.0.1:8097/hook" "{max_attempts: 20, initial_backoff: 1s, max_backoff: 5s}"
-HOOKSTREAM_GENERIC_SECRET=bench-secret HOOKSTREAM_SOURCES="$work/sources.yaml" HOOKSTREAM_LOG_LEVEL=${LOG_LEVEL:-error} \
+HOOKSTREAM_GENERIC_SECRET=bench-secret-0123456789 HOOKSTREAM_SOURCES="$work/sources.yaml" HOOKSTREAM_LOG_LEVEL=${LOG_LEVEL:-error} \
   start_dev --data-dir "$work/data" --http-addr 127.0.0.1:8096 --kafka-listen 127.0.0.1:19096
 db=$(dev_database_url)
 "$work/loadevents" --brokers 127.0.0.1:19096 --database-url "$db" \

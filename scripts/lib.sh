@@ -7,7 +7,8 @@
 #   start_dev ARGS...      `hookstream dev ARGS...` in the background (with
 #                          the caller's environment prefix), $devpid set,
 #                          returns once it is ready; dev.out/dev.err in $work
-#   dev_database_url       the private PostgreSQL URL dev printed
+#   dev_database_url       the private PostgreSQL URL dev printed, with the
+#                          password (which dev prints redacted) from its file
 #   bench_sources URL [RETRY]  $work/sources.yaml: the generic source (secret
 #                          in HOOKSTREAM_GENERIC_SECRET) delivering to URL,
 #                          with RETRY as its retry policy (a YAML flow map)
@@ -18,7 +19,7 @@
 #                          under $work, stopped on exit, which dev uses
 #                          through HOOKSTREAM_KAFKA_BROKERS
 #   bench_request          the receiver benchmarks' request: a 798-byte
-#                          generic event signed with $secret (bench-secret),
+#                          generic event signed with $secret (bench-secret-0123456789),
 #                          as $body and $sig, and $work/post.lua for wrk
 
 bench_setup() {
@@ -67,7 +68,19 @@ start_dev() {
   grep -q "Press Ctrl-C" "$work/dev.out" || { cat "$work/dev.err"; exit 1; }
 }
 
-dev_database_url() { sed -n 's/^  PostgreSQL: //p' "$work/dev.out"; }
+# dev prints the URL with its password redacted and the file that holds it:
+#   PostgreSQL: postgres://postgres:REDACTED@127.0.0.1:PORT/postgres (password in FILE)
+dev_database_url() {
+  local line url file
+  line=$(sed -n 's/^  PostgreSQL: //p' "$work/dev.out")
+  url=${line%% (password in *}
+  file=${line##* (password in }
+  file=${file%)}
+  if [ "$file" != "$line" ] && [ -r "$file" ]; then
+    url=${url/REDACTED/$(cat "$file")}
+  fi
+  printf '%s\n' "$url"
+}
 
 bench_sources() {
   cat > "$work/sources.yaml" <<YAML
@@ -84,7 +97,7 @@ YAML
 }
 
 bench_request() {
-  secret=bench-secret
+  secret=bench-secret-0123456789
   local payload
   payload=$(head -c 700 /dev/zero | tr '\0' 'x')
   body="{\"event_id\":\"evt_bench\",\"customer_id\":\"cus_bench\",\"event_type\":\"bench.event\",\"payload\":{\"pad\":\"$payload\"}}"

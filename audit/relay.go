@@ -10,9 +10,11 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/hookstream/hookstream/internal/backoff"
 	"github.com/hookstream/hookstream/internal/kafka"
+	"github.com/hookstream/hookstream/internal/tracing"
 	"github.com/hookstream/hookstream/internal/wire"
 )
 
@@ -51,6 +53,10 @@ type RelayConfig struct {
 	// Default 50ms.
 	Idle   time.Duration
 	Logger *slog.Logger
+	// TracerProvider makes a trace of each round that publishes: its
+	// span links to the spans that made its records' decisions (their
+	// detail.trace_id and span_id). Default: none, no spans.
+	TracerProvider trace.TracerProvider
 }
 
 // Relay publishes the audit_log rows written by Writer to the audit topic,
@@ -67,7 +73,8 @@ type RelayConfig struct {
 // fencing each other; it is not what keeps two relays apart (it dies with
 // its connection while the relay that held it may still be running).
 type Relay struct {
-	cfg RelayConfig
+	cfg    RelayConfig
+	tracer trace.Tracer // nil: no spans
 }
 
 // relayLock is the advisory lock key of the relay allowed to take over.
@@ -107,7 +114,11 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Relay{cfg: cfg}, nil
+	r := &Relay{cfg: cfg}
+	if cfg.TracerProvider != nil {
+		r.tracer = cfg.TracerProvider.Tracer(tracing.TracerName)
+	}
+	return r, nil
 }
 
 // Run publishes until ctx ends. Errors (database or broker unavailable,
@@ -166,6 +177,7 @@ type batch struct {
 	recs   []*kgo.Record
 	end    position
 	lastAt time.Time
+	trace  *roundTrace // nil when the relay does not trace
 }
 
 // term is one relay's time as the active relay: its producer, its epoch
@@ -227,10 +239,12 @@ func (t *term) run(ctx context.Context) (err error) {
 		}
 		b := inflight
 		inflight = nil
-		if err := <-sent; err != nil {
-			return err
+		err := <-sent
+		if err == nil {
+			err = t.store(context.WithoutCancel(ctx), b)
 		}
-		return t.store(context.WithoutCancel(ctx), b)
+		endRound(b, err)
+		return err
 	}
 	defer func() {
 		if serr := settle(); err == nil && ctx.Err() == nil {
@@ -256,6 +270,7 @@ func (t *term) run(ctx context.Context) (err error) {
 		if err := settle(); err != nil {
 			return err
 		}
+		t.startRound(next, start, time.Now())
 		wake = t.nextRead(start, len(next.recs))
 		if len(next.recs) == 0 {
 			relayLagSeconds.Set(0)
@@ -326,6 +341,9 @@ ORDER BY c.commit_seq, a.seq LIMIT $1`, t.r.cfg.Batch, from.commit, from.seq)
 	}
 	defer rows.Close()
 	b := &batch{end: from}
+	if t.r.tracer != nil {
+		b.trace = &roundTrace{}
+	}
 	for rows.Next() {
 		rec, err := scanRecord(rows, &b.end.commit, &b.end.seq)
 		if err != nil {
@@ -336,6 +354,9 @@ ORDER BY c.commit_seq, a.seq LIMIT $1`, t.r.cfg.Batch, from.commit, from.seq)
 			return nil, err
 		}
 		b.recs, b.lastAt = append(b.recs, kr), rec.At
+		if b.trace != nil {
+			b.trace.link(rec.Detail)
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("audit relay: read: %w", err)
@@ -349,9 +370,11 @@ ORDER BY c.commit_seq, a.seq LIMIT $1`, t.r.cfg.Batch, from.commit, from.seq)
 // a PostgreSQL crash is an older one, from which the relay publishes the
 // same rows again in the same order, so readers see duplicates (same
 // audit_id) but never an older state after a newer.
-func (t *term) store(ctx context.Context, b *batch) error {
+func (t *term) store(ctx context.Context, b *batch) (err error) {
+	span := t.startStore(b)
+	defer func() { endWith(span, err) }()
 	var moved int64
-	err := pgx.BeginFunc(ctx, t.conn, func(tx pgx.Tx) error {
+	err = pgx.BeginFunc(ctx, t.conn, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
 			return err
 		}

@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/hookstream/hookstream/internal/tracing"
 	"github.com/hookstream/hookstream/internal/wire"
 )
 
@@ -79,11 +80,8 @@ func (c *Consumer) auditRecord(ev *Event, action wire.Action, reason string, det
 	if err != nil {
 		id = uuid.New()
 	}
-	if id := ev.traceID(); id != "" {
-		if detail == nil {
-			detail = make(map[string]any, 1)
-		}
-		detail[wire.DetailTraceID] = id
+	if ev.trace != nil {
+		detail = tracing.WithDecision(detail, ev.trace.span.SpanContext())
 	}
 	p, o := ev.Partition, ev.Offset
 	return &wire.AuditRecord{

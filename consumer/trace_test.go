@@ -147,6 +147,31 @@ FROM audit_log WHERE event_id = $1`, id, want).Scan(&total, &traced); err != nil
 			t.Errorf("%s: %d of %d audit records have trace_id %s", id, traced, total, want)
 		}
 	}
+	// And the span of the attempt that made it, which the audit relay's
+	// publish spans link to.
+	for _, id := range []string{"tr-1", "tr-2"} {
+		spans, _ := attempts(t, exp, id, 2)
+		made := map[string]bool{}
+		for _, s := range spans {
+			made[s.SpanContext.SpanID().String()] = true
+		}
+		rows, err := tb.pool.Query(context.Background(), `SELECT coalesce(detail->>'span_id', '') FROM audit_log WHERE event_id = $1 AND actor = 'consumer'`, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(sids) == 0 {
+			t.Errorf("%s: no consumer's audit record", id)
+		}
+		for _, sid := range sids {
+			if !made[sid] {
+				t.Errorf("%s: a consumer's audit record has span_id %q, not one of its attempts' %v", id, sid, made)
+			}
+		}
+	}
 	if !strings.Contains(logs.String(), `"msg":"event failed; retry scheduled"`) || !strings.Contains(logs.String(), `"trace_id":"`+traceID.String()+`"`) {
 		t.Errorf("the failure's log line has no trace_id %s:\n%s", traceID, logs.String())
 	}

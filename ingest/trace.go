@@ -14,7 +14,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/hookstream/hookstream/internal/tracing"
-	"github.com/hookstream/hookstream/internal/wire"
 )
 
 // The receiver's spans (docs/design.md, "Tracing"): one server span per
@@ -151,17 +150,13 @@ func (r *Receiver) logFor(req *request) *slog.Logger {
 	return r.log
 }
 
-// withTraceID adds req's trace id to an audit record's detail.
+// withTraceID adds the ids of req's span to an audit record's detail:
+// trace_id and span_id (tracing.WithDecision).
 func (req *request) withTraceID(detail map[string]any) map[string]any {
-	id := req.traceID()
-	if id == "" {
+	if req.trace == nil {
 		return detail
 	}
-	if detail == nil {
-		detail = make(map[string]any, 2)
-	}
-	detail[wire.DetailTraceID] = id
-	return detail
+	return tracing.WithDecision(detail, req.trace.span.SpanContext())
 }
 
 // eventTraceHeaders are the traceparent and tracestate of req's event

@@ -175,8 +175,8 @@ func TestTraceContinuesTheProvidersTraceparent(t *testing.T) {
 	if got := header(recs[0], wire.HeaderTracestate); got != "vendor=abc" {
 		t.Errorf("record tracestate %q", got)
 	}
-	if a := tb.decision(recs[0]); a.Detail[wire.DetailTraceID] != sc.TraceID().String() {
-		t.Errorf("decision detail %v, want trace_id %s", a.Detail, sc.TraceID())
+	if a := tb.decision(recs[0]); a.Detail[wire.DetailTraceID] != sc.TraceID().String() || a.Detail[wire.DetailSpanID] != sc.SpanID().String() {
+		t.Errorf("decision detail %v, want trace_id %s and span_id %s", a.Detail, sc.TraceID(), sc.SpanID())
 	}
 }
 

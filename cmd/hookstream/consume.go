@@ -221,7 +221,7 @@ func startProcessing(ctx context.Context, o processingOptions) (_ *processing, e
 	}
 	p.close = append(p.close, ready.Close)
 	p.producer = ready
-	relay, err := audit.NewRelay(audit.RelayConfig{Pool: pool, Topic: o.topics.Audit, Logger: o.log,
+	relay, err := audit.NewRelay(audit.RelayConfig{Pool: pool, Topic: o.topics.Audit, Logger: o.log, TracerProvider: o.tracer,
 		Kafka: kafka.Config{Brokers: o.brokers, ClientID: "hookstream-audit-relay", Opts: o.kafkaOpts, Metrics: true}})
 	if err != nil {
 		return nil, err

@@ -63,6 +63,9 @@ const (
 	// AttrBatchEvents is how many events shared a batch's read or
 	// transaction (the consumer's lookup and record spans).
 	AttrBatchEvents = attribute.Key("hookstream.batch.events")
+	// AttrBatchLinksDropped is how many of an audit relay round's
+	// decisions its span does not link to, past the bound on links.
+	AttrBatchLinksDropped = attribute.Key("hookstream.batch.links_dropped")
 )
 
 // Config configures Setup; every field is optional.

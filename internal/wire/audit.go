@@ -81,6 +81,11 @@ const DetailClientRequestID = "client_request_id"
 // have been sampled.
 const DetailTraceID = "trace_id"
 
+// DetailSpanID is the detail key of the span id (16 hex digits) of the
+// request's or the attempt's span that made the decision, beside
+// DetailTraceID: the audit relay's publish spans link to it.
+const DetailSpanID = "span_id"
+
 // DetailSummary is the detail key of a REJECTED record that summarizes
 // the rejections of one source and reason past their rate (the receiver
 // records those one by one only up to it): an object with count,

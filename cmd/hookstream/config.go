@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -25,6 +26,7 @@ type settings struct {
 	httpAddr       string
 	adminAddr      string
 	adminToken     string
+	trustedProxies string
 	sourcesFile    string
 	partitions     int
 	replication    int
@@ -41,6 +43,8 @@ type settings struct {
 	hasKafka      bool // registerKafka was called
 	// kafkaOpts apply kafkaSecurity to a client; set by validate.
 	kafkaOpts []kgo.Opt
+	// proxies are trustedProxies parsed; set by validate.
+	proxies []netip.Prefix
 }
 
 type flagSet struct {
@@ -160,6 +164,7 @@ func (s *settings) topicsConfig() topics.Config {
 func (s *settings) registerServer(fs *flagSet, defaultAddr string) {
 	fs.stringVar(&s.httpAddr, "http-addr", "HOOKSTREAM_HTTP_ADDR", defaultAddr, "HTTP listen address")
 	fs.stringVar(&s.adminToken, "admin-token", "HOOKSTREAM_ADMIN_TOKEN", "", "bearer token of the admin API (disabled when empty)")
+	fs.stringVar(&s.trustedProxies, "trusted-proxies", "HOOKSTREAM_TRUSTED_PROXIES", "", "comma-separated addresses or CIDR prefixes of the proxies or load balancers in front of the receiver, whose X-Forwarded-For names the client (empty: the connection's peer is the client)")
 	fs.stringVar(&s.adminAddr, "admin-addr", "HOOKSTREAM_ADMIN_ADDR", "", "listen address of the admin API, /metrics and a detailed /readyz, apart from the receiver's (empty: all on http-addr)")
 	fs.stringVar(&s.sourcesFile, "sources", "HOOKSTREAM_SOURCES", "", "YAML sources file")
 	fs.stringVar(&s.instance, "instance", "HOOKSTREAM_INSTANCE", defaultInstance(), "name of this process in audit records")
@@ -207,6 +212,14 @@ func (s *settings) validate() error {
 	if s.hasDurability && s.replication > 0 && s.minInsync > s.replication {
 		return fmt.Errorf("min-insync-replicas (HOOKSTREAM_MIN_INSYNC_REPLICAS): %d is more than the replication factor %d: no write could be acknowledged", s.minInsync, s.replication)
 	}
+	if s.adminToken != "" && len(s.adminToken) < minAdminToken {
+		return fmt.Errorf("admin-token (HOOKSTREAM_ADMIN_TOKEN): must be at least %d bytes, got %d (e.g. openssl rand -hex 32)", minAdminToken, len(s.adminToken))
+	}
+	proxies, err := parsePrefixes(s.trustedProxies)
+	if err != nil {
+		return fmt.Errorf("trusted-proxies (HOOKSTREAM_TRUSTED_PROXIES): %w", err)
+	}
+	s.proxies = proxies
 	if s.produceTimeout < 0 {
 		return fmt.Errorf("produce-timeout (HOOKSTREAM_PRODUCE_TIMEOUT): must be positive, got %s", s.produceTimeout)
 	}
@@ -218,6 +231,37 @@ func (s *settings) validate() error {
 		s.kafkaOpts = opts
 	}
 	return nil
+}
+
+// minAdminToken is the shortest admin token accepted, as for the sources'
+// secrets: a token an attacker may try guesses against.
+const minAdminToken = 16
+
+// parsePrefixes parses a comma-separated list of addresses (each its own
+// prefix) and CIDR prefixes.
+func parsePrefixes(v string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for f := range strings.SplitSeq(v, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if strings.Contains(f, "/") {
+			p, err := netip.ParsePrefix(f)
+			if err != nil {
+				return nil, fmt.Errorf("%q is not an address or a CIDR prefix", f)
+			}
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(f)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not an address or a CIDR prefix", f)
+		}
+		a = a.Unmap()
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
 }
 
 // kafkaConfig is how this command's clients reach the brokers; clientID

@@ -41,6 +41,8 @@ func TestBadConfigNamesTheField(t *testing.T) {
 		{[]string{"replay"}, nil, "give exactly one of"},
 		{[]string{"replay", "--event-id", "e"}, nil, "--event-id needs --source"},
 		{[]string{"nope"}, nil, `unknown command "nope"`},
+		{[]string{"serve", "--sources", good, "--admin-token", "short-token"}, nil, "admin-token (HOOKSTREAM_ADMIN_TOKEN): must be at least 16 bytes, got 11"},
+		{[]string{"serve", "--sources", good}, map[string]string{"HOOKSTREAM_TRUSTED_PROXIES": "10.0.0.0/8,proxy.local"}, `trusted-proxies (HOOKSTREAM_TRUSTED_PROXIES): "proxy.local" is not an address or a CIDR prefix`},
 		{[]string{"serve", "--sources", bad}, map[string]string{"HOOKSTREAM_KAFKA_SASL_MECHANISM": "gssapi"}, `kafka-sasl-mechanism (HOOKSTREAM_KAFKA_SASL_MECHANISM): "gssapi" is not one of plain, scram-sha-256, scram-sha-512`},
 		{[]string{"consume", "--kafka-tls-ca", "/nonexistent/ca.pem"}, nil, "kafka-tls-ca (HOOKSTREAM_KAFKA_TLS_CA): open /nonexistent/ca.pem"},
 		{[]string{"topics", "--kafka-sasl-mechanism", "plain", "--kafka-sasl-user", "u"}, nil, "kafka-sasl-password (HOOKSTREAM_KAFKA_SASL_PASSWORD): required"},
@@ -52,7 +54,7 @@ func TestBadConfigNamesTheField(t *testing.T) {
 	for _, c := range cases {
 		for _, k := range []string{"HOOKSTREAM_SOURCES", "HOOKSTREAM_DATABASE_URL", "HOOKSTREAM_KAFKA_BROKERS", "HOOKSTREAM_PARTITIONS", "HOOKSTREAM_REPLICATION_FACTOR", "HOOKSTREAM_MIN_INSYNC_REPLICAS", "HOOKSTREAM_PRODUCE_TIMEOUT", "HOOKSTREAM_LOG_LEVEL",
 			"HOOKSTREAM_KAFKA_TLS", "HOOKSTREAM_KAFKA_TLS_CA", "HOOKSTREAM_KAFKA_SASL_MECHANISM", "HOOKSTREAM_KAFKA_SASL_USER", "HOOKSTREAM_KAFKA_SASL_PASSWORD",
-			"OTEL_TRACES_EXPORTER", "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG", "OTEL_SDK_DISABLED"} {
+			"OTEL_TRACES_EXPORTER", "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG", "OTEL_SDK_DISABLED", "HOOKSTREAM_ADMIN_TOKEN", "HOOKSTREAM_TRUSTED_PROXIES"} {
 			t.Setenv(k, "")
 			_ = os.Unsetenv(k)
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -45,6 +46,8 @@ type receiverOptions struct {
 	produceTimeout time.Duration
 	shutdownGrace  time.Duration
 	adminToken     string
+	// trustedProxies name the peers whose X-Forwarded-For names the client.
+	trustedProxies []netip.Prefix
 	// adminAddr, when set, is a listener of its own for the admin API,
 	// /metrics and a /readyz with the failing checks' errors; the public
 	// listener then serves neither.
@@ -92,6 +95,7 @@ func startReceiver(ctx context.Context, o receiverOptions) (_ *receiverStack, er
 		ProduceTimeout:    o.produceTimeout,
 		Logger:            o.log,
 		TracerProvider:    o.tracer,
+		PreAuth:           ingest.PreAuthConfig{TrustedProxies: o.trustedProxies},
 	})
 	if err != nil {
 		return nil, err

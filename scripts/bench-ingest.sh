@@ -4,6 +4,7 @@
 #   scripts/bench-ingest.sh [connections] [duration]
 #   ROUNDS=5 scripts/bench-ingest.sh 64 12s
 #   KAFKA=cluster scripts/bench-ingest.sh ...   on 3-node Apache Kafka
+#   TRACING=0.01 scripts/bench-ingest.sh ...    the receiver traces 1% of requests
 #
 # 1. a bare gin handler that reads the body and answers 202 (the ceiling);
 # 2. `hookstream dev` (embedded broker, private PostgreSQL) taking the same
@@ -22,7 +23,19 @@ command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; ex
 
 . scripts/lib.sh
 bench_setup TERM
-bench_build baregin
+bench_build baregin slowdest
+
+# TRACING=RATIO: the receivers (dev and serve) trace, sampling RATIO of the
+# requests (parentbased_traceidratio; the requests carry no traceparent),
+# and export OTLP/HTTP to a stand-in collector that reads each export and
+# answers 200 (slowdest with no delay): what tracing costs the receiver,
+# not what a collector costs the machine.
+if [ -n "${TRACING:-}" ]; then
+  "$work/slowdest" -addr 127.0.0.1:8094 -delay 0 > /dev/null & pids+=($!)
+  export OTEL_TRACES_EXPORTER=otlp OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:8094 \
+    OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=$TRACING
+  echo "tracing: sampling $TRACING of requests, OTLP/HTTP to a stand-in collector"
+fi
 
 bench_request
 echo "body: ${#body} bytes, connections: $conns, duration: $dur"

@@ -305,22 +305,8 @@ func newFaultRun(t *testing.T, seed uint64) *faultRun {
 // everywhere, delivering to /hooks/<name>.
 func (f *faultRun) writeSources(name string) string {
 	f.t.Helper()
-	file := filepath.Join(f.dir, name+".yaml")
-	if err := os.WriteFile(file, []byte(fmt.Sprintf(`sources:
-  - name: %s
-    scheme: hmac-sha256
-    secrets: [%q]
-    signature_header: X-Signature
-    signature_encoding: hex
-    event_id: {pointer: /event_id}
-    customer_id: {pointer: /customer_id}
-    event_type: {pointer: /type}
-    destination: {url: %q, timeout: 5s}
-    retry: {max_attempts: 5, initial_backoff: 100ms, max_backoff: 500ms}
-`, faultSource, faultSecret, f.destURL+"/hooks/"+name)), 0o644); err != nil {
-		f.t.Fatal(err)
-	}
-	return file
+	return processSources(f.t, f.dir, name, faultSource, faultSecret, f.destURL,
+		"{max_attempts: 5, initial_backoff: 100ms, max_backoff: 500ms}")
 }
 
 // startMember starts the next incarnation of member name (a1, a2, …).

@@ -177,22 +177,8 @@ func (p *scheduleProc) signal(sig syscall.Signal) {
 // every call says which process made it.
 func (r *scheduleRun) writeSources(name string) string {
 	r.t.Helper()
-	file := filepath.Join(r.dir, name+".yaml")
-	if err := os.WriteFile(file, fmt.Appendf(nil, `sources:
-  - name: %s
-    scheme: hmac-sha256
-    secrets: [%q]
-    signature_header: X-Signature
-    signature_encoding: hex
-    event_id: {pointer: /event_id}
-    customer_id: {pointer: /customer_id}
-    event_type: {pointer: /type}
-    destination: {url: %q, timeout: 5s}
-    retry: {max_attempts: 4, initial_backoff: 200ms, max_backoff: 1s}
-`, scheduleSource, scheduleSecret, r.destURL+"/hooks/"+name), 0o644); err != nil {
-		r.t.Fatal(err)
-	}
-	return file
+	return processSources(r.t, r.dir, name, scheduleSource, scheduleSecret, r.destURL,
+		"{max_attempts: 4, initial_backoff: 200ms, max_backoff: 1s}")
 }
 
 // startReceiver starts the next incarnation of `hookstream serve` on the

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -104,4 +106,28 @@ func checkProcessedInOrder(ctx context.Context, pool *pgxpool.Pool, never func(s
 		}
 	}
 	return len(processed), nil
+}
+
+// processSources writes, in dir, the sources file of one process of a
+// system test: one hmac-sha256 source signed with secret, delivering to
+// destURL+"/hooks/"+name, so that every call says which process made it,
+// with the retry policy retry (YAML).
+func processSources(t *testing.T, dir, name, source, secret, destURL, retry string) string {
+	t.Helper()
+	file := filepath.Join(dir, name+".yaml")
+	if err := os.WriteFile(file, fmt.Appendf(nil, `sources:
+  - name: %s
+    scheme: hmac-sha256
+    secrets: [%q]
+    signature_header: X-Signature
+    signature_encoding: hex
+    event_id: {pointer: /event_id}
+    customer_id: {pointer: /customer_id}
+    event_type: {pointer: /type}
+    destination: {url: %q, timeout: 5s}
+    retry: %s
+`, source, secret, destURL+"/hooks/"+name, retry), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return file
 }

@@ -99,10 +99,11 @@ run_schemathesis() {
   local name=$1 base=$2
   shift 2
   say "schemathesis, $name: $base, $max_examples examples per operation and phase, seed $seed"
-  if ! PYTHONPATH=$repo/scripts/contract SCHEMATHESIS_HOOKS=schemathesis_hooks HOOKSTREAM_CONTRACT_SECRET=$secret \
-    "$venv/bin/st" --config-file scripts/contract/schemathesis.toml run "$work/openapi.json" \
+  # From $work: schemathesis keeps a cache (.schemathesis) in its directory.
+  if ! (cd "$work" && PYTHONPATH=$repo/scripts/contract SCHEMATHESIS_HOOKS=schemathesis_hooks HOOKSTREAM_CONTRACT_SECRET=$secret \
+    "$venv/bin/st" --config-file "$repo/scripts/contract/schemathesis.toml" run "$work/openapi.json" \
     --url "$base" --checks "$checks" --max-examples "$max_examples" --seed "$seed" --workers 2 \
-    --report junit --report-dir "$work/reports-$name" "$@"; then
+    --report junit --report-dir "$work/reports-$name" "$@"); then
     findings+=("schemathesis $name")
   fi
 }

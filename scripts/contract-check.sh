@@ -9,8 +9,10 @@
 #      route but the webhooks; the admin API with the token), from that same
 #      /openapi.json: valid and invalid inputs, checking no 5xx and that
 #      every status, Content-Type, header and body is one the document
-#      declares. scripts/contract/schemathesis_hooks.py signs most webhook
-#      bodies so that they get past the signature check.
+#      declares. dev has a source per signature scheme and an unsigned one
+#      (scripts/contract/sources.yaml); scripts/contract/schemathesis_hooks.py
+#      spreads the webhooks over them and signs most of generic's, so that
+#      they get past the signature check.
 #
 # Exit status 0 means no finding. The tools are installed once into
 # $HOOKSTREAM_TOOLS_DIR (default ${XDG_CACHE_HOME:-~/.cache}/hookstream/tools),
@@ -74,7 +76,7 @@ secret=$(python3 -c 'import secrets; print("contract_" + secrets.token_hex(24))'
 say "building hookstream; starting hookstream dev (receiver $http_addr, admin $admin_addr, broker $kafka_addr, data $work/data)"
 go build -o "$work/hookstream" ./cmd/hookstream
 HOOKSTREAM_ADMIN_TOKEN=$token HOOKSTREAM_GENERIC_SECRET=$secret \
-  "$work/hookstream" dev --data-dir "$work/data" --http-addr "$http_addr" \
+  "$work/hookstream" dev --sources scripts/contract/sources.yaml --data-dir "$work/data" --http-addr "$http_addr" \
   --admin-addr "$admin_addr" --kafka-listen "$kafka_addr" >"$work/dev.log" 2>&1 &
 devpid=$!
 for _ in $(seq 1 240); do
@@ -103,7 +105,7 @@ run_schemathesis() {
   if ! (cd "$work" && PYTHONPATH=$repo/scripts/contract SCHEMATHESIS_HOOKS=schemathesis_hooks HOOKSTREAM_CONTRACT_SECRET=$secret \
     "$venv/bin/st" --config-file "$repo/scripts/contract/schemathesis.toml" run "$work/openapi.json" \
     --url "$base" --checks "$checks" --max-examples "$max_examples" --seed "$seed" --workers 2 \
-    --report junit --report-dir "$work/reports-$name" "$@"); then
+    --report junit,har --report-dir "$work/reports-$name" "$@"); then
     findings+=("schemathesis $name")
   fi
 }

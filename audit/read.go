@@ -27,12 +27,15 @@ type TailOptions struct {
 }
 
 // Tail prints the audit topic's records as JSON lines, oldest first per
-// partition.
+// partition; tombstones are not records and are skipped.
 func Tail(ctx context.Context, o TailOptions, w io.Writer) error {
 	if o.Topic == "" {
 		o.Topic = wire.DefaultAuditTopic
 	}
 	return readTopic(ctx, o.Brokers, o.KafkaOpts, o.Topic, nil, o.Follow, func(r *kgo.Record) error {
+		if r.Value == nil {
+			return nil // a tombstone: no record to print
+		}
 		if o.EventID != "" || o.CustomerID != "" {
 			var a wire.AuditRecord
 			if err := json.Unmarshal(r.Value, &a); err != nil {

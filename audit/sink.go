@@ -160,6 +160,9 @@ func (s *Sink) Run(ctx context.Context) error {
 			if actor, ok := header(r, wire.HeaderAuditActor); ok && actor != string(wire.ActorIngest) {
 				return // the relay's: already in the table
 			}
+			if r.Value == nil {
+				return // a tombstone (docs/design.md, "Tombstones"): no record to copy
+			}
 			var a wire.AuditRecord
 			if err := json.Unmarshal(r.Value, &a); err != nil {
 				batch = append(batch, incoming{kr: r, decodeErr: err})

@@ -37,6 +37,7 @@ type settings struct {
 	instance       string
 	shutdownGrace  time.Duration
 	kafkaSecurity  kafka.Security
+	topicRetention topicRetention
 
 	hasPartitions bool // registerPartitions was called
 	hasDurability bool // registerDurability was called
@@ -149,16 +150,18 @@ func (s *settings) registerPartitions(fs *flagSet) {
 }
 
 // registerDurability: the replication factor and min.insync.replicas of
-// the topics a command creates (internal/topics, Config.Durability).
+// the topics a command creates (internal/topics, Config.Durability), and
+// their retention (topics.go).
 func (s *settings) registerDurability(fs *flagSet) {
 	s.hasDurability = true
+	s.topicRetention.register(fs)
 	fs.intVar(&s.replication, "replication-factor", "HOOKSTREAM_REPLICATION_FACTOR", 0, "replication factor of new topics (0: min(3, brokers); -1: the broker's default)")
 	fs.intVar(&s.minInsync, "min-insync-replicas", "HOOKSTREAM_MIN_INSYNC_REPLICAS", 0, "min.insync.replicas of new topics (0: 2 when the replication factor is 3 or more, else 1)")
 }
 
 // topicsConfig is what the command's flags ask of the topics.
 func (s *settings) topicsConfig() topics.Config {
-	return topics.Config{Partitions: int32(s.partitions), ReplicationFactor: int16(s.replication), MinInsyncReplicas: s.minInsync}
+	return s.topicRetention.apply(topics.Config{Partitions: int32(s.partitions), ReplicationFactor: int16(s.replication), MinInsyncReplicas: s.minInsync})
 }
 
 func (s *settings) registerServer(fs *flagSet, defaultAddr string) {
@@ -211,6 +214,11 @@ func (s *settings) validate() error {
 	}
 	if s.hasDurability && s.replication > 0 && s.minInsync > s.replication {
 		return fmt.Errorf("min-insync-replicas (HOOKSTREAM_MIN_INSYNC_REPLICAS): %d is more than the replication factor %d: no write could be acknowledged", s.minInsync, s.replication)
+	}
+	if s.hasDurability {
+		if err := s.topicRetention.validate(); err != nil {
+			return err
+		}
 	}
 	if s.adminToken != "" && len(s.adminToken) < minAdminToken {
 		return fmt.Errorf("admin-token (HOOKSTREAM_ADMIN_TOKEN): must be at least %d bytes, got %d (e.g. openssl rand -hex 32)", minAdminToken, len(s.adminToken))

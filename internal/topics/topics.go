@@ -38,7 +38,27 @@ type Config struct {
 	// with the same key, so that a reader keeping up sees every record.
 	// Default 7 days.
 	AuditMinCompactionLag time.Duration
+	// EventsRetention is retention.ms of the events topic: how long an
+	// accepted event stays there, so the longest consumer outage that
+	// loses nothing (the consumer reads the event from the topic). Default
+	// 7 days; MinRetention at least.
+	EventsRetention time.Duration
+	// DLQRetention is retention.ms of the DLQ topic: how long a dead
+	// event's record stays for the tools that read it. Default 30 days;
+	// MinRetention at least.
+	DLQRetention time.Duration
+	// AuditDeleteRetention is delete.retention.ms of the audit topic: how
+	// long a tombstone stays once the cleaner has reached it, so how far
+	// behind a reader of the compacted topic may be and still see it
+	// (docs/design.md, "Tombstones"). Default 7 days, as
+	// AuditMinCompactionLag: one bound for readers. MinRetention at least.
+	AuditDeleteRetention time.Duration
 }
+
+// MinRetention is the shortest retention Config accepts: below it a
+// consumer restart or a reader's pause loses records, which a typo such
+// as 7s for 7d would otherwise do without a word.
+const MinRetention = time.Hour
 
 // WithDefaults returns the config with zero fields set to their defaults.
 func (c Config) WithDefaults() Config {
@@ -52,6 +72,15 @@ func (c Config) WithDefaults() Config {
 	if c.AuditMinCompactionLag == 0 {
 		c.AuditMinCompactionLag = 7 * 24 * time.Hour
 	}
+	if c.EventsRetention == 0 {
+		c.EventsRetention = 7 * 24 * time.Hour
+	}
+	if c.DLQRetention == 0 {
+		c.DLQRetention = 30 * 24 * time.Hour
+	}
+	if c.AuditDeleteRetention == 0 {
+		c.AuditDeleteRetention = 7 * 24 * time.Hour
+	}
 	return c
 }
 
@@ -64,6 +93,14 @@ func (c Config) validate() error {
 	}
 	if c.AuditMinCompactionLag < 0 {
 		return errors.New("topics: audit min compaction lag must not be negative")
+	}
+	for _, r := range []struct {
+		name string
+		d    time.Duration
+	}{{"events retention", c.EventsRetention}, {"DLQ retention", c.DLQRetention}, {"audit delete retention", c.AuditDeleteRetention}} {
+		if r.d < MinRetention {
+			return fmt.Errorf("topics: %s must be at least %s, got %s", r.name, MinRetention, r.d)
+		}
 	}
 	if c.ReplicationFactor < -1 {
 		return fmt.Errorf("topics: replication factor must be -1 (the broker's default) or at least 1, got %d", c.ReplicationFactor)
@@ -110,13 +147,21 @@ type Spec struct {
 // Specs returns the topics hookstream needs, with their configs.
 func (c Config) Specs() []Spec {
 	c = c.WithDefaults()
-	lag := strconv.FormatInt(c.AuditMinCompactionLag.Milliseconds(), 10)
+	// cleanup.policy is set on every topic, not left to the broker's
+	// log.cleanup.policy, so that retention.ms means what it says.
 	specs := []Spec{
-		{Name: c.Topics.Events, Partitions: c.Partitions, Configs: map[string]*string{}},
-		{Name: c.Topics.DLQ, Partitions: c.Partitions, Configs: map[string]*string{}},
+		{Name: c.Topics.Events, Partitions: c.Partitions, Configs: map[string]*string{
+			"cleanup.policy": kadm.StringPtr("delete"),
+			"retention.ms":   millis(c.EventsRetention),
+		}},
+		{Name: c.Topics.DLQ, Partitions: c.Partitions, Configs: map[string]*string{
+			"cleanup.policy": kadm.StringPtr("delete"),
+			"retention.ms":   millis(c.DLQRetention),
+		}},
 		{Name: c.Topics.Audit, Partitions: c.AuditPartitions, Configs: map[string]*string{
 			"cleanup.policy":        kadm.StringPtr("compact"),
-			"min.compaction.lag.ms": kadm.StringPtr(lag),
+			"min.compaction.lag.ms": millis(c.AuditMinCompactionLag),
+			"delete.retention.ms":   millis(c.AuditDeleteRetention),
 		}},
 	}
 	if c.MinInsyncReplicas > 0 {
@@ -128,6 +173,10 @@ func (c Config) Specs() []Spec {
 }
 
 const minInsync = "min.insync.replicas"
+
+func millis(d time.Duration) *string {
+	return kadm.StringPtr(strconv.FormatInt(d.Milliseconds(), 10))
+}
 
 // Result reports what Ensure did with one topic.
 type Result struct {
@@ -146,6 +195,8 @@ type Result struct {
 	// more failure would lose, sooner than asked; Ensure does not change
 	// it (moving replicas is an operator's decision).
 	Weaker string
+
+	configs map[string]kadm.Config // the topic's configs by key, from describe
 }
 
 // Warning is the message to show for a topic that existed with weaker
@@ -163,20 +214,9 @@ func (r Result) Warning() string {
 // break per-customer order), reporting those with weaker durability than
 // asked. It is idempotent. A config it refuses creates nothing.
 func Ensure(ctx context.Context, adm *kadm.Client, cfg Config) ([]Result, error) {
-	cfg = cfg.WithDefaults()
-	if err := cfg.validate(); err != nil {
-		return nil, err
-	}
-	brokers, err := adm.ListBrokers(ctx)
+	cfg, err := resolve(ctx, adm, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("topics: list brokers: %w", err)
-	}
-	cfg = cfg.Durability(len(brokers))
-	if err := cfg.validate(); err != nil {
 		return nil, err
-	}
-	if int(cfg.ReplicationFactor) > len(brokers) {
-		return nil, fmt.Errorf("topics: replication factor %d: the cluster has %d broker(s)", cfg.ReplicationFactor, len(brokers))
 	}
 	var out []Result
 	for _, s := range cfg.Specs() {
@@ -201,6 +241,27 @@ func Ensure(ctx context.Context, adm *kadm.Client, cfg Config) ([]Result, error)
 		out = append(out, r)
 	}
 	return out, nil
+}
+
+// resolve fills in cfg's defaults, its durability for the cluster's
+// brokers, and refuses what the cluster cannot give.
+func resolve(ctx context.Context, adm *kadm.Client, cfg Config) (Config, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.validate(); err != nil {
+		return cfg, err
+	}
+	brokers, err := adm.ListBrokers(ctx)
+	if err != nil {
+		return cfg, fmt.Errorf("topics: list brokers: %w", err)
+	}
+	cfg = cfg.Durability(len(brokers))
+	if err := cfg.validate(); err != nil {
+		return cfg, err
+	}
+	if int(cfg.ReplicationFactor) > len(brokers) {
+		return cfg, fmt.Errorf("topics: replication factor %d: the cluster has %d broker(s)", cfg.ReplicationFactor, len(brokers))
+	}
+	return cfg, nil
 }
 
 // describe reads an existing topic's partitions, replication factor and
@@ -248,11 +309,12 @@ func describeOnce(ctx context.Context, adm *kadm.Client, name string) (Result, e
 		if rc, err = rcs.On(name, nil); err == nil {
 			err = rc.Err
 		}
+		r.configs = make(map[string]kadm.Config, len(rc.Configs))
 		for _, c := range rc.Configs {
-			if c.Key == minInsync {
-				r.MinInsyncReplicas, _ = strconv.Atoi(c.MaybeValue())
-			}
+			r.configs[c.Key] = c
 		}
+		mi := r.configs[minInsync]
+		r.MinInsyncReplicas, _ = strconv.Atoi(mi.MaybeValue())
 	}
 	if err != nil {
 		return Result{}, fmt.Errorf("topics: describe the configs of %s: %w", name, err)

@@ -203,8 +203,8 @@ func TestEnsureCreatesDurableTopicsByDefault(t *testing.T) {
 	}
 }
 
-// A durability the cluster cannot give is refused before anything is
-// created.
+// A durability the cluster cannot give, or a retention under an hour, is
+// refused before anything is created.
 func TestEnsureRefusesImpossibleDurability(t *testing.T) {
 	t.Parallel()
 	brokers := testenv.Kafka(t)
@@ -225,6 +225,9 @@ func TestEnsureRefusesImpossibleDurability(t *testing.T) {
 		{topics.Config{MinInsyncReplicas: 4}, "min.insync.replicas 4 is more than the replication factor"},
 		{topics.Config{ReplicationFactor: -2}, "replication factor must be -1"},
 		{topics.Config{MinInsyncReplicas: -1}, "min.insync.replicas must be at least 1"},
+		{topics.Config{EventsRetention: 7 * time.Second}, "events retention must be at least 1h0m0s, got 7s"},
+		{topics.Config{DLQRetention: -time.Hour}, "DLQ retention must be at least 1h0m0s, got -1h0m0s"},
+		{topics.Config{AuditDeleteRetention: time.Minute}, "audit delete retention must be at least 1h0m0s, got 1m0s"},
 	} {
 		c.cfg.Topics = tp
 		if _, err := topics.Ensure(ctx, adm, c.cfg); err == nil || !strings.Contains(err.Error(), c.want) {

@@ -20,6 +20,10 @@ build: ## build bin/hookstream
 test: ## run every test with the race detector (starts PostgreSQL and a broker itself)
 	$(GO) test $(TEST_FLAGS) $(PKGS)
 
+.PHONY: contract
+contract: ## the HTTP contract by outside tools: redocly lint of /openapi.json, schemathesis against a running dev (scripts/contract-check.sh)
+	scripts/contract-check.sh
+
 .PHONY: test-docker
 test-docker: ## the same suite on Apache Kafka and PostgreSQL in Docker (testcontainers); fails without a Docker engine
 	HOOKSTREAM_TEST_DOCKER=1 CI=$${CI:-1} $(GO) test $(TEST_FLAGS) $(PKGS)

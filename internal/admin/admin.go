@@ -15,7 +15,9 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 	"github.com/jackc/pgx/v5"
@@ -51,7 +53,7 @@ func Register(cfg Config) func(gin.IRouter) {
 		}
 		a := &api{cfg: cfg, replay: consumer.ReplayConfig{Pool: cfg.Pool, Audit: audit.Writer{},
 			Actor: wire.ActorAdmin, Instance: cfg.Instance}}
-		g := r.Group("/admin", newAuthenticator(cfg).handle)
+		g := r.Group("/admin", newAuthenticator(cfg).handle, storableParameters)
 		g.GET("/auth", checkAuth)
 		g.GET("/events", a.listEvents)
 		g.GET("/events/:source/:event_id", a.getEvent)
@@ -67,6 +69,34 @@ type api struct {
 	cfg    Config
 	replay consumer.ReplayConfig
 }
+
+// queryParameters are the query parameters the routes read.
+var queryParameters = []string{"customer_id", "status", "limit", "cursor", "state", "source", "skip_blocker",
+	"event_id", "event_type", "since", "until", "blocker", "max_bytes"}
+
+// storableParameters refuses a path or query parameter holding NUL or
+// invalid UTF-8 (400 bad_request). PostgreSQL's text can hold neither, so
+// no id or name hookstream stores does; let through, the database refuses
+// the query and the client would be told the database is unavailable.
+func storableParameters(c *gin.Context) {
+	for _, p := range c.Params {
+		if !storable(p.Value) {
+			fail(c, http.StatusBadRequest, "bad_request", p.Key+" must be UTF-8 text without NUL")
+			return
+		}
+	}
+	q := c.Request.URL.Query()
+	for _, name := range queryParameters {
+		for _, v := range q[name] {
+			if !storable(v) {
+				fail(c, http.StatusBadRequest, "bad_request", name+" must be UTF-8 text without NUL")
+				return
+			}
+		}
+	}
+}
+
+func storable(s string) bool { return utf8.ValidString(s) && !strings.ContainsRune(s, 0) }
 
 func fail(c *gin.Context, status int, code, msg string) {
 	c.AbortWithStatusJSON(status, ingest.ErrorBody{Error: ingest.ErrorDetail{Code: code, Message: msg}})

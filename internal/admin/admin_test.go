@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/hookstream/hookstream/internal/admin"
+	"github.com/hookstream/hookstream/internal/apidocs/apidocstest"
 	"github.com/hookstream/hookstream/internal/httpserver"
 	"github.com/hookstream/hookstream/internal/metricstest"
 	"github.com/hookstream/hookstream/internal/testenv"
@@ -206,5 +207,39 @@ VALUES ('gh', 'org/acme', 'PARKED', 'deliveries/evt/1', 0)`)
 	// An unescaped "/" is a path separator, as before: no such route.
 	if rec := tb.do("GET", "/admin/events/gh/deliveries/evt/1", client, auth); rec.Code != http.StatusNotFound {
 		t.Errorf("unescaped: %d", rec.Code)
+	}
+}
+
+// TestUnstorableParameters: PostgreSQL's text holds neither NUL nor
+// invalid UTF-8, so no id or name hookstream stores has them; a parameter
+// that does is a bad request (400 bad_request, as the document declares),
+// not a database failure (it was 503 with the driver's message, found by
+// schemathesis).
+func TestUnstorableParameters(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, admin.Config{}, true)
+	v := apidocstest.Load(t)
+	auth := "Bearer " + token
+	for _, target := range []string{
+		"/admin/events?customer_id=cus%00",
+		"/admin/events?customer_id=%FF",
+		"/admin/events/gen%00eric/evt_1",
+		"/admin/events/generic/evt%FF",
+		"POST /admin/events/generic/evt%00/replay",
+		"POST /admin/customers/cus%00/unpark",
+		"POST /admin/customers/cus_1/unpark?source=%C2%9D%00%05",
+		"POST /admin/customers/cus_1/unpark?source=%C3",
+	} {
+		method := "GET"
+		if m, rest, ok := strings.Cut(target, " "); ok {
+			method, target = m, rest
+		}
+		rec := tb.do(method, target, "192.0.2.20:1", auth)
+		if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), `"bad_request"`) {
+			t.Errorf("%s %s: %d %s", method, target, rec.Code, rec.Body)
+		}
+		if err := v.Check(httptest.NewRequest(method, target, nil), rec.Code, rec.Header(), rec.Body.Bytes()); err != nil {
+			t.Errorf("%s %s: %v", method, target, err)
+		}
 	}
 }

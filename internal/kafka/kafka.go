@@ -88,6 +88,10 @@ func NewProducer(cfg Config, opts ...kgo.Opt) (*kgo.Client, error) {
 	return cl, nil
 }
 
+// transactionalMetadataMinAge is the least time between two metadata
+// refreshes of a transactional producer: a retry waits at most that.
+const transactionalMetadataMinAge = 200 * time.Millisecond
+
 // NewTransactionalProducer returns a producer whose records are written in
 // Kafka transactions under transactionalID (BeginTransaction, ProduceSync,
 // EndTransaction), with acks from all in-sync replicas and no linger. A
@@ -119,6 +123,15 @@ func NewTransactionalProducer(cfg Config, transactionalID string, opts ...kgo.Op
 		kgo.RecordDeliveryTimeout(cfg.ProduceTimeout),
 		kgo.ProducerBatchCompression(kgo.NoCompression()),
 		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
+		// A transaction's first produce can meet the previous commit
+		// still writing its markers (CONCURRENT_TRANSACTIONS, under
+		// KIP-890's transactions of Apache Kafka 4). The client retries
+		// it after a metadata refresh, which it spaces by this age
+		// (default 5 s); meanwhile the partition's later batches come
+		// back OUT_OF_ORDER_SEQUENCE_NUMBER. On a 3-node cluster the
+		// audit relay's rounds stalled 3-5 s this way, one in six on a
+		// quiet machine and most of them under load (BENCHMARKS.md).
+		kgo.MetadataMinAge(transactionalMetadataMinAge),
 	}
 	cl, err := kgo.NewClient(append(append(base, cfg.extra()...), opts...)...)
 	if err != nil {

@@ -37,7 +37,9 @@ func main() {
 	if err := pool.QueryRow(ctx, `SELECT count(*) FROM events WHERE status = 'PROCESSED'`).Scan(&before); err != nil {
 		log.Fatal(err)
 	}
-	prod, err := kafka.NewProducer(kafka.Config{Brokers: kafka.ParseBrokers(*brokers)}, kgo.ProducerLinger(5*time.Millisecond), kgo.MaxBufferedRecords(1<<20))
+	// A backlog of up to millions waits in the buffer for a slow cluster: no
+	// 5 s delivery timeout (the receiver's) for a loader.
+	prod, err := kafka.NewProducer(kafka.Config{Brokers: kafka.ParseBrokers(*brokers), ProduceTimeout: 10 * time.Minute}, kgo.ProducerLinger(5*time.Millisecond), kgo.MaxBufferedRecords(1<<20))
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -176,7 +176,8 @@ func (cs *console) eventPage(c *gin.Context) {
 		Data: struct {
 			Event eventView
 			Body  bodyView
-		}{ev, bv}})
+			Live  bool
+		}{ev, bv, ev.Status == "FAILED" || ev.Status == "PARKED" || ev.Status == "PROCESSING"}})
 }
 
 // showBody pretty-prints a JSON body; anything else is shown as it came

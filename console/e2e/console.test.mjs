@@ -147,6 +147,27 @@ test('skip a blocker after a confirmation that names it', async () => {
   assert.equal((await dev.admin(`/admin/events?event_id=${blocker}`)).events[0].status, 'DEAD');
 });
 
+test('replay a dead-lettered event and watch it become PROCESSED', async () => {
+  const id = `evt_dead_${run}`;
+  dest.refuse.add(id);
+  await dev.send(id, `cus_dead_${run}`, { attempt: 'first' });
+  await eventually('the event is DEAD', async () => (await dev.admin(`/admin/events?event_id=${id}`)).events[0]?.status === 'DEAD');
+  await page.goto(`${dev.adminURL}/console/events?status=DEAD&event_id=${id}`);
+  await page.click(`a.event-link:text-is("${id}")`);
+  await page.waitForSelector('#event-status');
+  assert.equal(await page.textContent('#event-status'), 'DEAD');
+  dest.refuse.delete(id);
+  await page.click(`form.replay button[type=submit]`);
+  await page.waitForSelector('.flash');
+  assert.match(await page.textContent('.flash'), new RegExp(`Replaying ${id}`));
+  // The page refreshes itself while the event can still change.
+  await page.waitForFunction(() => document.querySelector('#event-status')?.textContent === 'PROCESSED', null, { timeout: 60_000 });
+  const actions = await page.locator('ol.timeline .action').allTextContents();
+  const dead = actions.indexOf('DEAD_LETTERED'), replayed = actions.indexOf('REPLAYED');
+  assert.ok(dead >= 0 && replayed > dead && actions.lastIndexOf('PROCESSED') > replayed, actions.join(' '));
+  assert.ok(dest.delivered.includes(id));
+});
+
 test('a request without the session or without the CSRF token is refused', async () => {
   const errorsBefore = pageErrors.length;
   const form = { customer_id: 'nobody', csrf: 'forged' };

@@ -84,7 +84,7 @@ func (p serveProcess) do(ctx context.Context, method, url string, header http.He
 }
 
 // TestServeAdminListener: with HOOKSTREAM_ADMIN_ADDR (--admin-addr) the
-// admin API and /metrics are served on that listener only, the receiver's
+// admin API, the console and /metrics are served on that listener only, the receiver's
 // listener keeps the webhooks, /healthz and /readyz, and both answer HEAD
 // on /healthz and /readyz.
 func TestServeAdminListener(t *testing.T) {
@@ -102,6 +102,8 @@ func TestServeAdminListener(t *testing.T) {
 		{"GET", adminAddr + "/metrics", 200, "hookstream_admin_auth_failures_total"},
 		{"GET", public + "/admin/customers/blocked", 404, "not_found"},
 		{"GET", public + "/metrics", 404, "not_found"},
+		{"GET", adminAddr + "/console/login", 200, "Admin token"},
+		{"GET", public + "/console/login", 404, "not_found"},
 		{"POST", public + "/webhooks/generic", 415, "unsupported_media_type"},
 		{"HEAD", public + "/healthz", 200, ""},
 		{"HEAD", public + "/readyz", 200, ""},

@@ -156,6 +156,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	if s.adminToken != "" {
 		fmt.Fprintf(stdout, "  Admin API:  %s/admin/ (Authorization: Bearer $HOOKSTREAM_ADMIN_TOKEN)\n", adminURL)
+		fmt.Fprintf(stdout, "  Console:    %s/console/ (log in with $HOOKSTREAM_ADMIN_TOKEN)\n", adminURL)
 	}
 	fmt.Fprintln(stdout, "Send it twice: once it is processed the second answer is 409 (duplicate).")
 	fmt.Fprintln(stdout, "Press Ctrl-C to stop.")

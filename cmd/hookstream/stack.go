@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/netip"
 	"slices"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/hookstream/hookstream/console"
 	"github.com/hookstream/hookstream/ingest"
 	"github.com/hookstream/hookstream/internal/admin"
 	"github.com/hookstream/hookstream/internal/httpserver"
@@ -101,23 +103,31 @@ func startReceiver(ctx context.Context, o receiverOptions) (_ *receiverStack, er
 		return nil, err
 	}
 	adminRoutes := admin.Register(admin.Config{Token: o.adminToken, Pool: s.pool, Instance: o.instance, Logger: o.log})
+	// The console calls the admin API in-process through the router that
+	// serves it (one authenticator, one throttle), known once it is built.
+	adminRouter := &lateHandler{}
+	consoleRoutes := console.Register(console.Config{Token: o.adminToken, API: adminRouter, Logger: o.log})
 	ready := []httpserver.Check{
 		{Name: "kafka", Check: func(ctx context.Context) error { return kafka.Ping(ctx, s.producer) }},
 		{Name: "postgres", Check: s.pool.Ping},
 	}
 	public := httpserver.Config{Addr: o.addr, Routes: []func(r gin.IRouter){s.rcv.Register}, Ready: ready, Logger: o.log}
 	if o.adminAddr == "" {
-		public.Routes = append(public.Routes, adminRoutes)
+		public.Routes = append(public.Routes, adminRoutes, consoleRoutes)
 	} else {
 		public.NoMetrics = true
-		s.admin = httpserver.New(httpserver.Config{Addr: o.adminAddr, Routes: []func(r gin.IRouter){adminRoutes},
+		s.admin = httpserver.New(httpserver.Config{Addr: o.adminAddr, Routes: []func(r gin.IRouter){adminRoutes, consoleRoutes},
 			Ready: ready, ReadyDetail: true, Logger: o.log})
+		adminRouter.h = s.admin.Handler()
 		if err := s.admin.Start(ctx); err != nil {
 			s.admin = nil
 			return nil, fmt.Errorf("admin-addr (HOOKSTREAM_ADMIN_ADDR): %w", err)
 		}
 	}
 	s.server = httpserver.New(public)
+	if s.admin == nil {
+		adminRouter.h = s.server.Handler()
+	}
 	if err := s.server.Start(ctx); err != nil {
 		s.server = nil
 		if s.admin != nil { // already serving: stop it, within ctx
@@ -127,6 +137,13 @@ func startReceiver(ctx context.Context, o receiverOptions) (_ *receiverStack, er
 	}
 	return s, nil
 }
+
+// lateHandler serves with a handler set after it was handed out, before
+// the server that holds it starts: the console needs the router it is
+// itself mounted on.
+type lateHandler struct{ h http.Handler }
+
+func (l *lateHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) { l.h.ServeHTTP(w, r) }
 
 const (
 	rejectionDeliveryTimeout = 2 * time.Minute

@@ -54,8 +54,10 @@ func Register(cfg Config) func(gin.IRouter) {
 		a := &api{cfg: cfg, replay: consumer.ReplayConfig{Pool: cfg.Pool, Audit: audit.Writer{},
 			Actor: wire.ActorAdmin, Instance: cfg.Instance}}
 		g := r.Group("/admin", newAuthenticator(cfg).handle, storableParameters)
+		g.GET("/auth", checkAuth)
 		g.GET("/events", a.listEvents)
 		g.GET("/events/:source/:event_id", a.getEvent)
+		g.GET("/events/:source/:event_id/body", a.eventBody)
 		g.POST("/events/:source/:event_id/replay", a.replayEvent)
 		g.GET("/customers/blocked", a.blocked)
 		g.GET("/customers/parked", a.parked)
@@ -69,7 +71,8 @@ type api struct {
 }
 
 // queryParameters are the query parameters the routes read.
-var queryParameters = []string{"customer_id", "status", "limit", "cursor", "state", "source", "skip_blocker"}
+var queryParameters = []string{"customer_id", "status", "limit", "cursor", "state", "source", "skip_blocker",
+	"event_id", "event_type", "since", "until", "blocker", "max_bytes"}
 
 // storableParameters refuses a path or query parameter holding NUL or
 // invalid UTF-8 (400 bad_request). PostgreSQL's text can hold neither, so
@@ -174,39 +177,13 @@ type cursor struct {
 }
 
 func (a *api) listEvents(c *gin.Context) {
-	limit := 100
-	if v := c.Query("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1000 {
-			fail(c, http.StatusBadRequest, "bad_request", "limit must be between 1 and 1000")
-			return
-		}
-		limit = n
-	}
-	status := c.Query("status")
-	switch status {
-	case "", "PROCESSING", "PROCESSED", "FAILED", "DEAD", "PARKED":
-	default:
-		fail(c, http.StatusBadRequest, "bad_request", "status must be one of PROCESSING, PROCESSED, FAILED, DEAD, PARKED")
+	f, ok := parseEventFilter(c)
+	if !ok {
 		return
 	}
-	var cur *cursor
-	if v := c.Query("cursor"); v != "" {
-		raw, err := base64.RawURLEncoding.DecodeString(v)
-		cur = &cursor{}
-		if err != nil || json.Unmarshal(raw, cur) != nil {
-			fail(c, http.StatusBadRequest, "bad_request", "cursor is not one this API returned")
-			return
-		}
-	}
-	args := []any{c.Query("customer_id"), status, limit + 1, nil, "", ""}
-	if cur != nil {
-		args[3], args[4], args[5] = cur.UpdatedAt, cur.Source, cur.EventID
-	}
-	rows, err := a.cfg.Pool.Query(c.Request.Context(), `SELECT `+eventColumns+` FROM events
-WHERE ($1 = '' OR customer_id = $1) AND ($2 = '' OR status = $2)
-  AND ($4::timestamptz IS NULL OR (updated_at, source, event_id) < ($4, $5, $6))
-ORDER BY updated_at DESC, source DESC, event_id DESC LIMIT $3`, args...)
+	limit := f.limit
+	rows, err := a.cfg.Pool.Query(c.Request.Context(), `SELECT `+eventColumns+` FROM events WHERE `+eventFilterSQL+`
+ORDER BY updated_at DESC, source DESC, event_id DESC LIMIT $1`, f.args()...)
 	if err != nil {
 		fail(c, http.StatusServiceUnavailable, "unavailable", "database unavailable")
 		return
@@ -232,7 +209,11 @@ ORDER BY updated_at DESC, source DESC, event_id DESC LIMIT $3`, args...)
 }
 
 func (a *api) replayEvent(c *gin.Context) {
-	err := consumer.Replay(c.Request.Context(), a.replay, c.Param("source"), c.Param("event_id"), "admin API")
+	reason, ok := operatorReason(c)
+	if !ok {
+		return
+	}
+	err := consumer.Replay(c.Request.Context(), a.replay, c.Param("source"), c.Param("event_id"), reason)
 	switch {
 	case errors.Is(err, consumer.ErrNotReplayable):
 		fail(c, http.StatusConflict, "not_replayable", err.Error())
@@ -278,7 +259,11 @@ func (a *api) unpark(c *gin.Context) {
 		}
 		skip = b
 	}
-	err := consumer.Unpark(c.Request.Context(), a.replay, c.Query("source"), c.Param("customer_id"), skip, "admin API")
+	reason, ok := operatorReason(c)
+	if !ok || !a.blockerIsStill(c) {
+		return
+	}
+	err := consumer.Unpark(c.Request.Context(), a.replay, c.Query("source"), c.Param("customer_id"), skip, reason)
 	switch {
 	case errors.Is(err, consumer.ErrAmbiguous):
 		fail(c, http.StatusConflict, "ambiguous_customer", err.Error())

@@ -229,6 +229,10 @@ func TestUnstorableParameters(t *testing.T) {
 		"POST /admin/customers/cus%00/unpark",
 		"POST /admin/customers/cus_1/unpark?source=%C2%9D%00%05",
 		"POST /admin/customers/cus_1/unpark?source=%C3",
+		"/admin/events?event_type=t%00",
+		"/admin/events?source=%FF",
+		"/admin/events/gen%00eric/evt_1/body",
+		"POST /admin/customers/cus_1/unpark?skip_blocker=true&blocker=b%00",
 	} {
 		method := "GET"
 		if m, rest, ok := strings.Cut(target, " "); ok {

@@ -164,7 +164,7 @@ func TestReplayOfSkippedDeadEvent(t *testing.T) {
 	tb.member(consumer.Config{Handler: h, Retry: policy1()})
 	tb.waitFor(time.Minute, 3, `SELECT count(*) FROM events WHERE customer_id = 'cus_s' AND status = 'PARKED'`)
 	cfg := consumer.ReplayConfig{Pool: tb.pool, Audit: audit.Writer{}}
-	if err := consumer.Unpark(context.Background(), cfg, "", "cus_s", true, "skip"); err != nil {
+	if err := consumer.Unpark(context.Background(), cfg, "cus_s", consumer.UnparkOptions{SkipBlocker: true, Reason: "skip"}); err != nil {
 		t.Fatal(err)
 	}
 	// s-1 runs next and dies too: the customer is parked behind it.
@@ -174,7 +174,7 @@ func TestReplayOfSkippedDeadEvent(t *testing.T) {
 	if err := consumer.Replay(context.Background(), cfg, "generic", "s-0", "fixed"); err != nil {
 		t.Fatal(err)
 	}
-	if err := consumer.Unpark(context.Background(), cfg, "", "cus_s", false, "fixed"); err != nil {
+	if err := consumer.Unpark(context.Background(), cfg, "cus_s", consumer.UnparkOptions{Reason: "fixed"}); err != nil {
 		t.Fatal(err)
 	}
 	tb.waitFor(time.Minute, 4, `SELECT count(*) FROM events WHERE customer_id = 'cus_s' AND status = 'PROCESSED'`)
@@ -299,7 +299,7 @@ func TestSkipBlockerOnlySkipsADeadBlocker(t *testing.T) {
 	if err := consumer.Replay(context.Background(), cfg, "generic", "k-0", "try again"); err != nil {
 		t.Fatal(err)
 	}
-	if err := consumer.Unpark(context.Background(), cfg, "", "cus_k", true, "skip"); !errors.Is(err, consumer.ErrNotParked) {
+	if err := consumer.Unpark(context.Background(), cfg, "cus_k", consumer.UnparkOptions{SkipBlocker: true, Reason: "skip"}); !errors.Is(err, consumer.ErrNotParked) {
 		t.Fatalf("skip while the blocker's replay is pending: %v, want ErrNotParked", err)
 	}
 	tb.waitFor(time.Second, 1, `SELECT count(*) FROM customer_blocks WHERE blocking_event_id = 'k-0' AND state = 'BLOCKED'`)

@@ -23,6 +23,29 @@ var ErrNotParked = errors.New("consumer: customer is not parked")
 // ErrAmbiguous: the customer is blocked in several sources; name one.
 var ErrAmbiguous = errors.New("consumer: customer is blocked in several sources")
 
+// ErrBlockerChanged: the customer is blocked by another event than the
+// one the caller expected (UnparkOptions.ExpectBlocker), or by none.
+var ErrBlockerChanged = errors.New("consumer: the customer's blocking event changed")
+
+// UnparkOptions say what Unpark does.
+type UnparkOptions struct {
+	// Source is the customer's source; "" when it is blocked in one
+	// source only.
+	Source string
+	// SkipBlocker leaves the blocking event DEAD and drains the waiting
+	// events now; the customer must be PARKED. Default: replay the
+	// blocking event.
+	SkipBlocker bool
+	// Reason is recorded in the audit record.
+	Reason string
+	// ExpectBlocker makes Unpark check, under the customer's lock, that
+	// the blocking event is Blocker ("": none, the customer is
+	// draining), and fail with ErrBlockerChanged otherwise: an operator
+	// who was shown the event to skip never skips another.
+	ExpectBlocker bool
+	Blocker       string
+}
+
 // ReplayConfig says where Replay finds events.
 type ReplayConfig struct {
 	Pool     *pgxpool.Pool
@@ -177,20 +200,25 @@ FROM customer_blocks b WHERE $1 = '' OR b.state = $1 ORDER BY b.since, b.custome
 	return out, err
 }
 
-// Unpark resolves a blocked customer of source ("" when the customer is
-// blocked in one source only). By default it replays the blocking event;
-// when that succeeds the parked events run in their original order. With
-// skipBlocker, the customer must be PARKED: its blocker stays DEAD and the
-// waiting events drain now. Each is one transaction over the customer's
-// locked row, so a repeated or concurrent call cannot skip a second event.
-func Unpark(ctx context.Context, cfg ReplayConfig, source, customer string, skipBlocker bool, reason string) error {
+// Unpark resolves a blocked customer (UnparkOptions). By default it
+// replays the blocking event; when that succeeds the parked events run in
+// their original order. With SkipBlocker, the customer must be PARKED:
+// its blocker stays DEAD and the waiting events drain now. Each is one
+// transaction over the customer's locked row, so a repeated or
+// concurrent call cannot skip a second event, and the expected blocker
+// is checked under that lock.
+func Unpark(ctx context.Context, cfg ReplayConfig, customer string, opt UnparkOptions) error {
 	cfg = cfg.withDefaults()
+	reason := opt.Reason
 	return pgx.BeginFunc(ctx, cfg.Pool, func(tx pgx.Tx) error {
-		src, state, blocker, err := lockBlock(ctx, tx, source, customer)
+		src, state, blocker, err := lockBlock(ctx, tx, opt.Source, customer)
 		if err != nil {
 			return err
 		}
-		if !skipBlocker {
+		if opt.ExpectBlocker && blocker != opt.Blocker {
+			return fmt.Errorf("%w: %s is now blocked by %s, not %s", ErrBlockerChanged, customer, quoteOrNone(blocker), quoteOrNone(opt.Blocker))
+		}
+		if !opt.SkipBlocker {
 			if blocker == "" {
 				return fmt.Errorf("%w: %s is %s", ErrNotParked, customer, state)
 			}
@@ -212,6 +240,13 @@ WHERE source = $1 AND customer_id = $2`, src, customer); err != nil {
 		return cfg.Audit.Write(ctx, tx, adminRecord(cfg, &wire.AuditRecord{EventID: blocker, Source: src, CustomerID: customer,
 			Action: wire.ActionUnparked, Reason: "blocker_skipped", Detail: map[string]any{"note": reason}}))
 	})
+}
+
+func quoteOrNone(id string) string {
+	if id == "" {
+		return "no event (it is draining)"
+	}
+	return `"` + id + `"`
 }
 
 // lockBlock locks the customer's row (of source, or of its only source).

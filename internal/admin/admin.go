@@ -260,11 +260,15 @@ func (a *api) unpark(c *gin.Context) {
 		skip = b
 	}
 	reason, ok := operatorReason(c)
-	if !ok || !a.blockerIsStill(c) {
+	if !ok {
 		return
 	}
-	err := consumer.Unpark(c.Request.Context(), a.replay, c.Query("source"), c.Param("customer_id"), skip, reason)
+	blocker, expect := c.GetQuery("blocker")
+	err := consumer.Unpark(c.Request.Context(), a.replay, c.Param("customer_id"), consumer.UnparkOptions{
+		Source: c.Query("source"), SkipBlocker: skip, Reason: reason, ExpectBlocker: expect, Blocker: blocker})
 	switch {
+	case errors.Is(err, consumer.ErrBlockerChanged):
+		fail(c, http.StatusConflict, "blocker_changed", err.Error())
 	case errors.Is(err, consumer.ErrAmbiguous):
 		fail(c, http.StatusConflict, "ambiguous_customer", err.Error())
 	case errors.Is(err, consumer.ErrNotParked):

@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hookstream/hookstream/internal/admin"
 	"github.com/hookstream/hookstream/internal/apidocs/apidocstest"
@@ -121,6 +122,61 @@ func TestUnparkExpectedBlocker(t *testing.T) {
 	// Not blocked at all: the unpark's own answer.
 	if rec := tb.post("/admin/customers/other/unpark?blocker=x"); rec.Code != http.StatusNotFound {
 		t.Errorf("not blocked: %d %s", rec.Code, rec.Body)
+	}
+}
+
+// TestUnparkChecksTheBlockerUnderTheLock: the expected blocker is checked
+// inside the unpark's transaction, under the customer's lock. An unpark
+// that waits for the lock while the customer's blocker changes (the
+// consumer re-parked it behind another dead event) answers 409 and skips
+// nothing. Before, the check read the blocker before the transaction,
+// and the unpark then skipped an event nobody was shown.
+func TestUnparkChecksTheBlockerUnderTheLock(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, admin.Config{}, true)
+	ctx := context.Background()
+	tb.exec(`INSERT INTO events (source, event_id, customer_id, status, attempts, kafka_partition, kafka_offset) VALUES
+  ('generic', 'dead-1', 'cus', 'DEAD', 1, 0, 1), ('generic', 'dead-2', 'cus', 'DEAD', 1, 0, 2)`)
+	tb.exec(`INSERT INTO customer_blocks (source, customer_id, state, blocking_event_id, kafka_partition) VALUES
+  ('generic', 'cus', 'PARKED', 'dead-1', 0)`)
+	holder, err := tb.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Rollback(ctx) //nolint:errcheck // no-op once committed
+	if _, err := holder.Exec(ctx, `SELECT 1 FROM customer_blocks WHERE customer_id = 'cus' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	answer := make(chan *httptest.ResponseRecorder, 1)
+	go func() {
+		answer <- tb.do("POST", "/admin/customers/cus/unpark?skip_blocker=true&blocker=dead-1", "192.0.2.40:1", "Bearer "+token)
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for waiting := 0; waiting == 0; {
+		if err := tb.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+AND wait_event_type = 'Lock' AND query LIKE '%customer_blocks%FOR UPDATE%'`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the unpark never waited for the customer's lock")
+		}
+		time.Sleep(5 * time.Millisecond) // polling for the state
+	}
+	if _, err := holder.Exec(ctx, `UPDATE customer_blocks SET blocking_event_id = 'dead-2' WHERE customer_id = 'cus'`); err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rec := <-answer
+	if rec.Code != http.StatusConflict || !strings.Contains(rec.Body.String(), `"blocker_changed"`) || !strings.Contains(rec.Body.String(), "dead-2") {
+		t.Fatalf("unpark expecting dead-1 while dead-2 became the blocker: %d %s", rec.Code, rec.Body)
+	}
+	if s := tb.state("cus"); s != "PARKED" {
+		t.Errorf("after the refused unpark: %s, want PARKED", s)
+	}
+	if got := tb.reasons("dead-2"); len(got) != 0 {
+		t.Errorf("dead-2 was audited %q: skipped without being shown", got)
 	}
 }
 

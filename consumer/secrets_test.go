@@ -1,7 +1,6 @@
 package consumer_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -9,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,26 +16,8 @@ import (
 	"github.com/hookstream/hookstream/audit"
 	"github.com/hookstream/hookstream/consumer"
 	"github.com/hookstream/hookstream/internal/sources"
+	"github.com/hookstream/hookstream/internal/testenv"
 )
-
-// syncBuffer is a log sink that the consumer's goroutines write to and the
-// test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestDestinationCredentialsNeverShown: a destination URL with a password
 // and query tokens, failing both ways (an error answer, and no answer at
@@ -65,7 +45,7 @@ func TestDestinationCredentialsNeverShown(t *testing.T) {
 		{Name: "answers", Destination: &sources.Destination{URL: withCreds(strings.TrimPrefix(failing.URL, "http://")), Timeout: 5 * time.Second}},
 		{Name: "refuses", Destination: &sources.Destination{URL: withCreds(refused), Timeout: 5 * time.Second}},
 	}
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	c, err := consumer.New(consumer.Config{
 		Brokers: tb.brokers, Pool: tb.pool, Audit: audit.Writer{}, Group: tb.group, Topics: tb.topics,
 		Deliverer: consumer.NewDestinations(srcs, nil, 4), Concurrency: 4, Instance: "test",

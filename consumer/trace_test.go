@@ -18,6 +18,7 @@ import (
 
 	"github.com/hookstream/hookstream/audit"
 	"github.com/hookstream/hookstream/consumer"
+	"github.com/hookstream/hookstream/internal/testenv"
 	"github.com/hookstream/hookstream/internal/wire"
 )
 
@@ -73,7 +74,7 @@ func TestTraceOfEveryAttempt(t *testing.T) {
 	exp := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
 	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 
 	var failOnce sync.Map
 	failOnce.Store("tr-1", true)

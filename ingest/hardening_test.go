@@ -22,8 +22,9 @@ type hardeningCase struct {
 	detail string
 }
 
-// checkRefused posts each case and checks its answer, its REJECTED
-// record, and that nothing reached the events topic.
+// checkRefused posts each case and checks its answer (a 401 without
+// details), its REJECTED record, and that nothing reached the events
+// topic.
 func checkRefused(t *testing.T, tb *testBundle, prefix string, cases []hardeningCase) {
 	t.Helper()
 	for i, c := range cases {
@@ -41,9 +42,12 @@ func checkRefused(t *testing.T, tb *testBundle, prefix string, cases []hardening
 		if c.detail != "" && !contains(eb.Error.Details, c.detail) {
 			t.Errorf("%s: details %q lack %q", c.name, eb.Error.Details, c.detail)
 		}
+		if status == http.StatusUnauthorized && (len(eb.Error.Details) > 0 || eb.Error.Message != "signature verification failed") {
+			t.Errorf("%s: a 401 must not explain itself: %s", c.name, out)
+		}
 		audits := tb.auditFor(reqID)
-		if len(audits) != 1 || audits[0].Action != wire.ActionRejected || audits[0].Reason != c.code {
-			t.Errorf("%s: audit %+v, want one REJECTED %s", c.name, audits, c.code)
+		if len(audits) != 1 || audits[0].Action != wire.ActionRejected || audits[0].Reason != c.code || audits[0].HTTPStatus != c.status {
+			t.Errorf("%s: audit %+v, want one REJECTED %s %d", c.name, audits, c.code, c.status)
 		}
 	}
 	if recs := tb.events(); len(recs) != 0 {

@@ -174,15 +174,6 @@ func TestBadInput(t *testing.T) {
 	future := now.Add(10 * time.Minute)
 	longID := strings.Repeat("x", 300)
 
-	type tc struct {
-		name   string
-		path   string
-		h      http.Header
-		body   []byte
-		status int
-		code   string
-		detail string // substring of one of the details, when set
-	}
 	h1, b1 := g(`{"event_id":`)
 	h2, b2 := g(``)
 	h3, b3 := g(`{"event_id":"e","customer_id":"c","event_type":"t","payload":{}} {}`)
@@ -192,7 +183,7 @@ func TestBadInput(t *testing.T) {
 	h7, b7 := g(`[1,2,3]`)
 	h8, b8 := g(`{"event_id":"","customer_id":"c","event_type":"t","payload":{}}`)
 	nonUTF8 := []byte("{\"event_id\":\"e\xff\xfe\",\"customer_id\":\"c\",\"event_type\":\"t\",\"payload\":{}}")
-	cases := []tc{
+	cases := []hardeningCase{
 		{"unknown source", "/webhooks/nope", signedGeneric(good), good, 404, ingest.CodeUnknownSource, ""},
 		{"no content type", "/webhooks/generic", withCT("", good), good, 415, ingest.CodeUnsupportedMediaType, ""},
 		{"text/plain", "/webhooks/generic", withCT("text/plain", good), good, 415, ingest.CodeUnsupportedMediaType, ""},
@@ -237,29 +228,7 @@ func TestBadInput(t *testing.T) {
 	if len(cases) < 25 {
 		t.Fatalf("only %d cases", len(cases))
 	}
-	for i, c := range cases {
-		reqID := "bad-" + strconv.Itoa(i)
-		c.h.Set("X-Request-Id", reqID)
-		status, _, out := tb.post(c.path, c.h, c.body)
-		if status != c.status {
-			t.Errorf("%s: status %d, want %d (body %s)", c.name, status, c.status, out)
-			continue
-		}
-		eb := decodeError(t, out)
-		if eb.Error.Code != c.code {
-			t.Errorf("%s: code %q, want %q (%s)", c.name, eb.Error.Code, c.code, out)
-		}
-		if c.detail != "" && !contains(eb.Error.Details, c.detail) {
-			t.Errorf("%s: details %q lack %q", c.name, eb.Error.Details, c.detail)
-		}
-		if status == 401 && (len(eb.Error.Details) > 0 || eb.Error.Message != "signature verification failed") {
-			t.Errorf("%s: a 401 must not explain itself: %s", c.name, out)
-		}
-		audits := tb.auditFor(reqID)
-		if len(audits) != 1 || audits[0].Action != wire.ActionRejected || audits[0].Reason != c.code || audits[0].HTTPStatus != c.status {
-			t.Errorf("%s: audit %+v, want one REJECTED %s %d", c.name, audits, c.code, c.status)
-		}
-	}
+	checkRefused(t, tb, "bad-", cases)
 	// Requests the server itself refuses before any handler runs.
 	h := signedGeneric(good)
 	h.Set("X-Padding", strings.Repeat("p", 40<<10))

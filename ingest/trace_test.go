@@ -1,12 +1,10 @@
 package ingest_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/hookstream/hookstream/ingest"
+	"github.com/hookstream/hookstream/internal/testenv"
 	"github.com/hookstream/hookstream/internal/wire"
 )
 
@@ -27,7 +26,7 @@ const providerTraceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b
 type tracedBundle struct {
 	*testBundle
 	spans *tracetest.InMemoryExporter
-	logs  *lockedBuffer
+	logs  *testenv.LogBuffer
 }
 
 func setupTraced(t *testing.T) *tracedBundle {
@@ -35,7 +34,7 @@ func setupTraced(t *testing.T) *tracedBundle {
 	exp := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
 	t.Cleanup(func() { _ = tp.Shutdown(t.Context()) })
-	logs := &lockedBuffer{}
+	logs := &testenv.LogBuffer{}
 	tb := setup(t, func(o *setupOpts) {
 		o.configure = func(c *ingest.Config) {
 			c.TracerProvider = tp
@@ -45,28 +44,15 @@ func setupTraced(t *testing.T) *tracedBundle {
 	return &tracedBundle{testBundle: tb, spans: exp, logs: logs}
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-// lines are the log lines, decoded.
-func (l *lockedBuffer) lines(t *testing.T) []map[string]any {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+// logLines are the JSON log lines written to logs, decoded.
+func logLines(t *testing.T, logs *testenv.LogBuffer) []map[string]any {
 	var out []map[string]any
-	for _, line := range bytes.Split(bytes.TrimSpace(l.b.Bytes()), []byte("\n")) {
-		if len(line) == 0 {
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		if line == "" {
 			continue
 		}
 		var m map[string]any
-		if err := json.Unmarshal(line, &m); err != nil {
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
 			t.Fatalf("log line %s: %v", line, err)
 		}
 		out = append(out, m)
@@ -278,13 +264,13 @@ func TestTraceOfARejection(t *testing.T) {
 		t.Errorf("REJECTED records %+v, want one with trace_id %s", audits, traceID)
 	}
 	var logged bool
-	for _, l := range tb.logs.lines(t) {
+	for _, l := range logLines(t, tb.logs) {
 		if l["msg"] == "request rejected" && l["trace_id"] == traceID {
 			logged = true
 		}
 	}
 	if !logged {
-		t.Errorf("no log line of the rejection with trace_id %s: %v", traceID, tb.logs.lines(t))
+		t.Errorf("no log line of the rejection with trace_id %s: %v", traceID, logLines(t, tb.logs))
 	}
 }
 

@@ -1,14 +1,12 @@
 package admin_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,36 +24,18 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 
 const token = "admin-test-token-0123456789"
 
-// lockedBuffer is a log sink the handlers write and the test reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 type testBundle struct {
 	t    *testing.T
 	h    http.Handler
 	pool *pgxpool.Pool // nil without a database
-	logs *lockedBuffer
+	logs *testenv.LogBuffer
 }
 
 // setup serves the admin API the way cmd/hookstream mounts it, on the
 // router of internal/httpserver; cfg's Token, Logger and Pool are filled in.
 func setup(t *testing.T, cfg admin.Config, withDB bool) *testBundle {
 	t.Helper()
-	tb := &testBundle{t: t, logs: &lockedBuffer{}}
+	tb := &testBundle{t: t, logs: &testenv.LogBuffer{}}
 	if withDB {
 		pool, err := pgxpool.New(context.Background(), testenv.Postgres(t))
 		if err != nil {

@@ -45,7 +45,7 @@ func runTopics(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		return fmt.Errorf("%d config(s) of existing topics differ from what the flags ask; nothing was changed: run with --apply to set them", len(diffs))
 	}
-	if err := topics.Apply(ctx, adm, diffs); err != nil {
+	if err := topics.Apply(ctx, cl, diffs); err != nil {
 		return err
 	}
 	for _, d := range diffs {

@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -111,7 +112,11 @@ func tooFewReplicas(r Result, want string) bool {
 // first validates every topic's change, so a value it refuses changes
 // nothing; a failure between two topics' changes leaves the first
 // changed, and running Apply again on a new Check finishes the work.
-func Apply(ctx context.Context, adm *kadm.Client, diffs []Diff) error {
+//
+// Apply returns once every broker reports the new values (see settle),
+// so that a Check right after it, answered by any broker, finds nothing.
+func Apply(ctx context.Context, cl *kgo.Client, diffs []Diff) error {
+	adm := kadm.NewClient(cl)
 	var order []string
 	alters := map[string][]kadm.AlterConfig{}
 	for _, d := range diffs {
@@ -129,7 +134,7 @@ func Apply(ctx context.Context, adm *kadm.Client, diffs []Diff) error {
 			}
 		}
 	}
-	return nil
+	return settle(ctx, cl, diffs)
 }
 
 func alterOne(ctx context.Context, alter func(context.Context, []kadm.AlterConfig, ...string) (kadm.AlterConfigsResponses, error), topic string, configs []kadm.AlterConfig) error {

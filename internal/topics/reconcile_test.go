@@ -10,6 +10,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/hookstream/hookstream/internal/testenv"
@@ -107,7 +108,7 @@ func createOld(t *testing.T, adm *kadm.Client, cfg topics.Config, partitions int
 // changes nothing; Apply sets it, and Check then finds nothing.
 func TestApplyFixesOldTopics(t *testing.T) {
 	t.Parallel()
-	adm := newAdmin(t, testenv.Kafka(t))
+	adm, cl := newClients(t, testenv.Kafka(t))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	// min.insync.replicas 1: the broker's own on kfake, asked on every
@@ -135,14 +136,46 @@ func TestApplyFixesOldTopics(t *testing.T) {
 		t.Errorf("Check: diffs %v, manual %q; want %v", drift.Diffs, drift.Manual, want)
 	}
 	wantSet(t, adm, cfg.Topics.Events, map[string]string{"retention.ms": "3600000"}) // Check changed nothing
-	if err := topics.Apply(ctx, adm, drift.Diffs); err != nil {
+	if err := topics.Apply(ctx, cl, drift.Diffs); err != nil {
 		t.Fatal(err)
+	}
+	// Right after Apply every broker answers with the new values: a Check
+	// asks whichever broker the client picks.
+	for _, d := range drift.Diffs {
+		wantOnEveryBroker(t, cl, d.Topic, d.Key, d.Want)
 	}
 	wantSet(t, adm, cfg.Topics.Events, map[string]string{"retention.ms": "604800000", "cleanup.policy": "delete"})
 	wantSet(t, adm, cfg.Topics.DLQ, map[string]string{"retention.ms": "2592000000", "cleanup.policy": "delete"})
 	wantSet(t, adm, cfg.Topics.Audit, map[string]string{"delete.retention.ms": "604800000", "cleanup.policy": "compact", "min.compaction.lag.ms": "604800000"})
 	if drift, err := topics.Check(ctx, adm, cfg); err != nil || len(drift.Diffs) != 0 {
 		t.Errorf("Check after Apply: %+v, %v", drift, err)
+	}
+}
+
+// wantOnEveryBroker asks each broker once for topic's key and checks
+// that the topic sets it to want.
+func wantOnEveryBroker(t *testing.T, cl *kgo.Client, topic, key, want string) {
+	t.Helper()
+	brokers, err := kadm.NewClient(cl).ListBrokers(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range brokers.NodeIDs() {
+		req := kmsg.NewPtrDescribeConfigsRequest()
+		r := kmsg.NewDescribeConfigsRequestResource()
+		r.ResourceType, r.ResourceName, r.ConfigNames = kmsg.ConfigResourceTypeTopic, topic, []string{key}
+		req.Resources = append(req.Resources, r)
+		resp, err := req.RequestWith(context.Background(), cl.Broker(int(id)))
+		if err != nil || len(resp.Resources) != 1 || len(resp.Resources[0].Configs) != 1 {
+			t.Fatalf("broker %d: describe %s %s: %v %+v", id, topic, key, err, resp)
+		}
+		c := resp.Resources[0].Configs[0]
+		if c.Value == nil {
+			c.Value = new(string)
+		}
+		if *c.Value != want || c.Source != kmsg.ConfigSourceDynamicTopicConfig {
+			t.Errorf("broker %d: %s %s = %q (source %v), want %q set on the topic", id, topic, key, *c.Value, c.Source, want)
+		}
 	}
 }
 
@@ -163,7 +196,7 @@ func mapsEqual(a, b map[string]string) bool {
 // order. Apply leaves the count as it is.
 func TestCheckReportsFewerPartitions(t *testing.T) {
 	t.Parallel()
-	adm := newAdmin(t, testenv.Kafka(t))
+	adm, cl := newClients(t, testenv.Kafka(t))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cfg := topics.Config{Topics: uniqueTopics(t, adm, "few"), Partitions: 4, AuditPartitions: 2, ReplicationFactor: -1}
@@ -177,7 +210,7 @@ func TestCheckReportsFewerPartitions(t *testing.T) {
 		!slices.ContainsFunc(drift.Manual, func(m string) bool { return strings.HasPrefix(m, want[1]) }) {
 		t.Errorf("manual %q, want two starting %q", drift.Manual, want)
 	}
-	if err := topics.Apply(ctx, adm, drift.Diffs); err != nil {
+	if err := topics.Apply(ctx, cl, drift.Diffs); err != nil {
 		t.Fatal(err)
 	}
 	details, err := adm.ListTopics(ctx, cfg.Topics.Events)
@@ -191,12 +224,12 @@ func TestCheckReportsFewerPartitions(t *testing.T) {
 // Apache Kafka refuses a retention.ms that is not a number.
 func TestApplyRefusedChangesNothing(t *testing.T) {
 	t.Parallel()
-	adm := newAdmin(t, testenv.Kafka(t))
+	adm, cl := newClients(t, testenv.Kafka(t))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cfg := topics.Config{Topics: uniqueTopics(t, adm, "bad"), Partitions: 2, AuditPartitions: 2, ReplicationFactor: -1}
 	createOld(t, adm, cfg, 2)
-	err := topics.Apply(ctx, adm, []topics.Diff{
+	err := topics.Apply(ctx, cl, []topics.Diff{
 		{Topic: cfg.Topics.Events, Key: "retention.ms", Want: "86400000"},
 		{Topic: cfg.Topics.DLQ, Key: "retention.ms", Want: "a week"},
 	})

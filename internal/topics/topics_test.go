@@ -11,6 +11,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/hookstream/hookstream/internal/kafka"
 	"github.com/hookstream/hookstream/internal/testenv"
@@ -145,12 +146,18 @@ func durabilityOnce(ctx context.Context, adm *kadm.Client, topic string) (int16,
 
 func newAdmin(t *testing.T, brokers []string) *kadm.Client {
 	t.Helper()
+	adm, _ := newClients(t, brokers)
+	return adm
+}
+
+func newClients(t *testing.T, brokers []string) (*kadm.Client, *kgo.Client) {
+	t.Helper()
 	adm, cl, err := kafka.NewAdmin(kafka.Config{Brokers: brokers})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(cl.Close)
-	return adm
+	return adm, cl
 }
 
 func uniqueTopics(t *testing.T, adm *kadm.Client, prefix string) wire.Topics {

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/hookstream/hookstream/internal/backoff"
+	"github.com/hookstream/hookstream/internal/retention"
 )
 
 // A batch is the records of one or more partitions (gather.go). Its
@@ -230,10 +231,15 @@ func (c *Consumer) deliverLanes(ctx context.Context, snap *snapshot, lanes []*la
 	return res, nil
 }
 
-// begin starts a transaction for the owner of parts, fenced.
+// begin starts a transaction for the owner of parts, fenced, that holds
+// the bucket lock (retention.HoldBuckets) before it reads any event.
 func (c *Consumer) begin(ctx context.Context, parts []part) (pgx.Tx, error) {
 	tx, err := c.cfg.Pool.Begin(ctx)
 	if err != nil {
+		return nil, err
+	}
+	if err := retention.HoldBuckets(ctx, tx); err != nil {
+		_ = tx.Rollback(context.WithoutCancel(ctx))
 		return nil, err
 	}
 	if err := c.fence(ctx, tx, parts); err != nil {

@@ -51,10 +51,18 @@ func (c *Consumer) decide(ev *Event, herr error, windowStart time.Time) failure 
 	return f
 }
 
-const failedEventSQL = `INSERT INTO events (source, event_id, customer_id, event_type, status, attempts, kafka_partition, kafka_offset,
-  received_at, last_error, payload, headers)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-ON CONFLICT (source, event_id) DO UPDATE
+// failedEventSQL records a failed attempt: the event's row updated where
+// it is (a retry of a blocker, or a row an older version left PROCESSING),
+// or inserted into the current bucket (retention) on a first failure.
+const failedEventSQL = `WITH updated AS (
+  UPDATE events SET status = $5, attempts = $6, last_error = $10, payload = $11, headers = $12, updated_at = now()
+  WHERE source = $1 AND event_id = $2
+  RETURNING 1)
+INSERT INTO events (source, event_id, customer_id, event_type, status, attempts, kafka_partition, kafka_offset,
+  received_at, last_error, payload, headers, bucket)
+SELECT $1, $2, $3::text, $4::text, $5, $6, $7::int, $8::bigint, $9::timestamptz, $10, $11, $12, (SELECT bucket FROM event_clock)
+WHERE NOT EXISTS (SELECT 1 FROM updated)
+ON CONFLICT (source, event_id, bucket) DO UPDATE
 SET status = excluded.status, attempts = excluded.attempts, last_error = excluded.last_error,
     payload = excluded.payload, headers = excluded.headers, updated_at = now()`
 

@@ -12,30 +12,40 @@ import (
 	"github.com/hookstream/hookstream/internal/wire"
 )
 
-// processedSQL writes the PROCESSED outcome of a batch's events in one
-// statement: new rows inserted, and rows left PROCESSING by an older
-// version updated. Any other existing row means someone else recorded the
-// event after the snapshot, and the count tells: the transaction rolls
-// back (errClaimRace) and runs again on a fresh snapshot.
-const processedSQL = `INSERT INTO events (source, event_id, customer_id, event_type, status, attempts, kafka_partition, kafka_offset, received_at, processed_at)
-SELECT u.source, u.event_id, u.customer_id, u.event_type, 'PROCESSED', u.attempts, u.p, u.o, u.received_at, clock_timestamp()
+// The outcomes of a batch's events are written in one statement each:
+// new rows inserted into the current bucket (retention), and rows left
+// PROCESSING by an older version updated where they are. Any other
+// existing row means someone else recorded the event after the snapshot,
+// and the count tells: the transaction rolls back (errClaimRace) and runs
+// again on a fresh snapshot. The transaction holds the bucket lock since
+// before its snapshot, so an event it did not find can only have been
+// written since into the current bucket, where the insert meets it.
+const (
+	processedSQL = `INSERT INTO events (source, event_id, customer_id, event_type, status, attempts, kafka_partition, kafka_offset,
+  received_at, processed_at, bucket)
+SELECT u.source, u.event_id, u.customer_id, u.event_type, 'PROCESSED', u.attempts, u.p, u.o, u.received_at, clock_timestamp(),
+  (SELECT bucket FROM event_clock)
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[], $7::bigint[], $8::timestamptz[])
   AS u(source, event_id, customer_id, event_type, attempts, p, o, received_at)
 ORDER BY u.source, u.event_id
-ON CONFLICT (source, event_id) DO UPDATE
-SET status = 'PROCESSED', attempts = excluded.attempts, kafka_partition = excluded.kafka_partition,
-    kafka_offset = excluded.kafka_offset, processed_at = clock_timestamp(), updated_at = now(),
-    payload = NULL, headers = NULL, last_error = NULL
-WHERE events.status = 'PROCESSING'`
+ON CONFLICT (source, event_id, bucket) DO NOTHING`
+	processedStoredSQL = `UPDATE events e
+SET status = 'PROCESSED', attempts = u.attempts, kafka_partition = u.p, kafka_offset = u.o, processed_at = clock_timestamp(),
+    updated_at = now(), payload = NULL, headers = NULL, last_error = NULL
+FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::bigint[]) AS u(source, event_id, attempts, p, o)
+WHERE e.source = u.source AND e.event_id = u.event_id AND e.status = 'PROCESSING'`
+)
 
 // parkSQL stores events behind their customer's block, with what a later
-// run needs (payload, headers); an event already stored is left alone.
-const parkSQL = `INSERT INTO events (source, event_id, customer_id, event_type, status, kafka_partition, kafka_offset, received_at, payload, headers)
-SELECT u.source, u.event_id, u.customer_id, u.event_type, 'PARKED', u.p, u.o, u.received_at, u.payload, u.headers
+// run needs (payload, headers); an event already stored, in any bucket,
+// is left alone.
+const parkSQL = `INSERT INTO events (source, event_id, customer_id, event_type, status, kafka_partition, kafka_offset, received_at, payload, headers, bucket)
+SELECT u.source, u.event_id, u.customer_id, u.event_type, 'PARKED', u.p, u.o, u.received_at, u.payload, u.headers, (SELECT bucket FROM event_clock)
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::bigint[], $7::timestamptz[], $8::bytea[], $9::jsonb[])
   AS u(source, event_id, customer_id, event_type, p, o, received_at, payload, headers)
+WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.source = u.source AND e.event_id = u.event_id)
 ORDER BY u.source, u.event_id
-ON CONFLICT (source, event_id) DO NOTHING`
+ON CONFLICT (source, event_id, bucket) DO NOTHING`
 
 // ensureBlockSQL gives parked events a block to drain them when their
 // customer has none (it was resolved after the snapshot): every PARKED
@@ -56,11 +66,15 @@ func (c *Consumer) record(ctx context.Context, tx pgx.Tx, res []result, dups []*
 		return err
 	}
 	var recs []*wire.AuditRecord
-	var done, waiting []*Event
+	var fresh, stored, waiting []*Event
 	for _, r := range res {
 		switch r.verdict {
 		case processed:
-			done = append(done, r.ev)
+			if r.stored {
+				stored = append(stored, r.ev)
+			} else {
+				fresh = append(fresh, r.ev)
+			}
 			recs = append(recs, c.auditRecord(r.ev, wire.ActionProcessing, "", nil), c.auditRecord(r.ev, wire.ActionProcessed, "", nil))
 		case duplicate:
 			recs = append(recs, c.auditRecord(r.ev, wire.ActionDuplicate, "already_handled", nil))
@@ -85,7 +99,10 @@ func (c *Consumer) record(ctx context.Context, tx pgx.Tx, res []result, dups []*
 	for _, ev := range dups {
 		recs = append(recs, c.auditRecord(ev, wire.ActionDuplicate, "already_handled", nil))
 	}
-	if err := writeProcessed(ctx, tx, done); err != nil {
+	if err := writeProcessed(ctx, tx, fresh, false); err != nil {
+		return err
+	}
+	if err := writeProcessed(ctx, tx, stored, true); err != nil {
 		return err
 	}
 	if err := writeParked(ctx, tx, waiting); err != nil {
@@ -129,7 +146,8 @@ func (c *Consumer) decisions(res []result, dups []*Event) []*wire.AuditRecord {
 	return out
 }
 
-func writeProcessed(ctx context.Context, tx pgx.Tx, evs []*Event) error {
+// writeProcessed records evs PROCESSED: inserted, or (stored) updated.
+func writeProcessed(ctx context.Context, tx pgx.Tx, evs []*Event, stored bool) error {
 	if len(evs) == 0 {
 		return nil
 	}
@@ -140,7 +158,11 @@ func writeProcessed(ctx context.Context, tx pgx.Tx, evs []*Event) error {
 		src[i], id[i], cus[i], typ[i] = ev.Source, ev.EventID, ev.CustomerID, ev.EventType
 		att[i], part[i], off[i], at[i] = int32(ev.Attempt), ev.Partition, ev.Offset, nullTime(ev.ReceivedAt)
 	}
-	tag, err := tx.Exec(ctx, processedSQL, src, id, cus, typ, att, part, off, at)
+	query, args := processedSQL, []any{src, id, cus, typ, att, part, off, at}
+	if stored {
+		query, args = processedStoredSQL, []any{src, id, att, part, off}
+	}
+	tag, err := tx.Exec(ctx, query, args...)
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/hookstream/hookstream/internal/retention"
 	"github.com/hookstream/hookstream/internal/wire"
 )
 
@@ -148,6 +149,9 @@ func (c *Consumer) redrive(ctx context.Context, tx pgx.Tx, ev *Event) (*wire.Aud
 func Replay(ctx context.Context, cfg ReplayConfig, source, eventID, reason string) error {
 	cfg = cfg.withDefaults()
 	return pgx.BeginFunc(ctx, cfg.Pool, func(tx pgx.Tx) error {
+		if err := retention.HoldBuckets(ctx, tx); err != nil {
+			return err
+		}
 		rq, err := requeue(ctx, tx, source, eventID)
 		if err != nil {
 			return err
@@ -211,6 +215,9 @@ func Unpark(ctx context.Context, cfg ReplayConfig, customer string, opt UnparkOp
 	cfg = cfg.withDefaults()
 	reason := opt.Reason
 	return pgx.BeginFunc(ctx, cfg.Pool, func(tx pgx.Tx) error {
+		if err := retention.HoldBuckets(ctx, tx); err != nil {
+			return err
+		}
 		src, state, blocker, err := lockBlock(ctx, tx, opt.Source, customer)
 		if err != nil {
 			return err

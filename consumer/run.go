@@ -22,6 +22,9 @@ type result struct {
 	ev      *Event
 	verdict verdict
 	f       failure // when failed
+	// stored says the event has a row (PROCESSING, left by an older
+	// version) that its outcome updates, rather than one to insert.
+	stored bool
 }
 
 // runLane decides the events of l in order and calls the handler for those
@@ -57,10 +60,10 @@ func (c *Consumer) runLane(ctx context.Context, tx pgx.Tx, snap *snapshot, l *la
 			return nil, nil, err
 		}
 		if herr == nil {
-			res = append(res, result{ev: ev, verdict: processed})
+			res = append(res, result{ev: ev, verdict: processed, stored: exists})
 			continue
 		}
-		res, blocked = append(res, result{ev: ev, verdict: failed, f: c.decide(ev, herr, time.Now())}), true
+		res, blocked = append(res, result{ev: ev, verdict: failed, f: c.decide(ev, herr, time.Now()), stored: exists}), true
 	}
 	return res, nil, nil
 }

@@ -106,6 +106,50 @@ func (fs *flagSet) durationVar(p *time.Duration, name, env string, def time.Dura
 	fs.DurationVar(p, name, v, usage+" ("+env+")")
 }
 
+// age is a duration that also reads whole days ("14d"), as retentions
+// are said.
+type age time.Duration
+
+func parseAge(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		if days, err := strconv.Atoi(n); err == nil && days >= 0 && days < 1e5 {
+			return time.Duration(days) * 24 * time.Hour, nil
+		}
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a duration (e.g. 14d or 336h)", s)
+	}
+	return d, nil
+}
+
+func (a *age) Set(s string) error {
+	d, err := parseAge(s)
+	*a = age(d)
+	return err
+}
+
+func (a *age) String() string {
+	if d := time.Duration(*a); d > 0 && d%(24*time.Hour) == 0 {
+		return strconv.Itoa(int(d/(24*time.Hour))) + "d"
+	}
+	return time.Duration(*a).String()
+}
+
+// ageVar is durationVar for retentions: days or a Go duration.
+func (fs *flagSet) ageVar(p *time.Duration, name, env string, def time.Duration, usage string) {
+	*p = def
+	if s, ok := os.LookupEnv(env); ok {
+		d, err := parseAge(s)
+		if err != nil {
+			fs.errs = append(fs.errs, fmt.Errorf("%s: %w", env, err))
+		}
+		*p = d
+	}
+	fs.Var((*age)(p), name, usage+" ("+env+")")
+}
+
 // parse parses args; bad environment values are reported here too.
 func (fs *flagSet) parse(args []string) error {
 	if err := fs.Parse(args); err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/hookstream/hookstream/consumer"
 	"github.com/hookstream/hookstream/internal/httpserver"
 	"github.com/hookstream/hookstream/internal/kafka"
+	"github.com/hookstream/hookstream/internal/retention"
 	"github.com/hookstream/hookstream/internal/sources"
 	"github.com/hookstream/hookstream/internal/wire"
 )
@@ -55,6 +56,7 @@ func runConsume(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	proc, err := startProcessing(ctx, processingOptions{
 		brokers: s.brokers(), kafkaOpts: s.kafkaOpts, databaseURL: s.databaseURL, sources: srcs, instance: s.instance,
 		group: p.group, concurrency: p.concurrency, batchWait: p.batchWait, sessionTimeout: p.sessionTimeout, log: log,
+		eventsRetention: p.eventsRetention, retentionJob: p.retentionJob,
 		tracer: tr.Provider(),
 	})
 	if err != nil {
@@ -114,6 +116,9 @@ type processingSettings struct {
 	concurrency    int
 	batchWait      time.Duration
 	sessionTimeout time.Duration
+	// eventsRetention and retentionJob: internal/retention.
+	eventsRetention time.Duration
+	retentionJob    bool
 }
 
 func (p *processingSettings) register(fs *flagSet) {
@@ -121,6 +126,22 @@ func (p *processingSettings) register(fs *flagSet) {
 	fs.intVar(&p.concurrency, "concurrency", "HOOKSTREAM_CONCURRENCY", 128, "destination calls this member makes at once, over all its partitions (each customer's stay in order)")
 	fs.durationVar(&p.batchWait, "batch-wait", "HOOKSTREAM_BATCH_WAIT", 20*time.Millisecond, "how long a batch waits for more partitions' records before its transaction (latency traded for fewer commits under live traffic)")
 	fs.durationVar(&p.sessionTimeout, "session-timeout", "HOOKSTREAM_SESSION_TIMEOUT", 45*time.Second, "how long the group waits for a member that stopped heartbeating (a crash) before giving its partitions to others")
+	registerEventsRetention(fs, &p.eventsRetention)
+	fs.boolVar(&p.retentionJob, "retention-job", "HOOKSTREAM_RETENTION_JOB", true, "run the events retention (daily buckets, dropped after events-retention) in this process; false when `hookstream maintain` runs from cron instead")
+}
+
+// registerEventsRetention is --events-retention, of consume, dev and maintain.
+func registerEventsRetention(fs *flagSet, p *time.Duration) {
+	fs.ageVar(p, "events-retention", "HOOKSTREAM_EVENTS_RETENTION", retention.DefaultRetention,
+		"how long events rows are kept after their day's bucket closed: the dedupe window (at least 1d; unfinished events are kept until they finish)")
+}
+
+// checkEventsRetention refuses a retention shorter than a bucket.
+func checkEventsRetention(d time.Duration) error {
+	if d < retention.DefaultPeriod {
+		return fmt.Errorf("events-retention (HOOKSTREAM_EVENTS_RETENTION): must be at least 1d (a bucket's day), got %s", d)
+	}
+	return nil
 }
 
 type processingOptions struct {
@@ -134,12 +155,20 @@ type processingOptions struct {
 	concurrency    int
 	batchWait      time.Duration
 	sessionTimeout time.Duration // 0: franz-go's default (45s)
+	// eventsRetention: retention.Config.Retention; the job runs when
+	// retentionJob.
+	eventsRetention time.Duration
+	retentionJob    bool
 	// idleTransactionTimeout: 0 is idleTransactionTimeout.
 	idleTransactionTimeout time.Duration
 	log                    *slog.Logger
 	// tracer makes the consumer's spans; nil: none.
 	tracer trace.TracerProvider
 }
+
+// retentionInterval is how often a member runs a retention round: a
+// bucket opens at most this late after its day began.
+const retentionInterval = 10 * time.Minute
 
 // idleTransactionTimeout is how long PostgreSQL lets a transaction of the
 // consumer role sit idle before it ends it. A member paused inside a
@@ -175,6 +204,9 @@ type processing struct {
 func startProcessing(ctx context.Context, o processingOptions) (_ *processing, err error) {
 	if o.concurrency < 1 {
 		return nil, fmt.Errorf("concurrency (HOOKSTREAM_CONCURRENCY): must be at least 1, got %d", o.concurrency)
+	}
+	if err := checkEventsRetention(o.eventsRetention); o.retentionJob && err != nil {
+		return nil, err
 	}
 	o.topics = o.topics.WithDefaults()
 	p := &processing{}
@@ -232,7 +264,12 @@ func startProcessing(ctx context.Context, o processingOptions) (_ *processing, e
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	p.cancel = cancel
-	for _, run := range []func(context.Context) error{c.Run, relay.Run, sink.Run} {
+	runs := []func(context.Context) error{c.Run, relay.Run, sink.Run}
+	if o.retentionJob {
+		rcfg := retention.Config{Pool: pool, Retention: o.eventsRetention, Logger: o.log}
+		runs = append(runs, func(ctx context.Context) error { return retention.Loop(ctx, rcfg, retentionInterval) })
+	}
+	for _, run := range runs {
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()

@@ -115,11 +115,11 @@ type topicRetention struct {
 }
 
 func (r *topicRetention) register(fs *flagSet) {
-	fs.durationVar(&r.events, "events-topic-retention", "HOOKSTREAM_EVENTS_TOPIC_RETENTION", 7*24*time.Hour,
+	fs.ageVar(&r.events, "events-topic-retention", "HOOKSTREAM_EVENTS_TOPIC_RETENTION", 7*24*time.Hour,
 		"retention.ms of hookstream.events: the longest consumer outage that loses no accepted event")
-	fs.durationVar(&r.dlq, "dlq-topic-retention", "HOOKSTREAM_DLQ_TOPIC_RETENTION", 30*24*time.Hour,
+	fs.ageVar(&r.dlq, "dlq-topic-retention", "HOOKSTREAM_DLQ_TOPIC_RETENTION", 30*24*time.Hour,
 		"retention.ms of hookstream.dlq")
-	fs.durationVar(&r.auditDelete, "audit-delete-retention", "HOOKSTREAM_AUDIT_DELETE_RETENTION", 7*24*time.Hour,
+	fs.ageVar(&r.auditDelete, "audit-delete-retention", "HOOKSTREAM_AUDIT_DELETE_RETENTION", 7*24*time.Hour,
 		"delete.retention.ms of hookstream.audit: how long a tombstone stays for a reader that is behind")
 }
 

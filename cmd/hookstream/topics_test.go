@@ -183,7 +183,7 @@ func TestTopicsCommandRefusesBadRetention(t *testing.T) {
 		{[]string{"--events-topic-retention", "7s"}, 1, "events-topic-retention (HOOKSTREAM_EVENTS_TOPIC_RETENTION): must be at least 1h0m0s (e.g. 168h), got 7s"},
 		{[]string{"--dlq-topic-retention", "-720h"}, 1, "dlq-topic-retention (HOOKSTREAM_DLQ_TOPIC_RETENTION): must be at least 1h0m0s"},
 		{[]string{"--audit-delete-retention", "0s"}, 1, "audit-delete-retention (HOOKSTREAM_AUDIT_DELETE_RETENTION): must be at least 1h0m0s"},
-		{[]string{"--events-topic-retention", "7d"}, 2, `invalid value "7d" for flag -events-topic-retention`},
+		{[]string{"--events-topic-retention", "7 days"}, 2, `invalid value "7 days" for flag -events-topic-retention`},
 	} {
 		code, _, errOut := runTopicsOn(t, broker.Addrs(), c.flags...)
 		if code != c.code || !strings.Contains(errOut, c.want) {

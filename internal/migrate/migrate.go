@@ -23,6 +23,15 @@ func Up(ctx context.Context, url string) ([]int64, error) {
 
 // UpTo applies the pending migrations up to and including version.
 func UpTo(ctx context.Context, url string, version int64) ([]int64, error) {
+	return run(ctx, url, func(p *goose.Provider) ([]*goose.MigrationResult, error) { return p.UpTo(ctx, version) })
+}
+
+// DownTo rolls back the applied migrations above version, newest first.
+func DownTo(ctx context.Context, url string, version int64) ([]int64, error) {
+	return run(ctx, url, func(p *goose.Provider) ([]*goose.MigrationResult, error) { return p.DownTo(ctx, version) })
+}
+
+func run(ctx context.Context, url string, do func(*goose.Provider) ([]*goose.MigrationResult, error)) ([]int64, error) {
 	db, err := sql.Open("pgx", url)
 	if err != nil {
 		return nil, fmt.Errorf("migrate: open database: %w", err)
@@ -36,7 +45,7 @@ func UpTo(ctx context.Context, url string, version int64) ([]int64, error) {
 	if err != nil {
 		return nil, fmt.Errorf("migrate: %w", err)
 	}
-	res, err := p.UpTo(ctx, version)
+	res, err := do(p)
 	if err != nil {
 		return nil, fmt.Errorf("migrate: %w", err)
 	}

@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/hookstream/hookstream/internal/retention"
+)
+
+// runMaintain runs one retention round (internal/retention) and prints
+// what it did: for operators who run it from cron, with --retention-job=false
+// on the consumers. Consumers that run the job take turns with it.
+func runMaintain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var s settings
+	var keep time.Duration
+	fs := newFlagSet("maintain", stderr)
+	s.registerDatabase(fs)
+	s.registerLog(fs, "text")
+	registerEventsRetention(fs, &keep)
+	log, err := s.parse(fs, args, stderr)
+	if err != nil {
+		return err
+	}
+	if s.databaseURL == "" {
+		return errors.New("database-url (HOOKSTREAM_DATABASE_URL): required")
+	}
+	if err := checkEventsRetention(keep); err != nil {
+		return err
+	}
+	pool, err := newPool(ctx, s.databaseURL, 2)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	rep, err := retention.Run(ctx, retention.Config{Pool: pool, Retention: keep, Logger: log}, time.Now())
+	if err != nil {
+		return err
+	}
+	switch {
+	case rep.Skipped:
+		fmt.Fprintln(stdout, "another process is running a retention round; nothing done")
+		return nil
+	case rep.Opened:
+		fmt.Fprintf(stdout, "opened events bucket %d\n", rep.Current)
+	default:
+		fmt.Fprintf(stdout, "events bucket %d is current\n", rep.Current)
+	}
+	for _, b := range rep.Dropped {
+		fmt.Fprintf(stdout, "dropped events bucket %d\n", b)
+	}
+	if rep.Moved > 0 {
+		fmt.Fprintf(stdout, "moved %d unfinished events into bucket %d\n", rep.Moved, rep.Current)
+	}
+	return nil
+}

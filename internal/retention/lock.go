@@ -1,0 +1,29 @@
+// Package retention bounds hookstream's tables by time: events are
+// written into buckets (one partition of the events table each, a day by
+// default) and a bucket's partition is dropped once the events retention
+// has passed since it stopped being the current one, with the events in
+// it that are not finished moved forward first. docs/design.md,
+// "Retention", is the contract.
+package retention
+
+import (
+	"context"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// bucketLock is the advisory lock key of the current bucket: held shared
+// by every transaction that writes events, exclusively by a switch to a
+// new bucket and by a move of unfinished events out of an old one.
+const bucketLock int64 = 0x686f6f6b73627563 // "hooksbuc"; event_bucket() in migration 8 takes it too
+
+// HoldBuckets takes the bucket lock shared until tx ends. A transaction
+// that writes events calls it before it looks any event up: with the lock
+// held the current bucket cannot change under it, so every event it did
+// not find is absent from every bucket but the current one, where the
+// partition's unique key catches a concurrent writer; and no event it
+// reads moves to another partition.
+func HoldBuckets(ctx context.Context, tx pgx.Tx) error {
+	_, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock_shared($1)", bucketLock)
+	return err
+}

@@ -1,0 +1,295 @@
+package retention
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Config is what a round of Run needs.
+type Config struct {
+	Pool *pgxpool.Pool
+	// Retention is how long events stay after their bucket stopped being
+	// the current one: the dedupe window (docs/design.md, "Retention").
+	// Default 14 days, longer than any provider's retries (Stripe's 3
+	// days, Shopify's 48 hours).
+	Retention time.Duration
+	// Period is how long a bucket stays the current one. Default a day.
+	Period time.Duration
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Defaults of Config.
+const (
+	DefaultRetention = 14 * 24 * time.Hour
+	DefaultPeriod    = 24 * time.Hour
+)
+
+func (c Config) withDefaults() Config {
+	if c.Retention == 0 {
+		c.Retention = DefaultRetention
+	}
+	if c.Period == 0 {
+		c.Period = DefaultPeriod
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Report is what a round did.
+type Report struct {
+	// Skipped: another process was running a round.
+	Skipped bool
+	// Current is the current bucket after the round; Opened says the round
+	// made it current.
+	Current int
+	Opened  bool
+	// Dropped are the buckets whose partitions the round dropped, and
+	// Moved the unfinished events it moved out of them first.
+	Dropped []int
+	Moved   int64
+}
+
+// maintainerLock is the session advisory lock one round holds, so that
+// members of a group and cron jobs can all run rounds and only one runs
+// at a time.
+const maintainerLock int64 = 0x686f6f6b736d6e74 // "hooksmnt"
+
+// Run does one round of retention as of now: the next bucket's partition
+// exists before it is needed, a bucket that has been current for a Period
+// gives way to the next one, and the partition of every bucket closed
+// longer than Retention ago is dropped, its unfinished events (anything
+// not PROCESSED) moved into the current bucket first. Every step can run
+// again after a failure; a round another process is running is skipped.
+func Run(ctx context.Context, cfg Config, now time.Time) (Report, error) {
+	cfg = cfg.withDefaults()
+	if cfg.Retention < cfg.Period {
+		return Report{}, fmt.Errorf("retention: a retention of %s is shorter than a bucket's period (%s)", cfg.Retention, cfg.Period)
+	}
+	conn, err := cfg.Pool.Acquire(ctx)
+	if err != nil {
+		return Report{}, err
+	}
+	defer conn.Release()
+	var got bool
+	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", maintainerLock).Scan(&got); err != nil || !got {
+		return Report{Skipped: err == nil}, err
+	}
+	defer func() {
+		_, _ = conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", maintainerLock)
+	}()
+	r := job{cfg: cfg, conn: conn.Conn(), now: now}
+	rep, err := r.round(ctx)
+	if err != nil {
+		return rep, fmt.Errorf("retention: %w", err)
+	}
+	return rep, nil
+}
+
+type job struct {
+	cfg  Config
+	conn *pgx.Conn
+	now  time.Time
+}
+
+func (j job) round(ctx context.Context) (Report, error) {
+	var rep Report
+	if err := j.finishDetaches(ctx); err != nil {
+		return rep, err
+	}
+	cur, opened, err := j.current(ctx)
+	if err != nil {
+		return rep, err
+	}
+	if err := j.ensurePartition(ctx, cur+1); err != nil {
+		return rep, err
+	}
+	if !j.now.Before(opened.Add(j.cfg.Period)) {
+		if err := j.open(ctx, cur+1); err != nil {
+			return rep, err
+		}
+		cur, rep.Opened = cur+1, true
+		if err := j.ensurePartition(ctx, cur+1); err != nil {
+			return rep, err
+		}
+	}
+	rep.Current = cur
+	old, err := j.expired(ctx)
+	if err != nil {
+		return rep, err
+	}
+	for _, b := range old {
+		n, err := j.drop(ctx, b)
+		rep.Moved += n
+		if err != nil {
+			return rep, err
+		}
+		rep.Dropped = append(rep.Dropped, b)
+		j.cfg.Logger.Info("retention: dropped an events bucket", "bucket", b, "unfinished_moved", n)
+	}
+	return rep, nil
+}
+
+func (j job) current(ctx context.Context) (bucket int, opened time.Time, err error) {
+	err = j.conn.QueryRow(ctx, `SELECT c.bucket, b.opened_at FROM event_clock c JOIN event_buckets b USING (bucket)`).Scan(&bucket, &opened)
+	return bucket, opened, err
+}
+
+func partitionName(b int) string { return fmt.Sprintf("events_b%d", b) }
+
+// ensurePartition creates bucket b's partition unless it exists: a table
+// of its own, attached, which takes a lock that lets readers and writers
+// of events go on (CREATE TABLE ... PARTITION OF would not).
+func (j job) ensurePartition(ctx context.Context, b int) error {
+	var exists bool
+	if err := j.conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+WHERE i.inhparent = 'events'::regclass AND c.relname = $1)`, partitionName(b)).Scan(&exists); err != nil || exists {
+		return err
+	}
+	name := pgx.Identifier{partitionName(b)}.Sanitize()
+	return pgx.BeginFunc(ctx, j.conn, func(tx pgx.Tx) error {
+		for _, q := range []string{
+			`DROP TABLE IF EXISTS ` + name,
+			`CREATE TABLE ` + name + ` (LIKE events INCLUDING DEFAULTS INCLUDING CONSTRAINTS)`,
+			fmt.Sprintf(`ALTER TABLE %s ADD CHECK (bucket = %d)`, name, b),
+			fmt.Sprintf(`ALTER TABLE events ATTACH PARTITION %s FOR VALUES IN (%d)`, name, b),
+		} {
+			if _, err := tx.Exec(ctx, q); err != nil {
+				return fmt.Errorf("create the partition of bucket %d: %w", b, err)
+			}
+		}
+		return nil
+	})
+}
+
+// exclusiveLockTimeout bounds the wait for the bucket lock held
+// exclusively. Writers queue behind the waiting round, so a writer that
+// holds its transaction open (a paused member, until PostgreSQL ends its
+// idle transaction) would stall every other one for as long; the round
+// gives up instead and the next one tries again.
+const exclusiveLockTimeout = "2s"
+
+// lockBuckets takes the bucket lock exclusively until tx ends.
+func lockBuckets(ctx context.Context, tx pgx.Tx) error {
+	if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = '"+exclusiveLockTimeout+"'"); err != nil {
+		return err
+	}
+	_, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", bucketLock)
+	return err
+}
+
+// open makes b the current bucket, under the bucket lock held
+// exclusively: it waits for every transaction writing events to end, and
+// every later one finds b current.
+func (j job) open(ctx context.Context, b int) error {
+	return pgx.BeginFunc(ctx, j.conn, func(tx pgx.Tx) error {
+		if err := lockBuckets(ctx, tx); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO event_buckets (bucket, opened_at) VALUES ($1, $2)`, b, j.now); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `UPDATE event_clock SET bucket = $1`, b)
+		return err
+	})
+}
+
+// expired are the buckets closed (their successor opened) longer than
+// Retention ago, oldest first.
+func (j job) expired(ctx context.Context) ([]int, error) {
+	rows, err := j.conn.Query(ctx, `SELECT b.bucket FROM event_buckets b JOIN event_buckets n ON n.bucket = b.bucket + 1
+WHERE n.opened_at <= $1 ORDER BY b.bucket`, j.now.Add(-j.cfg.Retention))
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[int])
+}
+
+// drop moves b's unfinished events into the current bucket and drops b's
+// partition. The move holds the bucket lock exclusively, so that no
+// transaction reading or writing one of those events sees it move.
+func (j job) drop(ctx context.Context, b int) (moved int64, err error) {
+	err = pgx.BeginFunc(ctx, j.conn, func(tx pgx.Tx) error {
+		if err := lockBuckets(ctx, tx); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, `UPDATE events SET bucket = (SELECT bucket FROM event_clock)
+WHERE bucket = $1 AND status <> 'PROCESSED'`, b)
+		moved = tag.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return moved, fmt.Errorf("move the unfinished events of bucket %d: %w", b, err)
+	}
+	name := pgx.Identifier{partitionName(b)}.Sanitize()
+	var attached bool
+	if err := j.conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhparent = 'events'::regclass AND inhrelid = to_regclass($1))`,
+		partitionName(b)).Scan(&attached); err != nil {
+		return moved, err
+	}
+	if attached {
+		// CONCURRENTLY: a plain detach would lock events against readers.
+		if _, err := j.conn.Exec(ctx, `ALTER TABLE events DETACH PARTITION `+name+` CONCURRENTLY`); err != nil {
+			return moved, fmt.Errorf("detach the partition of bucket %d: %w", b, err)
+		}
+	}
+	if _, err := j.conn.Exec(ctx, `DROP TABLE IF EXISTS `+name); err != nil {
+		return moved, err
+	}
+	_, err = j.conn.Exec(ctx, `DELETE FROM event_buckets WHERE bucket = $1`, b)
+	return moved, err
+}
+
+// finishDetaches completes a detach an earlier round began and did not
+// finish (the connection broke): the partition stays pending until then.
+func (j job) finishDetaches(ctx context.Context) error {
+	rows, err := j.conn.Query(ctx, `SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+WHERE i.inhparent = 'events'::regclass AND i.inhdetachpending`)
+	if err != nil {
+		return err
+	}
+	pending, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, name := range pending {
+		_, err := j.conn.Exec(ctx, `ALTER TABLE events DETACH PARTITION `+pgx.Identifier{name}.Sanitize()+` FINALIZE`)
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Loop runs a round at once and then every interval until ctx ends; a
+// round that fails is logged and tried again at the next one. Every
+// member of a consumer group runs it; the rounds of one database take
+// turns (Run).
+func Loop(ctx context.Context, cfg Config, interval time.Duration) error {
+	cfg = cfg.withDefaults()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		rep, err := Run(ctx, cfg, time.Now())
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil:
+			cfg.Logger.Warn("retention: the round failed; the next one tries again", "error", err)
+		case rep.Opened:
+			cfg.Logger.Info("retention: a new events bucket is current", "bucket", rep.Current)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}

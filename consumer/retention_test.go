@@ -28,7 +28,7 @@ func TestDuplicateAcrossBuckets(t *testing.T) {
 	if err := tb.pool.QueryRow(context.Background(), `SELECT opened_at FROM event_buckets WHERE bucket = 0`).Scan(&opened); err != nil {
 		t.Fatal(err)
 	}
-	if rep, err := retention.Run(context.Background(), retention.Config{Pool: tb.pool}, opened.Add(25*time.Hour)); err != nil || rep.Current != 1 {
+	if rep, err := retention.Run(context.Background(), retention.Config{Pool: tb.pool}, opened.Add(retention.PeriodFor(retention.DefaultRetention))); err != nil || rep.Current != 1 {
 		t.Fatalf("open bucket 1: %+v, %v", rep, err)
 	}
 	for i := range 20 {

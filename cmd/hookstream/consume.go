@@ -133,13 +133,13 @@ func (p *processingSettings) register(fs *flagSet) {
 // registerEventsRetention is --events-retention, of consume, dev and maintain.
 func registerEventsRetention(fs *flagSet, p *time.Duration) {
 	fs.ageVar(p, "events-retention", "HOOKSTREAM_EVENTS_RETENTION", retention.DefaultRetention,
-		"how long events rows are kept after their day's bucket closed: the dedupe window (at least 1d; unfinished events are kept until they finish)")
+		"how long events rows are kept after their bucket closed (a bucket is half of it, in days): the dedupe window (at least 1d; unfinished events are kept until they finish)")
 }
 
 // checkEventsRetention refuses a retention shorter than a bucket.
 func checkEventsRetention(d time.Duration) error {
-	if d < retention.DefaultPeriod {
-		return fmt.Errorf("events-retention (HOOKSTREAM_EVENTS_RETENTION): must be at least 1d (a bucket's day), got %s", d)
+	if d < retention.MinRetention {
+		return fmt.Errorf("events-retention (HOOKSTREAM_EVENTS_RETENTION): must be at least 1d, got %s", d)
 	}
 	return nil
 }

@@ -31,7 +31,7 @@ func commands() []command {
 		{"audit", "audit tail: print audit records as JSON lines; audit verify: check the audit trail against the events", runAudit},
 		{"bench", "post signed webhooks to a receiver and summarise the answers", runBench},
 		{"migrate", "apply the database migrations", runMigrate},
-		{"maintain", "run one events retention round: open today's bucket, drop the ones older than --events-retention (consumers do it too unless --retention-job=false)", runMaintain},
+		{"maintain", "run one events retention round: open the next events bucket when the current one is due, drop those closed longer than --events-retention ago (consumers do it too unless --retention-job=false)", runMaintain},
 		{"topics", "create the Kafka topics with their configs; show what differs in existing ones, set it with --apply", runTopics},
 		{"healthcheck", "exit 0 when a hookstream HTTP endpoint answers 2xx (container health checks)", runHealthcheck},
 		{"version", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {

@@ -81,8 +81,8 @@ WHERE i.inhparent = 'events'::regclass ORDER BY c.relname`)
 	return names
 }
 
-// On a fake clock: the next bucket's partition exists ahead of time, a
-// bucket gives way after its period, and a bucket closed longer than the
+// On a fake clock: a bucket gives way after its period (half the
+// retention), its successor's partition made just before, and a bucket closed longer than the
 // retention ago is dropped with its PROCESSED events, while the events in
 // it that are not finished move into the current bucket and stay.
 func TestBucketsRotateAndDropKeepingUnfinished(t *testing.T) {
@@ -97,14 +97,18 @@ func TestBucketsRotateAndDropKeepingUnfinished(t *testing.T) {
 	if rep := run(t, cfg, t0.Add(time.Hour)); rep.Current != 0 || rep.Opened || len(rep.Dropped) != 0 {
 		t.Errorf("an hour in: %+v, want bucket 0 still current and nothing dropped", rep)
 	}
-	if got := partitions(t, pool); len(got) != 2 || got[0] != "events_b0" || got[1] != "events_b1" {
-		t.Errorf("partitions %q, want events_b0 and events_b1 (created ahead)", got)
+	if got := partitions(t, pool); len(got) != 1 || got[0] != "events_b0" {
+		t.Errorf("partitions %q, want events_b0 alone (the next is made when it opens)", got)
 	}
-	if rep := run(t, cfg, t0.Add(25*time.Hour)); rep.Current != 1 || !rep.Opened {
-		t.Errorf("a day in: %+v, want bucket 1 opened", rep)
+	period := retention.PeriodFor(retention.DefaultRetention) // a week
+	if rep := run(t, cfg, t0.Add(period-time.Minute)); rep.Opened {
+		t.Errorf("a minute before the period ends: %+v, want bucket 0 still current", rep)
+	}
+	if rep := run(t, cfg, t0.Add(period+time.Hour)); rep.Current != 1 || !rep.Opened {
+		t.Errorf("a period in: %+v, want bucket 1 opened", rep)
 	}
 	exec(t, pool, `INSERT INTO events (source, event_id, customer_id, status) VALUES ('s', 'later', 'c', 'PROCESSED')`)
-	closed := t0.Add(25 * time.Hour)
+	closed := t0.Add(period + time.Hour)
 	if rep := run(t, cfg, closed.Add(retention.DefaultRetention-time.Minute)); len(rep.Dropped) != 0 {
 		t.Errorf("a minute before bucket 0 expires: dropped %v", rep.Dropped)
 	}
@@ -184,7 +188,7 @@ func TestOpeningWaitsForWriters(t *testing.T) {
 	}
 	done := make(chan retention.Report, 1)
 	go func() {
-		rep, err := retention.Run(ctx, retention.Config{Pool: pool}, t0.Add(25*time.Hour))
+		rep, err := retention.Run(ctx, retention.Config{Pool: pool}, t0.Add(retention.PeriodFor(retention.DefaultRetention)))
 		if err != nil {
 			t.Error(err)
 		}

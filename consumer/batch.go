@@ -120,6 +120,7 @@ func (c *Consumer) groupTx(ctx context.Context, b *batch, lanes []*lane, dups []
 		return nil, err
 	}
 	times := batchTimes{lookup: start, lookedUp: time.Now()}
+	claimSeconds.Observe(times.lookedUp.Sub(start).Seconds())
 	calls := 0 // the first call always runs: every transaction makes progress
 	budget := func() bool { calls++; return calls > 1 && time.Since(start) > c.cfg.CommitInterval }
 	var res []result
@@ -181,6 +182,7 @@ func (c *Consumer) deliverBatch(ctx context.Context, b *batch) error {
 		if err != nil {
 			return err
 		}
+		claimSeconds.Observe(time.Since(times.record).Seconds())
 		rs := append([]result(nil), res...)
 		reconcile(rs, before, now)
 		if err := c.record(ctx, tx, rs, b.dups); err != nil {

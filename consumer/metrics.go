@@ -29,6 +29,11 @@ var (
 		Name: "hookstream_consumer_blocked_customers",
 		Help: "Customers with unfinished older events (customer_blocks), by state: BLOCKED (blocker in backoff), PARKED (blocker DEAD), DRAINING; counted every 10 seconds by each consumer.",
 	}, []string{"state"})
+	claimSeconds = promauto.NewHistogram(prometheus.HistogramOpts{
+		Name:    "hookstream_consumer_claim_seconds",
+		Help:    "Time of a batch transaction's claim: begin, fence, bucket lock and the locked look-up of its customers and events in every bucket.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+	})
 	batchEvents = promauto.NewHistogram(prometheus.HistogramOpts{
 		Name:    "hookstream_consumer_batch_events",
 		Help:    "Events whose outcome one batch transaction committed: its count is the PostgreSQL commits of the batch path, its sum the events.",

@@ -5,6 +5,8 @@
 #   ROUNDS=5 scripts/bench-ingest.sh 64 12s
 #   KAFKA=cluster scripts/bench-ingest.sh ...   on 3-node Apache Kafka
 #   TRACING=0.01 scripts/bench-ingest.sh ...    the receiver traces 1% of requests
+#   NO_SERVE=1 scripts/bench-ingest.sh ...      without the standalone receiver's runs
+#   HOOKSTREAM_DATABASE_URL=... scripts/bench-ingest.sh   on that database
 #
 # 1. a bare gin handler that reads the body and answers 202 (the ceiling);
 # 2. `hookstream dev` (embedded broker, private PostgreSQL) taking the same
@@ -80,6 +82,8 @@ for r in $(seq 1 "${ROUNDS:-3}"); do
   echo "round $r: dev / bare = ${ratios[-1]}%"
 done
 echo; echo "dev / bare per round: ${ratios[*]} (%); median $(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}')%"
+echo "duplicate check (hookstream_ingest_duplicate_check_duration_seconds): $(quantiles http://127.0.0.1:8098/metrics hookstream_ingest_duplicate_check_duration_seconds)"
+if [ -n "${NO_SERVE:-}" ]; then exit 0; fi
 echo; echo "== hookstream serve (same broker and database), three runs back to back =="
 echo "serve RSS before: $(rss $servepid)"
 for i in 1 2 3; do

@@ -8,7 +8,10 @@
 #                          the caller's environment prefix), $devpid set,
 #                          returns once it is ready; dev.out/dev.err in $work
 #   dev_database_url       the private PostgreSQL URL dev printed, with the
-#                          password (which dev prints redacted) from its file
+#                          password (which dev prints redacted) from its file;
+#                          HOOKSTREAM_DATABASE_URL when set (dev uses it)
+#   quantiles URL METRIC   p50 and p99 of a Prometheus histogram scraped
+#                          from URL (linear within a bucket), in ms
 #   bench_sources URL [RETRY]  $work/sources.yaml: the generic source (secret
 #                          in HOOKSTREAM_GENERIC_SECRET) delivering to URL,
 #                          with RETRY as its retry policy (a YAML flow map)
@@ -71,6 +74,7 @@ start_dev() {
 # dev prints the URL with its password redacted and the file that holds it:
 #   PostgreSQL: postgres://postgres:REDACTED@127.0.0.1:PORT/postgres (password in FILE)
 dev_database_url() {
+  if [ -n "${HOOKSTREAM_DATABASE_URL:-}" ]; then printf '%s\n' "$HOOKSTREAM_DATABASE_URL"; return; fi
   local line url file
   line=$(sed -n 's/^  PostgreSQL: //p' "$work/dev.out")
   url=${line%% (password in *}
@@ -108,4 +112,23 @@ wrk.body = [[$body]]
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["X-Signature"] = "$sig"
 LUA
+}
+
+quantiles() {
+  curl -sf "$1" | awk -v m="$2_bucket" '
+    index($0, m "{") == 1 {
+      le = $0; sub(/.*le="/, "", le); sub(/".*/, "", le)
+      n++; bound[n] = (le == "+Inf") ? -1 : le + 0; count[n] = $NF + 0
+    }
+    function q(p,   target, i, lo, prev) {
+      target = p * count[n]; prev = 0; lo = 0
+      for (i = 1; i <= n; i++) {
+        if (count[i] >= target) {
+          if (bound[i] < 0) return "> " lo * 1000
+          return sprintf("%.2f", 1000 * (lo + (bound[i] - lo) * (target - prev) / (count[i] - prev + 1e-12)))
+        }
+        prev = count[i]; lo = bound[i]
+      }
+    }
+    END { if (n == 0 || count[n] == 0) { print "no samples"; exit } printf "p50 %s ms, p99 %s ms (%d samples)\n", q(0.5), q(0.99), count[n] }'
 }

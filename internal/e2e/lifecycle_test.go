@@ -287,6 +287,7 @@ func TestAuditLifecycle(t *testing.T) {
 		{"hookstream_ingest_audit_produce_duration_seconds_count"},
 		{"hookstream_consumer_end_to_end_seconds_count", `source="generic"`},
 		{"hookstream_consumer_batch_events_count"},
+		{"hookstream_consumer_claim_seconds_count"},
 		{"hookstream_audit_relay_published_total"},
 	} {
 		if v, _ := metricstest.Sum(t, string(metrics), m[0], m[1:]...); v < 1 {

@@ -74,7 +74,7 @@ func fill(ctx context.Context, pool *pgxpool.Pool, b int, opened time.Time, span
   received_at, created_at, updated_at, processed_at, bucket)
 SELECT 'generic', 'evt_' || md5(i::text), 'cus_' || (i %% %d), 'bench.event', 'PROCESSED', 1, (i %% 12)::int, i,
   ts, ts, ts, ts, %d
-FROM generate_series(%d, %d) AS i, LATERAL (SELECT '%s'::timestamptz + (i - %d) * interval '%d seconds' / %d AS ts) t`,
+FROM generate_series(%d, %d) AS i, LATERAL (SELECT '%s'::timestamptz + make_interval(secs => (i - %d)::float8 * %d / %d) AS ts) t`,
 			name, customers, b, first, first+count-1, opened.Format(time.RFC3339), first, int64(span.Seconds()), count),
 		`CREATE UNIQUE INDEX ON ` + name + ` (source, event_id, bucket)`,
 		`CREATE INDEX ON ` + name + ` (customer_id, status)`,

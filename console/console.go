@@ -80,11 +80,14 @@ func Register(cfg Config) func(gin.IRouter) {
 		in.GET("/events/:source/:event_id", c.eventPage)
 		in.GET("/customers", c.customersPage)
 		in.GET("/customers/skip", c.skipPage)
+		in.GET("/replay", c.replayPage)
+		in.GET("/replay/batches/:id", c.batchPage)
 
 		act := in.Group("", sameOrigin, c.requireCSRF)
 		act.POST("/logout", c.logout)
 		act.POST("/customers/unpark", c.unpark)
 		act.POST("/events/replay", c.replay)
+		act.POST("/replay", c.bulkReplay)
 	}
 }
 

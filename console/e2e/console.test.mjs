@@ -168,6 +168,41 @@ test('replay a dead-lettered event and watch it become PROCESSED', async () => {
   assert.ok(dest.delivered.includes(id));
 });
 
+test('bulk replay: a preview, a confirmation naming the events, then DEAD events become PROCESSED', async () => {
+  const since = new Date(Date.now() - 1000).toISOString().slice(0, 19); // UTC, as the form reads it
+  const ids = [`evt_bulk1_${run}`, `evt_bulk2_${run}`];
+  for (const [i, id] of ids.entries()) {
+    dest.refuse.add(id);
+    await dev.send(id, `cus_bulk${i}_${run}`, { bulk: i });
+  }
+  for (const id of ids) {
+    await eventually(`${id} is DEAD`, async () => (await dev.admin(`/admin/events?event_id=${id}`)).events[0]?.status === 'DEAD');
+  }
+  await page.click('nav >> text=Replay');
+  await page.waitForSelector('form.search');
+  await page.selectOption('select[name=status]', 'DEAD');
+  await page.fill('input[name=since]', since);
+  await page.click('form.search button[type=submit]');
+  await page.waitForSelector('.confirm.bulk');
+  assert.equal(await page.textContent('.confirm .will-replay'), '2');
+  const named = await page.locator('table.bulk-preview tr[data-event]').evaluateAll((rows) => rows.map((r) => r.dataset.event));
+  assert.deepEqual(named.sort(), [...ids].sort(), 'the confirmation names exactly the events to replay');
+  await screenshot('replay-confirm');
+  for (const id of ids) dest.refuse.delete(id);
+  await page.click('.confirm button[type=submit]');
+  await page.waitForURL(/\/console\/replay\/batches\/\d+$/);
+  assert.equal(await page.textContent('.summary .replayed'), '2');
+  // The page refreshes itself until every replayed event is PROCESSED or DEAD.
+  await page.waitForFunction(() => document.querySelector('.count-processed')?.textContent === '2', null, { timeout: 60_000 });
+  await screenshot('replay-outcome');
+  for (const id of ids) {
+    assert.ok(dest.delivered.includes(id), `${id} delivered`);
+    const trail = (await dev.admin(`/admin/events/generic/${id}`)).trail;
+    const who = (await page.textContent('header .who')).trim();
+    assert.equal(trail.find((r) => r.action === 'REPLAYED')?.reason, `admin API: ${who}`);
+  }
+});
+
 test('a request without the session or without the CSRF token is refused', async () => {
   const errorsBefore = pageErrors.length;
   const form = { customer_id: 'nobody', csrf: 'forged' };

@@ -62,6 +62,8 @@ func Register(cfg Config) func(gin.IRouter) {
 		g.GET("/customers/blocked", a.blocked)
 		g.GET("/customers/parked", a.parked)
 		g.POST("/customers/:customer_id/unpark", a.unpark)
+		g.GET("/replay/preview", a.previewReplay)
+		g.POST("/replay", a.bulkReplay)
 	}
 }
 

@@ -102,7 +102,8 @@ func startReceiver(ctx context.Context, o receiverOptions) (_ *receiverStack, er
 	if err != nil {
 		return nil, err
 	}
-	adminRoutes := admin.Register(admin.Config{Token: o.adminToken, Pool: s.pool, Instance: o.instance, Logger: o.log})
+	adminRoutes := admin.Register(admin.Config{Token: o.adminToken, Pool: s.pool, Instance: o.instance, Logger: o.log,
+		Brokers: o.brokers, KafkaOpts: o.kafkaOpts, AuditTopic: o.topics.WithDefaults().Audit})
 	// The console calls the admin API in-process through the router that
 	// serves it (one authenticator, one throttle), known once it is built.
 	adminRouter := &lateHandler{}

@@ -203,6 +203,24 @@ test('bulk replay: a preview, a confirmation naming the events, then DEAD events
   }
 });
 
+test('the live tail shows a new decision as it is made, filtered by customer', async () => {
+  const customer = `cus_tail_${run}`;
+  const id = `evt_tail_${run}`;
+  await page.click('nav >> text=Live audit tail');
+  await page.waitForSelector('form.search');
+  await page.fill('input[name=customer_id]', customer);
+  await page.click('form.search button[type=submit]');
+  await page.waitForSelector('#tail-state[data-state=live]');
+  await dev.send(`evt_tail_other_${run}`, `cus_tail_other_${run}`);
+  await dev.send(id, customer, { tail: true });
+  const row = (action) => page.locator(`#tail tr[data-event="${id}"][data-action="${action}"]`);
+  await row('ACCEPTED').waitFor();
+  await row('PROCESSED').waitFor({ timeout: 60_000 });
+  assert.equal(await page.locator(`#tail tr[data-event="evt_tail_other_${run}"]`).count(), 0, 'another customer\'s decision is not shown');
+  assert.equal(await row('ACCEPTED').locator('td').nth(4).textContent(), customer);
+  await screenshot('tail');
+});
+
 test('a request without the session or without the CSRF token is refused', async () => {
   const errorsBefore = pageErrors.length;
   const form = { customer_id: 'nobody', csrf: 'forged' };

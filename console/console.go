@@ -89,6 +89,7 @@ func Register(cfg Config) func(gin.IRouter) {
 		in.GET("/replay", c.replayPage)
 		in.GET("/replay/batches/:id", c.batchPage)
 		in.GET("/tail", c.tailPage)
+		in.GET("/overview", c.overviewPage)
 		in.GET("/tail/stream", c.tailStream)
 
 		act := in.Group("", sameOrigin, c.requireCSRF)

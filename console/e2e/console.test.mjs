@@ -221,6 +221,22 @@ test('the live tail shows a new decision as it is made, filtered by customer', a
   await screenshot('tail');
 });
 
+test('the overview shows the last hour\'s counts, the consumer lag and readiness, and refreshes itself', async () => {
+  await page.click('nav >> text=Overview');
+  await page.waitForSelector('#overview');
+  assert.equal((await page.textContent('.ready-postgres .value')).trim(), 'ok');
+  assert.equal((await page.textContent('.ready-kafka .value')).trim(), 'ok');
+  // The process samples its counters every 10 s, and the page refreshes
+  // itself every 5 s: the events the tests above sent show up.
+  const total = async (name) => Number(await page.locator(`tr.rate-${name} td.total`).textContent({ timeout: 1000 }).catch(() => '0'));
+  await eventually('the accepted and processed events are counted', async () => (await total('accepted')) >= 10 && (await total('processed')) >= 10, 60_000);
+  assert.ok((await total('dead')) >= 1, 'the dead-lettered events are counted');
+  assert.equal(await page.locator('tr.rate-accepted svg rect').count(), 60);
+  const lags = await page.locator('table.lag td.lag').allTextContents();
+  assert.ok(lags.length >= 1 && lags.every((l) => /^\d+$/.test(l)), `lag per partition: ${lags}`);
+  await screenshot('overview');
+});
+
 test('a request without the session or without the CSRF token is refused', async () => {
   const errorsBefore = pageErrors.length;
   const form = { customer_id: 'nobody', csrf: 'forged' };

@@ -50,6 +50,13 @@ type Config struct {
 	KafkaOpts []kgo.Opt
 	// AuditTopic is the audit topic. Default wire.DefaultAuditTopic.
 	AuditTopic string
+	// EventsTopic is the events topic, whose end offsets give the
+	// consumers' lag in GET /admin/overview. Default
+	// wire.DefaultEventsTopic.
+	EventsTopic string
+	// Rates gives GET /admin/overview its per-minute counts; nil: the
+	// overview has none.
+	Rates *RateSampler
 }
 
 var errNoBrokers = errors.New("no Kafka brokers configured")
@@ -74,6 +81,7 @@ func Register(cfg Config) func(gin.IRouter) {
 		g.GET("/replay/preview", a.previewReplay)
 		g.POST("/replay", a.bulkReplay)
 		g.GET("/audit/stream", a.auditStream)
+		g.GET("/overview", a.overview)
 	}
 }
 

@@ -34,23 +34,23 @@ type Skipped struct {
 }
 
 // selectReplayable counts the events of f and returns the first f.limit,
-// oldest update first.
-func (a *api) selectReplayable(ctx context.Context, f *replayFilter) (int, []BulkEvent, error) {
-	var matched int
+// oldest update first, from one snapshot (so that the count is never
+// below the events listed).
+func (a *api) selectReplayable(ctx context.Context, f *replayFilter) (matched int, events []BulkEvent, err error) {
 	args := f.args()
-	if err := a.cfg.Pool.QueryRow(ctx, `SELECT count(*) FROM events WHERE `+replayFilterSQL, args[:5]...).Scan(&matched); err != nil {
-		return 0, nil, err
-	}
-	rows, err := a.cfg.Pool.Query(ctx, `SELECT source, event_id, customer_id, event_type, status, updated_at FROM events
+	err = pgx.BeginTxFunc(ctx, a.cfg.Pool, pgx.TxOptions{AccessMode: pgx.ReadOnly, IsoLevel: pgx.RepeatableRead}, func(tx pgx.Tx) error {
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM events WHERE `+replayFilterSQL, args[:5]...).Scan(&matched); err != nil {
+			return err
+		}
+		rows, _ := tx.Query(ctx, `SELECT source, event_id, customer_id, event_type, status, updated_at FROM events
 WHERE `+replayFilterSQL+` ORDER BY updated_at, source, event_id LIMIT $6`, args...)
-	if err != nil {
-		return 0, nil, err
-	}
-	events := []BulkEvent{}
-	var e BulkEvent
-	_, err = pgx.ForEachRow(rows, []any{&e.Source, &e.EventID, &e.CustomerID, &e.EventType, &e.Status, &e.UpdatedAt}, func() error {
-		events = append(events, e)
-		return nil
+		events = []BulkEvent{}
+		var e BulkEvent
+		_, err := pgx.ForEachRow(rows, []any{&e.Source, &e.EventID, &e.CustomerID, &e.EventType, &e.Status, &e.UpdatedAt}, func() error {
+			events = append(events, e)
+			return nil
+		})
+		return err
 	})
 	return matched, events, err
 }

@@ -28,6 +28,10 @@ func (c Counts) minus(o Counts) Counts {
 		c.Processed - o.Processed, c.Failed - o.Failed, c.Dead - o.Dead}
 }
 
+func (c Counts) nonNegative() Counts {
+	return Counts{max(c.Accepted, 0), max(c.Rejected, 0), max(c.Duplicate, 0), max(c.Processed, 0), max(c.Failed, 0), max(c.Dead, 0)}
+}
+
 // Minute is the decisions of the minute starting at Start.
 type Minute struct {
 	Start time.Time `json:"start"`
@@ -108,7 +112,10 @@ func (s *RateSampler) Minutes(now time.Time) ([]Minute, time.Time) {
 	for t := start; !t.After(end); t = t.Add(time.Minute) {
 		m := Minute{Start: t.UTC()}
 		if c, ok := s.last[t.Unix()]; ok {
-			m.Counts, prev = c.minus(prev), c
+			// A sample can fall between a duplicate's two counters (in
+			// flight, then 202), which moves one acceptance across a
+			// minute's edge: never shown as a negative count.
+			m.Counts, prev = c.minus(prev).nonNegative(), c
 		}
 		out = append(out, m)
 	}

@@ -59,4 +59,14 @@ func TestRateSamplerMinutes(t *testing.T) {
 	if m := minutes[59]; m.Accepted != 7 {
 		t.Errorf("11:05: %+v", m)
 	}
+	// A sample between a duplicate's two counters (in flight, then its
+	// 202) shows no negative acceptance.
+	dups.WithLabelValues("generic", "in_flight").Add(1)
+	sample(t0.Add(66 * time.Minute))
+	requests.WithLabelValues("generic", "202").Add(1)
+	sample(t0.Add(67 * time.Minute))
+	minutes, _ = s.Minutes(t0.Add(67 * time.Minute))
+	if m := minutes[58]; m.Accepted != 0 || m.Duplicate != 1 {
+		t.Errorf("11:06: %+v", m)
+	}
 }

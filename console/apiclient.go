@@ -77,6 +77,21 @@ func (a *apiClient) call(from *http.Request, token, operator, method, path strin
 	return nil
 }
 
+// stream calls the API with the configured token and hands its answer
+// to w as it comes, status and headers included: a server-sent events
+// stream, flushed event by event (w is the browser's response).
+func (a *apiClient) stream(from *http.Request, w http.ResponseWriter, path string, query url.Values, header http.Header) {
+	req, err := http.NewRequestWithContext(from.Context(), http.MethodGet, path+"?"+query.Encode(), nil)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	req.Header = header.Clone()
+	req.RemoteAddr = from.RemoteAddr
+	req.Header.Set("Authorization", "Bearer "+a.token)
+	a.h.ServeHTTP(w, req)
+}
+
 // as calls the API with the configured token: a page or an action of a
 // logged-in operator.
 func (a *apiClient) as(from *http.Request, operator, method, path string, query url.Values, want int, out any) error {

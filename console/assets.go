@@ -36,7 +36,7 @@ func mustSub(f fs.FS, dir string) fs.FS {
 // so that a broken template fails the first test, not an operator.
 var pages = func() map[string]*template.Template {
 	out := map[string]*template.Template{}
-	for _, page := range []string{"login", "error", "events", "event", "customers", "skip"} {
+	for _, page := range []string{"login", "error", "events", "event", "customers", "skip", "replay", "batch", "tail", "overview"} {
 		out[page] = template.Must(template.New(page).Funcs(funcs).ParseFS(templateFS, "templates/layout.tmpl", "templates/"+page+".tmpl"))
 	}
 	return out

@@ -28,6 +28,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock of session expiry. Default time.Now.
 	Now func() time.Time
+	// TailDuration is how long one audit stream of the live tail lasts
+	// before the browser reconnects (resuming where it was). Default 60s.
+	TailDuration time.Duration
 }
 
 func (cfg Config) withDefaults() Config {
@@ -42,6 +45,9 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.TailDuration <= 0 {
+		cfg.TailDuration = time.Minute
 	}
 	return cfg
 }
@@ -80,11 +86,17 @@ func Register(cfg Config) func(gin.IRouter) {
 		in.GET("/events/:source/:event_id", c.eventPage)
 		in.GET("/customers", c.customersPage)
 		in.GET("/customers/skip", c.skipPage)
+		in.GET("/replay", c.replayPage)
+		in.GET("/replay/batches/:id", c.batchPage)
+		in.GET("/tail", c.tailPage)
+		in.GET("/overview", c.overviewPage)
+		in.GET("/tail/stream", c.tailStream)
 
 		act := in.Group("", sameOrigin, c.requireCSRF)
 		act.POST("/logout", c.logout)
 		act.POST("/customers/unpark", c.unpark)
 		act.POST("/events/replay", c.replay)
+		act.POST("/replay", c.bulkReplay)
 	}
 }
 
@@ -197,8 +209,10 @@ func failed(c *gin.Context, err error) {
 
 // pageData is what every page's template gets.
 type pageData struct {
-	Title   string
-	Nav     string // which tab is current
+	Title string
+	Nav   string // which tab is current
+	// NoBoost: links and forms load whole pages (htmx's boost is off).
+	NoBoost bool
 	Session *session
 	Flash   string
 	Error   string

@@ -88,7 +88,8 @@ func setup(t *testing.T, acfg admin.Config) *testBundle {
 	})
 	srv := httpserver.New(httpserver.Config{Logger: slog.New(slog.DiscardHandler), Routes: []func(gin.IRouter){
 		admin.Register(acfg),
-		console.Register(console.Config{Token: token, API: api, Now: tb.clock.Now, SessionTTL: time.Hour, Logger: slog.New(slog.DiscardHandler)}),
+		console.Register(console.Config{Token: token, API: api, Now: tb.clock.Now, SessionTTL: time.Hour, Logger: slog.New(slog.DiscardHandler),
+			TailDuration: 2 * time.Second}),
 	}})
 	router = srv.Handler()
 	tb.h = router

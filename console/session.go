@@ -23,6 +23,9 @@ type session struct {
 
 	mu    sync.Mutex
 	flash string // one message for the next page, such as an action's outcome
+	// batches are the session's last bulk replays (replaybatch.go).
+	batches  []*replayBatch
+	batchSeq int
 }
 
 func (s *session) setFlash(msg string) {

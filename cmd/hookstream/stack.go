@@ -12,6 +12,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel/trace"
 
@@ -35,6 +36,28 @@ type receiverStack struct {
 	server   *httpserver.Server
 	admin    *httpserver.Server // nil without adminAddr
 	grace    time.Duration
+	// stopRates stops the overview's sampler (nil: none runs).
+	stopRates func()
+}
+
+// startRates samples the process's counters for the admin overview
+// while the stack runs; nil when the admin API is off.
+func (s *receiverStack) startRates(on bool) *admin.RateSampler {
+	if !on {
+		return nil
+	}
+	rates := admin.NewRateSampler(prometheus.DefaultGatherer, time.Now())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		rates.Run(ctx)
+	}()
+	s.stopRates = func() {
+		cancel()
+		<-done
+	}
+	return rates
 }
 
 type receiverOptions struct {
@@ -102,7 +125,9 @@ func startReceiver(ctx context.Context, o receiverOptions) (_ *receiverStack, er
 	if err != nil {
 		return nil, err
 	}
-	adminRoutes := admin.Register(admin.Config{Token: o.adminToken, Pool: s.pool, Instance: o.instance, Logger: o.log})
+	adminRoutes := admin.Register(admin.Config{Token: o.adminToken, Pool: s.pool, Instance: o.instance, Logger: o.log,
+		Brokers: o.brokers, KafkaOpts: o.kafkaOpts, AuditTopic: o.topics.WithDefaults().Audit, EventsTopic: o.topics.WithDefaults().Events,
+		Rates: s.startRates(o.adminToken != "")})
 	// The console calls the admin API in-process through the router that
 	// serves it (one authenticator, one throttle), known once it is built.
 	adminRouter := &lateHandler{}
@@ -203,6 +228,10 @@ func (s *receiverStack) stop() {
 }
 
 func (s *receiverStack) close() {
+	if s.stopRates != nil {
+		s.stopRates()
+		s.stopRates = nil
+	}
 	if s.dups != nil {
 		s.dups.Close()
 	}

@@ -168,6 +168,75 @@ test('replay a dead-lettered event and watch it become PROCESSED', async () => {
   assert.ok(dest.delivered.includes(id));
 });
 
+test('bulk replay: a preview, a confirmation naming the events, then DEAD events become PROCESSED', async () => {
+  const since = new Date(Date.now() - 1000).toISOString().slice(0, 19); // UTC, as the form reads it
+  const ids = [`evt_bulk1_${run}`, `evt_bulk2_${run}`];
+  for (const [i, id] of ids.entries()) {
+    dest.refuse.add(id);
+    await dev.send(id, `cus_bulk${i}_${run}`, { bulk: i });
+  }
+  for (const id of ids) {
+    await eventually(`${id} is DEAD`, async () => (await dev.admin(`/admin/events?event_id=${id}`)).events[0]?.status === 'DEAD');
+  }
+  await page.click('nav >> text=Replay');
+  await page.waitForSelector('form.search');
+  await page.selectOption('select[name=status]', 'DEAD');
+  await page.fill('input[name=since]', since);
+  await page.click('form.search button[type=submit]');
+  await page.waitForSelector('.confirm.bulk');
+  assert.equal(await page.textContent('.confirm .will-replay'), '2');
+  const named = await page.locator('table.bulk-preview tr[data-event]').evaluateAll((rows) => rows.map((r) => r.dataset.event));
+  assert.deepEqual(named.sort(), [...ids].sort(), 'the confirmation names exactly the events to replay');
+  await screenshot('replay-confirm');
+  for (const id of ids) dest.refuse.delete(id);
+  await page.click('.confirm button[type=submit]');
+  await page.waitForURL(/\/console\/replay\/batches\/\d+$/);
+  assert.equal(await page.textContent('.summary .replayed'), '2');
+  // The page refreshes itself until every replayed event is PROCESSED or DEAD.
+  await page.waitForFunction(() => document.querySelector('.count-processed')?.textContent === '2', null, { timeout: 60_000 });
+  await screenshot('replay-outcome');
+  for (const id of ids) {
+    assert.ok(dest.delivered.includes(id), `${id} delivered`);
+    const trail = (await dev.admin(`/admin/events/generic/${id}`)).trail;
+    const who = (await page.textContent('header .who')).trim();
+    assert.equal(trail.find((r) => r.action === 'REPLAYED')?.reason, `admin API: ${who}`);
+  }
+});
+
+test('the live tail shows a new decision as it is made, filtered by customer', async () => {
+  const customer = `cus_tail_${run}`;
+  const id = `evt_tail_${run}`;
+  await page.click('nav >> text=Live audit tail');
+  await page.waitForSelector('form.search');
+  await page.fill('input[name=customer_id]', customer);
+  await page.click('form.search button[type=submit]');
+  await page.waitForSelector('#tail-state[data-state=live]');
+  await dev.send(`evt_tail_other_${run}`, `cus_tail_other_${run}`);
+  await dev.send(id, customer, { tail: true });
+  const row = (action) => page.locator(`#tail tr[data-event="${id}"][data-action="${action}"]`);
+  await row('ACCEPTED').waitFor();
+  await row('PROCESSED').waitFor({ timeout: 60_000 });
+  assert.equal(await page.locator(`#tail tr[data-event="evt_tail_other_${run}"]`).count(), 0, 'another customer\'s decision is not shown');
+  assert.equal(await row('ACCEPTED').locator('td').nth(4).textContent(), customer);
+  await screenshot('tail');
+});
+
+test('the overview shows the last hour\'s counts, the consumer lag and readiness, and refreshes itself', async () => {
+  await page.click('nav >> text=Overview');
+  await page.waitForSelector('#overview');
+  assert.equal((await page.textContent('.ready-postgres .value')).trim(), 'ok');
+  assert.equal((await page.textContent('.ready-kafka .value')).trim(), 'ok');
+  // The process samples its counters every 10 s, and the page refreshes
+  // itself every 5 s: the events the tests above sent show up.
+  const total = async (name) => Number(await page.locator(`tr.rate-${name} td.total`).textContent({ timeout: 1000 }).catch(() => '0'));
+  await eventually('the accepted and processed events are counted', async () => (await total('accepted')) >= 10 && (await total('processed')) >= 10, 60_000);
+  assert.ok((await total('dead')) >= 1, 'the dead-lettered events are counted');
+  assert.equal(await page.locator('tr.rate-accepted svg rect').count(), 60);
+  const lags = await page.locator('table.lag td.lag').allTextContents();
+  assert.ok(lags.length >= 1 && lags.every((l) => /^\d+$/.test(l)), `lag per partition: ${lags}`);
+  await screenshot('overview');
+});
+
 test('a request without the session or without the CSRF token is refused', async () => {
   const errorsBefore = pageErrors.length;
   const form = { customer_id: 'nobody', csrf: 'forged' };

@@ -22,6 +22,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/hookstream/hookstream/audit"
 	"github.com/hookstream/hookstream/consumer"
@@ -43,7 +44,22 @@ type Config struct {
 	// DefaultAuthFailureBurst (10) and DefaultAuthFailureEvery (6s).
 	AuthFailureBurst int
 	AuthFailureEvery time.Duration
+	// Brokers and KafkaOpts (TLS, SASL) reach the Kafka cluster that
+	// GET /admin/audit/stream reads; without brokers it answers 503.
+	Brokers   []string
+	KafkaOpts []kgo.Opt
+	// AuditTopic is the audit topic. Default wire.DefaultAuditTopic.
+	AuditTopic string
+	// EventsTopic is the events topic, whose end offsets give the
+	// consumers' lag in GET /admin/overview. Default
+	// wire.DefaultEventsTopic.
+	EventsTopic string
+	// Rates gives GET /admin/overview its per-minute counts; nil: the
+	// overview has none.
+	Rates *RateSampler
 }
+
+var errNoBrokers = errors.New("no Kafka brokers configured")
 
 // Register mounts /admin/ on r when a token is configured.
 func Register(cfg Config) func(gin.IRouter) {
@@ -51,7 +67,7 @@ func Register(cfg Config) func(gin.IRouter) {
 		if cfg.Token == "" {
 			return
 		}
-		a := &api{cfg: cfg, replay: consumer.ReplayConfig{Pool: cfg.Pool, Audit: audit.Writer{},
+		a := &api{cfg: cfg, streams: make(chan struct{}, maxStreams), replay: consumer.ReplayConfig{Pool: cfg.Pool, Audit: audit.Writer{},
 			Actor: wire.ActorAdmin, Instance: cfg.Instance}}
 		g := r.Group("/admin", newAuthenticator(cfg).handle, storableParameters)
 		g.GET("/auth", checkAuth)
@@ -62,17 +78,22 @@ func Register(cfg Config) func(gin.IRouter) {
 		g.GET("/customers/blocked", a.blocked)
 		g.GET("/customers/parked", a.parked)
 		g.POST("/customers/:customer_id/unpark", a.unpark)
+		g.GET("/replay/preview", a.previewReplay)
+		g.POST("/replay", a.bulkReplay)
+		g.GET("/audit/stream", a.auditStream)
+		g.GET("/overview", a.overview)
 	}
 }
 
 type api struct {
-	cfg    Config
-	replay consumer.ReplayConfig
+	cfg     Config
+	replay  consumer.ReplayConfig
+	streams chan struct{} // a slot per open audit stream
 }
 
 // queryParameters are the query parameters the routes read.
 var queryParameters = []string{"customer_id", "status", "limit", "cursor", "state", "source", "skip_blocker",
-	"event_id", "event_type", "since", "until", "blocker", "max_bytes"}
+	"event_id", "event_type", "since", "until", "blocker", "max_bytes", "action"}
 
 // storableParameters refuses a path or query parameter holding NUL or
 // invalid UTF-8 (400 bad_request). PostgreSQL's text can hold neither, so

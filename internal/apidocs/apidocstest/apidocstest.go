@@ -40,6 +40,7 @@ var load = sync.OnceValues(func() (*Validator, error) {
 	for _, mt := range []string{"text/html", "text/javascript"} {
 		openapi3filter.RegisterBodyDecoder(mt, openapi3filter.PlainBodyDecoder)
 	}
+	openapi3filter.RegisterBodyDecoder("text/event-stream", sseDecoder)
 	doc, err := openapi3.NewLoader().LoadFromData(raw)
 	if err != nil {
 		return nil, fmt.Errorf("load the OpenAPI document: %w", err)

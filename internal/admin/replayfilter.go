@@ -1,0 +1,88 @@
+package admin
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gin-gonic/gin"
+)
+
+// MaxBulkReplay is the most events one bulk replay (POST /admin/replay)
+// re-drives, and the largest limit it takes: each is a transaction of its
+// own, so a request stays within seconds; the answer says how many more
+// matched, and a second request replays those.
+const MaxBulkReplay = 1000
+
+// replayFilter selects the FAILED and DEAD events a bulk replay re-drives:
+// a customer's, or those of a range of last update, optionally narrowed
+// by source and status. Without a customer it needs since: "every dead
+// event ever" is never one click away.
+type replayFilter struct {
+	customerID, source string
+	statuses           []string // FAILED, DEAD or both
+	since, until       *time.Time
+	limit              int
+}
+
+// replayFilterSQL selects the events of replayFilter.args, oldest update
+// first: $6 is the limit.
+const replayFilterSQL = `status = ANY($1) AND ($2 = '' OR customer_id = $2) AND ($3 = '' OR source = $3)
+  AND ($4::timestamptz IS NULL OR updated_at >= $4) AND ($5::timestamptz IS NULL OR updated_at < $5)`
+
+func (f *replayFilter) args() []any {
+	return []any{f.statuses, f.customerID, f.source, f.since, f.until, f.limit}
+}
+
+// parseReplayFilter reads the query; on a bad value it answers 400 and
+// reports false.
+func parseReplayFilter(c *gin.Context) (*replayFilter, bool) {
+	f := &replayFilter{customerID: c.Query("customer_id"), source: c.Query("source"), limit: 100,
+		statuses: []string{"FAILED", "DEAD"}}
+	bad := func(msg string) (*replayFilter, bool) {
+		fail(c, http.StatusBadRequest, "bad_request", msg)
+		return nil, false
+	}
+	switch s := c.Query("status"); s {
+	case "":
+	case "FAILED", "DEAD":
+		f.statuses = []string{s}
+	default:
+		return bad("status must be FAILED or DEAD (or absent, for both)")
+	}
+	if v := c.Query("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > MaxBulkReplay {
+			return bad("limit must be between 1 and " + strconv.Itoa(MaxBulkReplay))
+		}
+		f.limit = n
+	}
+	var msg string
+	if f.since, msg = queryTime(c, "since"); msg != "" {
+		return bad(msg)
+	}
+	if f.until, msg = queryTime(c, "until"); msg != "" {
+		return bad(msg)
+	}
+	switch {
+	case f.customerID == "" && f.since == nil:
+		return bad("name a customer_id, or a range of last update starting at since")
+	case f.since != nil && f.until != nil && !f.since.Before(*f.until):
+		return bad("since must be before until")
+	}
+	return f, true
+}
+
+// queryTime reads an RFC 3339 query parameter: nil when absent, or a
+// message saying what is wrong with it.
+func queryTime(c *gin.Context, name string) (*time.Time, string) {
+	v := c.Query(name)
+	if v == "" {
+		return nil, ""
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return nil, name + " must be an RFC 3339 time, such as 2026-11-30T17:00:00Z"
+	}
+	return &t, ""
+}

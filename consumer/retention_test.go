@@ -2,10 +2,16 @@ package consumer_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
+	"github.com/hookstream/hookstream/audit"
 	"github.com/hookstream/hookstream/consumer"
 	"github.com/hookstream/hookstream/internal/retention"
 )
@@ -40,4 +46,62 @@ func TestDuplicateAcrossBuckets(t *testing.T) {
 	tb.waitFor(time.Minute, 20, `SELECT count(*) FROM audit_log WHERE action = 'DUPLICATE'`)
 	tb.waitFor(time.Second, 21, `SELECT count(*) FROM events`)
 	tb.waitFor(time.Second, 21, `SELECT count(*) FROM handled`)
+}
+
+// TestParkedCustomerAcrossBuckets: a customer parked behind a DEAD event
+// while bucket 0 was current; bucket 1 opens and the customer's next
+// events park in it; the replay of the blocker runs it where its row is
+// and drains all of them in order, each event one row in its own bucket.
+// Then a retention round long after moves nothing (all finished) and
+// drops bucket 0 with its rows.
+func TestParkedCustomerAcrossBuckets(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	var broken sync.Map
+	broken.Store("cus_p", true)
+	h := consumer.HandlerFunc(func(ctx context.Context, tx pgx.Tx, ev *consumer.Event) error {
+		if _, bad := broken.Load(ev.CustomerID); bad {
+			return consumer.Permanent(errors.New("410 gone"))
+		}
+		return recordingHandler(ctx, tx, ev)
+	})
+	for seq := range 2 {
+		tb.produce("generic", fmt.Sprintf("p-%d", seq), "cus_p", seq)
+	}
+	tb.flush()
+	tb.start(h, consumer.RetryPolicy{MaxAttempts: 1})
+	tb.waitFor(time.Minute, 1, `SELECT count(*) FROM events WHERE event_id = 'p-0' AND status = 'DEAD' AND bucket = 0`)
+	tb.waitFor(time.Minute, 1, `SELECT count(*) FROM events WHERE event_id = 'p-1' AND status = 'PARKED' AND bucket = 0`)
+
+	cfg := retention.Config{Pool: tb.pool}
+	period := retention.PeriodFor(retention.DefaultRetention)
+	var opened time.Time
+	if err := tb.pool.QueryRow(context.Background(), `SELECT opened_at FROM event_buckets WHERE bucket = 0`).Scan(&opened); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := retention.Run(context.Background(), cfg, opened.Add(period)); err != nil || rep.Current != 1 {
+		t.Fatalf("open bucket 1: %+v, %v", rep, err)
+	}
+	tb.produce("generic", "p-2", "cus_p", 2)
+	tb.flush()
+	tb.waitFor(time.Minute, 1, `SELECT count(*) FROM events WHERE event_id = 'p-2' AND status = 'PARKED' AND bucket = 1`)
+
+	broken.Delete("cus_p")
+	if err := consumer.Replay(context.Background(), consumer.ReplayConfig{Pool: tb.pool, Audit: audit.Writer{}, Instance: "test"}, "generic", "p-0", "fixed"); err != nil {
+		t.Fatal(err)
+	}
+	tb.waitFor(time.Minute, 3, `SELECT count(*) FROM events WHERE customer_id = 'cus_p' AND status = 'PROCESSED'`)
+	tb.waitFor(time.Second, 3, `SELECT count(*) FROM events`)
+	tb.waitFor(time.Second, 2, `SELECT count(*) FROM events WHERE bucket = 0`)
+	var order string
+	if err := tb.pool.QueryRow(context.Background(), `SELECT string_agg(seq::text, ',' ORDER BY n) FROM handled`).Scan(&order); err != nil || order != "0,1,2" {
+		t.Errorf("handled in order %q (%v), want 0,1,2", order, err)
+	}
+
+	rep, err := retention.Run(context.Background(), cfg, opened.Add(period+retention.DefaultRetention))
+	if err != nil || len(rep.Dropped) != 1 || rep.Moved != 0 {
+		t.Fatalf("bucket 0 expired: %+v, %v; want it dropped, nothing moved", rep, err)
+	}
+	tb.waitFor(time.Second, 1, `SELECT count(*) FROM events WHERE event_id = 'p-2'`)
+	tb.waitFor(time.Second, 1, `SELECT count(*) FROM events`)
 }

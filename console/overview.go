@@ -24,8 +24,11 @@ type overviewView struct {
 	} `json:"consumer_lag"`
 	Customers  map[string]int64 `json:"customers"`
 	AuditRelay *struct {
-		PendingCommits   int64    `json:"pending_commits"`
-		OldestPendingSec *float64 `json:"oldest_pending_seconds"`
+		PendingCommits int64 `json:"pending_commits"`
+		// A value, not a pointer, because the template formats it with
+		// printf, which does not follow pointers; absent (null) reads as 0,
+		// which the template leaves out like nothing pending.
+		OldestPendingSec float64 `json:"oldest_pending_seconds"`
 	} `json:"audit_relay"`
 	Ready map[string]string `json:"ready"`
 }

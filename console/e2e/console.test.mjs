@@ -8,13 +8,11 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { chromium } from 'playwright-core';
 
-import { Destination, Dev, eventually, token } from './harness.mjs';
+import { eventually, run, startWorld, stopWorld, token } from './harness.mjs';
 
-const binary = process.env.HOOKSTREAM_BIN;
 const shots = process.env.SCREENSHOT_DIR; // unset: no screenshots
-const run = Date.now().toString(36); // ids unique to this run
 
-let dest, dev, browser, context, page;
+let world, dest, dev, browser, context, page;
 const foreign = []; // requests the pages made to another origin
 const pageErrors = []; // script errors and console errors (a CSP violation is one)
 
@@ -25,10 +23,8 @@ async function screenshot(name) {
 }
 
 before(async () => {
-  assert.ok(binary, 'HOOKSTREAM_BIN names the hookstream binary');
-  dest = new Destination();
-  const destURL = await dest.start();
-  dev = await new Dev().start(binary, destURL);
+  world = await startWorld();
+  ({ dest, dev } = world);
   browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     args: ['--no-sandbox', '--disable-background-networking'],
@@ -47,8 +43,7 @@ before(async () => {
 
 after(async () => {
   await browser?.close();
-  await dev?.stop();
-  dest?.stop();
+  await stopWorld(world);
 });
 
 test('log in with the admin token', async () => {

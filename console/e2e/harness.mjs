@@ -1,6 +1,8 @@
 // The world the browser tests run in: a destination that the test tells
 // which events to refuse, and a `hookstream dev` (embedded broker, private
 // PostgreSQL, receiver, consumer, admin API and console) delivering to it.
+// Shared by each browser's test file (console.test.mjs for Chromium,
+// firefox.test.mjs for Firefox); each file starts its own world.
 import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -10,6 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 
 export const token = 'e2e-admin-token-' + crypto.randomBytes(12).toString('hex');
+export const run = Date.now().toString(36); // ids unique to this run
 const secret = 'e2e-generic-secret-' + crypto.randomBytes(12).toString('hex');
 
 // Destination: 400 (a permanent failure: the event goes DEAD and parks its
@@ -116,6 +119,12 @@ export class Dev {
     if (res.status !== 202) throw new Error(`send ${eventID}: ${res.status} ${await res.text()}`);
   }
 
+  // status is the event's status as the admin API reports it ('' when it
+  // is not known yet).
+  async status(eventID) {
+    return (await this.admin(`/admin/events?event_id=${encodeURIComponent(eventID)}`)).events[0]?.status ?? '';
+  }
+
   // admin calls the admin API with the token (the tests' own look at the
   // state, beside what the browser shows).
   async admin(pathAndQuery) {
@@ -123,6 +132,26 @@ export class Dev {
     if (res.status !== 200) throw new Error(`GET ${pathAndQuery}: ${res.status} ${await res.text()}`);
     return res.json();
   }
+}
+
+// startWorld starts a destination and a `hookstream dev` (the binary named
+// by HOOKSTREAM_BIN) delivering to it; stop them with stopWorld.
+export async function startWorld() {
+  const binary = process.env.HOOKSTREAM_BIN;
+  if (!binary) throw new Error('HOOKSTREAM_BIN names the hookstream binary (scripts/console-test.sh sets it)');
+  const dest = new Destination();
+  try {
+    const dev = await new Dev().start(binary, await dest.start());
+    return { dest, dev };
+  } catch (err) {
+    dest.stop(); // else its listener keeps the test process alive
+    throw err;
+  }
+}
+
+export async function stopWorld(world) {
+  await world?.dev?.stop();
+  world?.dest?.stop();
 }
 
 // eventually retries check until it returns a truthy value or the

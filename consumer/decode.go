@@ -25,6 +25,9 @@ func eventOf(r *kgo.Record) (*Event, error) {
 	ev.Source = ev.Headers[wire.HeaderSource]
 	ev.EventType = ev.Headers[wire.HeaderEventType]
 	ev.Redrive = ev.Headers[wire.HeaderRedrive] == "true"
+	if b, err := strconv.ParseInt(ev.Headers[wire.HeaderBucket], 10, 32); err == nil && b > 0 && !ev.Redrive {
+		ev.floor = int32(b)
+	}
 	if t, err := time.Parse(time.RFC3339Nano, ev.Headers[wire.HeaderReceivedAt]); err == nil {
 		ev.ReceivedAt = t
 	}

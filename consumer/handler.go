@@ -28,6 +28,10 @@ type Event struct {
 	// FAILED or gone DEAD.
 	Redrive bool
 
+	// floor is the first events bucket that can hold a row of the event
+	// (wire.HeaderBucket); 0: any.
+	floor int32
+
 	// trace is the span of this attempt, nil when the consumer does not
 	// trace (trace.go).
 	trace *attemptTrace

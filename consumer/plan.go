@@ -76,16 +76,18 @@ type queryer interface {
 // Each key is looked up on its own (the subquery is never turned into a
 // join, so no plan scans a table), in the order given: callers pass keys
 // sorted, so two transactions locking the same rows wait for each other
-// instead of deadlocking. Blocks are locked before events, everywhere.
+// instead of deadlocking. Blocks are locked before events, everywhere. An
+// event is looked up only in the buckets from its floor on (Event.floor):
+// the partitions below are pruned at run time, per key.
 const (
 	blocksSQL = `SELECT b.source, b.customer_id, b.state
 FROM unnest($1::text[], $2::text[]) AS u(source, customer_id)
 CROSS JOIN LATERAL (SELECT source, customer_id, state FROM customer_blocks
   WHERE source = u.source AND customer_id = u.customer_id %s) b`
 	eventsSQL = `SELECT e.source, e.event_id, e.status, e.attempts
-FROM unnest($1::text[], $2::text[]) AS u(source, event_id)
+FROM unnest($1::text[], $2::text[], $3::int[]) AS u(source, event_id, floor)
 CROSS JOIN LATERAL (SELECT source, event_id, status, attempts FROM events
-  WHERE source = u.source AND event_id = u.event_id %s) e`
+  WHERE source = u.source AND event_id = u.event_id AND bucket >= u.floor %s) e`
 )
 
 var (
@@ -101,10 +103,12 @@ func lookup(ctx context.Context, q queryer, lanes []*lane, lock bool) (*snapshot
 	snap := &snapshot{blocked: map[customerKey]string{}, events: map[eventKey]known{}}
 	custs := make([]customerKey, len(lanes))
 	var evs []eventKey
+	floors := map[eventKey]int32{}
 	for i, l := range lanes {
 		custs[i] = l.key
 		for _, ev := range l.events {
 			evs = append(evs, keyOf(ev))
+			floors[keyOf(ev)] = ev.floor
 		}
 	}
 	slices.SortFunc(custs, func(a, b customerKey) int {
@@ -126,7 +130,11 @@ func lookup(ctx context.Context, q queryer, lanes []*lane, lock bool) (*snapshot
 		return nil, err
 	}
 	srcs, ids = split(evs, func(k eventKey) (string, string) { return k.source, k.id })
-	rows, err = q.Query(ctx, eq, srcs, ids)
+	fl := make([]int32, len(evs))
+	for i, k := range evs {
+		fl[i] = floors[k]
+	}
+	rows, err = q.Query(ctx, eq, srcs, ids, fl)
 	if err != nil {
 		return nil, err
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/hookstream/hookstream/audit"
 	"github.com/hookstream/hookstream/consumer"
 	"github.com/hookstream/hookstream/internal/retention"
+	"github.com/hookstream/hookstream/internal/wire"
 )
 
 // TestDuplicateAcrossBuckets: an event processed while bucket 0 was the
@@ -104,4 +105,39 @@ func TestParkedCustomerAcrossBuckets(t *testing.T) {
 	}
 	tb.waitFor(time.Second, 1, `SELECT count(*) FROM events WHERE event_id = 'p-2'`)
 	tb.waitFor(time.Second, 1, `SELECT count(*) FROM events`)
+}
+
+// TestClaimLooksFromTheFloor: the claim probes only the buckets from the
+// record's floor (wire.HeaderBucket) on. A record whose floor is above
+// the bucket holding its event is taken for a new event — the receiver
+// never stamps such a floor (ingest/bucket.go), and this shows the floor
+// is what the claim goes by — while the same record without a floor, or
+// as a re-drive, finds the event and is a duplicate.
+func TestClaimLooksFromTheFloor(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	tb.produce("generic", "f-0", "cus_f", 0)
+	tb.flush()
+	tb.start(recordingHandler, consumer.RetryPolicy{})
+	tb.waitFor(time.Minute, 1, `SELECT count(*) FROM events WHERE event_id = 'f-0' AND bucket = 0`)
+	var opened time.Time
+	if err := tb.pool.QueryRow(context.Background(), `SELECT opened_at FROM event_buckets WHERE bucket = 0`).Scan(&opened); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := retention.Run(context.Background(), retention.Config{Pool: tb.pool}, opened.Add(retention.PeriodFor(retention.DefaultRetention))); err != nil || rep.Current != 1 {
+		t.Fatalf("open bucket 1: %+v, %v", rep, err)
+	}
+
+	// One at a time: copies in one batch are duplicates of each other.
+	tb.produceWith("f-0", "cus_f", map[string]string{wire.HeaderBucket: "0"})
+	tb.flush()
+	tb.waitFor(time.Minute, 1, `SELECT count(*) FROM audit_log WHERE event_id = 'f-0' AND action = 'DUPLICATE'`)
+	tb.produceWith("f-0", "cus_f", map[string]string{wire.HeaderRedrive: "true", wire.HeaderBucket: "1"})
+	tb.flush()
+	tb.waitFor(time.Minute, 2, `SELECT count(*) FROM audit_log WHERE event_id = 'f-0' AND action = 'DUPLICATE'`)
+	tb.produceWith("f-0", "cus_f", map[string]string{wire.HeaderBucket: "1"})
+	tb.flush()
+	tb.waitFor(time.Minute, 1, `SELECT count(*) FROM events WHERE event_id = 'f-0' AND bucket = 1`)
+	tb.waitFor(time.Second, 2, `SELECT count(*) FROM handled`)
+	tb.waitFor(time.Second, 2, `SELECT count(*) FROM audit_log WHERE event_id = 'f-0' AND action = 'DUPLICATE'`)
 }

@@ -58,6 +58,7 @@ type PostgresDuplicates struct {
 	window  time.Duration // ReplayWindow
 	stop    chan struct{}
 	wg      sync.WaitGroup
+	floor   atomic.Int32 // bucket.go
 }
 
 type lookup struct {
@@ -112,6 +113,11 @@ type PostgresDuplicatesConfig struct {
 	// digest under another event id. It bounds what is compared, not the
 	// cost of a look-up (an index range). Default 30 days.
 	ReplayWindow time.Duration
+	// FloorRefresh is how often the checker reads the current events
+	// bucket (bucket.go), after a first read when it starts. A bucket
+	// lasts days; a floor that lags only makes the consumer probe more
+	// partitions. Default 10s.
+	FloorRefresh time.Duration
 }
 
 // NewPostgresDuplicates starts the batching workers; Close stops them.
@@ -138,6 +144,14 @@ func NewPostgresDuplicates(pool *pgxpool.Pool, cfg PostgresDuplicatesConfig) *Po
 	for range cfg.Workers {
 		d.wg.Add(1)
 		go d.work(cfg.MaxBatch)
+	}
+	if cfg.FloorRefresh <= 0 {
+		cfg.FloorRefresh = 10 * time.Second
+	}
+	if pool != nil {
+		d.readFloor()
+		d.wg.Add(1)
+		go d.refreshFloor(cfg.FloorRefresh)
 	}
 	return d
 }

@@ -161,7 +161,7 @@ func ids(from, to int) []string {
 // with its own status.
 func TestDuplicatesShareQueries(t *testing.T) {
 	b := newDedupeBench(t)
-	d := NewPostgresDuplicates(b.pool, PostgresDuplicatesConfig{Timeout: time.Minute})
+	d := NewPostgresDuplicates(b.pool, PostgresDuplicatesConfig{Timeout: time.Minute, FloorRefresh: time.Hour})
 	defer d.Close()
 
 	release := b.hold(t)

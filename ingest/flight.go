@@ -81,6 +81,9 @@ const promiseGrace = 250 * time.Millisecond
 func (r *Receiver) startFlight(req *request) *flight {
 	f := &flight{r: r, timer: time.NewTimer(time.Hour), done: make(chan flightResult, 1), checkStart: time.Now()}
 	f.timer.Stop()
+	if bf, ok := r.cfg.Duplicates.(BucketFloor); ok {
+		req.floor = bf.Floor() // before the look-up is queued: bucket.go
+	}
 	rec, err := r.decidedEvent(req, wire.ActionAccepted, nil, false)
 	if err != nil {
 		f.answer(flightResult{eventErr: err}, flightChecking)

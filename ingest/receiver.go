@@ -10,6 +10,7 @@ import (
 	"mime"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -253,6 +254,9 @@ type request struct {
 	// digest: what the signature covers, for sources whose event id it
 	// does not cover (replay.go); "" otherwise.
 	digest string
+	// floor: the duplicate checker's bucket floor, read before the check
+	// (bucket.go); the event record carries it only while it is > 0.
+	floor int32
 }
 
 func (r *Receiver) handle(c *gin.Context) {
@@ -459,6 +463,7 @@ func (r *Receiver) decide(req *request) {
 // decideKnown answers a request whose duplicate check found the event, or
 // failed, or whose flight came back to the handler for another reason.
 func (r *Receiver) decideKnown(req *request, status Status, dupErr error) {
+	req.floor = 0 // the floor speaks for a check that found nothing
 	detail := map[string]any(nil)
 	if dupErr != nil {
 		// The receiver does not own dedupe: accept, and let the consumer's
@@ -577,13 +582,16 @@ func (r *Receiver) decidedEvent(req *request, action wire.Action, detail map[str
 
 func (r *Receiver) eventRecord(req *request, redrive bool, audit []byte) *kgo.Record {
 	h := req.c.Request.Header
-	var vals [10]string
+	var vals [11]string
 	vals[0], vals[1], vals[2], vals[3] = req.eventID, req.src.cfg.Name, req.customerID, req.eventType
 	vals[4], vals[5] = req.receivedAt.Format(time.RFC3339Nano), req.requestID
 	vals[6] = h.Get("Content-Type")
 	vals[7], vals[8] = req.eventTraceHeaders()
 	if redrive {
 		vals[9] = "true"
+	}
+	if req.floor > 0 && !redrive {
+		vals[10] = strconv.Itoa(int(req.floor))
 	}
 	// One allocation holds every header value (and the key).
 	size, n := len(req.customerID), 0
@@ -613,10 +621,10 @@ func (r *Receiver) eventRecord(req *request, redrive bool, audit []byte) *kgo.Re
 
 // eventHeaderKeys are the event record's headers, in the order eventRecord
 // fills them.
-var eventHeaderKeys = [10]string{
+var eventHeaderKeys = [11]string{
 	wire.HeaderEventID, wire.HeaderSource, wire.HeaderCustomerID, wire.HeaderEventType,
 	wire.HeaderReceivedAt, wire.HeaderRequestID, wire.HeaderContentType, wire.HeaderTraceparent,
-	wire.HeaderTracestate, wire.HeaderRedrive,
+	wire.HeaderTracestate, wire.HeaderRedrive, wire.HeaderBucket,
 }
 
 // errProduceTimeout: the broker neither acknowledged nor refused in time.

@@ -55,6 +55,13 @@ const (
 	// The consumer writes it to audit_log in its first transaction for the
 	// record, and the relay publishes it from there.
 	HeaderAudit = "audit-record"
+	// HeaderBucket is the events bucket (docs/design.md, "Retention") the
+	// receiver knew to be current, or older, before its duplicate check
+	// found nothing for the event: a row of the event the check did not
+	// see is in that bucket or a later one, so the consumer's claim looks
+	// only there. Absent (every bucket) when the check failed or found
+	// the event.
+	HeaderBucket = "events-bucket"
 )
 
 // Record header names on hookstream.audit.

@@ -215,14 +215,19 @@ WHERE n.opened_at <= $1 ORDER BY b.bucket`, j.now.Add(-j.cfg.Retention))
 
 // drop moves b's unfinished events into the current bucket and drops b's
 // partition. The move holds the bucket lock exclusively, so that no
-// transaction reading or writing one of those events sees it move.
+// transaction reading or writing one of those events sees it move. Every
+// writer of events waits meanwhile, so the move finds the unfinished
+// events by the status index: "status <> 'PROCESSED'" would read the
+// whole day's partition, nearly all of it PROCESSED. The list is every
+// status of events' CHECK but PROCESSED: a status added there must be
+// added here, or its events are dropped.
 func (j job) drop(ctx context.Context, b int) (moved int64, err error) {
 	err = pgx.BeginFunc(ctx, j.conn, func(tx pgx.Tx) error {
 		if err := lockBuckets(ctx, tx); err != nil {
 			return err
 		}
 		tag, err := tx.Exec(ctx, `UPDATE events SET bucket = (SELECT bucket FROM event_clock)
-WHERE bucket = $1 AND status <> 'PROCESSED'`, b)
+WHERE bucket = $1 AND status IN ('PROCESSING', 'FAILED', 'DEAD', 'PARKED')`, b)
 		moved = tag.RowsAffected()
 		return err
 	})

@@ -3,6 +3,7 @@ package retention_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -284,5 +285,56 @@ FROM generate_series(1, 50000) AS i`)
 	}
 	if plan := tracer.plans[0]; strings.Contains(plan, "Seq Scan on events_b0") || !strings.Contains(plan, "status_updated_idx") {
 		t.Errorf("the move reads the whole partition instead of its unfinished events by index:\n%s", plan)
+	}
+}
+
+// TestDetachWaitIsBounded: DETACH ... CONCURRENTLY waits for every
+// transaction that uses events. One left open (an operator's session, a
+// long report) must not stop retention: the round gives up on the detach
+// after DetachTimeout, leaving it pending, so that later rounds still open
+// buckets; the first round after that transaction ends finishes the drop.
+func TestDetachWaitIsBounded(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t)
+	ctx := context.Background()
+	cfg := retention.Config{Pool: pool}
+	t0 := opened(t, pool)
+	exec(t, pool, `INSERT INTO events (source, event_id, customer_id, status) VALUES ('s', 'done', 'c', 'PROCESSED'), ('s', 'dead', 'c', 'DEAD')`)
+	run(t, cfg, t0.Add(25*time.Hour))
+	reader, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = reader.Rollback(ctx) }()
+	if _, err := reader.Exec(ctx, `SELECT count(*) FROM events`); err != nil {
+		t.Fatal(err)
+	}
+	expiry := t0.Add(25*time.Hour + retention.DefaultRetention)
+	done := make(chan error, 1)
+	go func() {
+		_, err := retention.Run(ctx, cfg, expiry)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("the round dropped bucket 0 while a transaction that reads it is open")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the round still waits for an open transaction after 30s: no other round can run meanwhile")
+	}
+	rep, err := retention.Run(ctx, cfg, expiry.Add(25*time.Hour))
+	if rep.Skipped || !rep.Opened {
+		t.Errorf("a day later, with the transaction still open: %+v, %v; want the next bucket opened", rep, err)
+	}
+	if err := reader.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rep = run(t, cfg, expiry.Add(26*time.Hour))
+	if got := partitions(t, pool); slices.Contains(got, "events_b0") || len(rep.Dropped) != 1 || rep.Dropped[0] != 0 {
+		t.Errorf("once the transaction ended: %+v, partitions %q; want bucket 0 dropped", rep, got)
+	}
+	if got := buckets(t, pool); len(got) != 1 || got["dead"] != rep.Current {
+		t.Errorf("events %v, want only the DEAD one, in bucket %d", got, rep.Current)
 	}
 }

@@ -21,6 +21,12 @@ type Config struct {
 	Retention time.Duration
 	// Period is how long a bucket stays the current one. Default a day.
 	Period time.Duration
+	// DetachTimeout bounds how long a detach waits for the transactions
+	// that use events (DETACH ... CONCURRENTLY waits for all of them). One
+	// left open would otherwise hold the round, and the rounds' turn, for
+	// as long: the detach stays pending and the next round finishes it.
+	// Default a minute.
+	DetachTimeout time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -29,6 +35,8 @@ type Config struct {
 const (
 	DefaultRetention = 14 * 24 * time.Hour
 	DefaultPeriod    = 24 * time.Hour
+	// DefaultDetachTimeout is Config.DetachTimeout's default.
+	DefaultDetachTimeout = time.Minute
 )
 
 func (c Config) withDefaults() Config {
@@ -37,6 +45,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Period == 0 {
 		c.Period = DefaultPeriod
+	}
+	if c.DetachTimeout == 0 {
+		c.DetachTimeout = DefaultDetachTimeout
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -102,9 +113,6 @@ type job struct {
 
 func (j job) round(ctx context.Context) (Report, error) {
 	var rep Report
-	if err := j.finishDetaches(ctx); err != nil {
-		return rep, err
-	}
 	cur, opened, err := j.current(ctx)
 	if err != nil {
 		return rep, err
@@ -122,6 +130,11 @@ func (j job) round(ctx context.Context) (Report, error) {
 		}
 	}
 	rep.Current = cur
+	// Detaches wait for the readers of events, so they come after the
+	// opening, which a reader left open must not hold up.
+	if err := j.finishDetaches(ctx); err != nil {
+		return rep, err
+	}
 	old, err := j.expired(ctx)
 	if err != nil {
 		return rep, err
@@ -242,7 +255,7 @@ WHERE bucket = $1 AND status IN ('PROCESSING', 'FAILED', 'DEAD', 'PARKED')`, b)
 	}
 	if attached {
 		// CONCURRENTLY: a plain detach would lock events against readers.
-		if _, err := j.conn.Exec(ctx, `ALTER TABLE events DETACH PARTITION `+name+` CONCURRENTLY`); err != nil {
+		if err := j.detach(ctx, `ALTER TABLE events DETACH PARTITION `+name+` CONCURRENTLY`); err != nil {
 			return moved, fmt.Errorf("detach the partition of bucket %d: %w", b, err)
 		}
 	}
@@ -253,8 +266,23 @@ WHERE bucket = $1 AND status IN ('PROCESSING', 'FAILED', 'DEAD', 'PARKED')`, b)
 	return moved, err
 }
 
+// detach runs a detach statement with its waits bounded by DetachTimeout
+// (lock_timeout, which also bounds the wait for the transactions using
+// events): one that times out leaves the detach pending.
+func (j job) detach(ctx context.Context, q string) error {
+	if _, err := j.conn.Exec(ctx, fmt.Sprintf("SET lock_timeout = %d", max(j.cfg.DetachTimeout.Milliseconds(), 1))); err != nil {
+		return err
+	}
+	_, err := j.conn.Exec(ctx, q)
+	if _, rerr := j.conn.Exec(context.WithoutCancel(ctx), "RESET lock_timeout"); err == nil {
+		err = rerr
+	}
+	return err
+}
+
 // finishDetaches completes a detach an earlier round began and did not
-// finish (the connection broke): the partition stays pending until then.
+// finish (the connection broke, or it waited DetachTimeout): the
+// partition stays pending until then.
 func (j job) finishDetaches(ctx context.Context) error {
 	rows, err := j.conn.Query(ctx, `SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
 WHERE i.inhparent = 'events'::regclass AND i.inhdetachpending`)
@@ -267,8 +295,7 @@ WHERE i.inhparent = 'events'::regclass AND i.inhdetachpending`)
 	}
 	var errs []error
 	for _, name := range pending {
-		_, err := j.conn.Exec(ctx, `ALTER TABLE events DETACH PARTITION `+pgx.Identifier{name}.Sanitize()+` FINALIZE`)
-		errs = append(errs, err)
+		errs = append(errs, j.detach(ctx, `ALTER TABLE events DETACH PARTITION `+pgx.Identifier{name}.Sanitize()+` FINALIZE`))
 	}
 	return errors.Join(errs...)
 }

@@ -26,6 +26,12 @@ type Config struct {
 	// a retention's worth of daily ones; the price is that rows stay up
 	// to a Period longer than the retention.
 	Period time.Duration
+	// DetachTimeout bounds how long a detach waits for the transactions
+	// that use events (DETACH ... CONCURRENTLY waits for all of them). One
+	// left open would otherwise hold the round, and the rounds' turn, for
+	// as long: the detach stays pending and the next round finishes it.
+	// Default a minute.
+	DetachTimeout time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -42,12 +48,18 @@ func PeriodFor(retention time.Duration) time.Duration {
 	return max(day, retention/2/day*day)
 }
 
+// DefaultDetachTimeout is Config.DetachTimeout's default.
+const DefaultDetachTimeout = time.Minute
+
 func (c Config) withDefaults() Config {
 	if c.Retention == 0 {
 		c.Retention = DefaultRetention
 	}
 	if c.Period == 0 {
 		c.Period = PeriodFor(c.Retention)
+	}
+	if c.DetachTimeout == 0 {
+		c.DetachTimeout = DefaultDetachTimeout
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -113,9 +125,6 @@ type job struct {
 
 func (j job) round(ctx context.Context) (Report, error) {
 	var rep Report
-	if err := j.finishDetaches(ctx); err != nil {
-		return rep, err
-	}
 	cur, opened, err := j.current(ctx)
 	if err != nil {
 		return rep, err
@@ -133,6 +142,11 @@ func (j job) round(ctx context.Context) (Report, error) {
 		cur, rep.Opened = cur+1, true
 	}
 	rep.Current = cur
+	// Detaches wait for the readers of events, so they come after the
+	// opening, which a reader left open must not hold up.
+	if err := j.finishDetaches(ctx); err != nil {
+		return rep, err
+	}
 	old, err := j.expired(ctx)
 	if err != nil {
 		return rep, err
@@ -226,14 +240,19 @@ WHERE n.opened_at <= $1 ORDER BY b.bucket`, j.now.Add(-j.cfg.Retention))
 
 // drop moves b's unfinished events into the current bucket and drops b's
 // partition. The move holds the bucket lock exclusively, so that no
-// transaction reading or writing one of those events sees it move.
+// transaction reading or writing one of those events sees it move. Every
+// writer of events waits meanwhile, so the move finds the unfinished
+// events by the status index: "status <> 'PROCESSED'" would read the
+// whole day's partition, nearly all of it PROCESSED. The list is every
+// status of events' CHECK but PROCESSED: a status added there must be
+// added here, or its events are dropped.
 func (j job) drop(ctx context.Context, b int) (moved int64, err error) {
 	err = pgx.BeginFunc(ctx, j.conn, func(tx pgx.Tx) error {
 		if err := lockBuckets(ctx, tx); err != nil {
 			return err
 		}
 		tag, err := tx.Exec(ctx, `UPDATE events SET bucket = (SELECT bucket FROM event_clock)
-WHERE bucket = $1 AND status <> 'PROCESSED'`, b)
+WHERE bucket = $1 AND status IN ('PROCESSING', 'FAILED', 'DEAD', 'PARKED')`, b)
 		moved = tag.RowsAffected()
 		return err
 	})
@@ -248,7 +267,7 @@ WHERE bucket = $1 AND status <> 'PROCESSED'`, b)
 	}
 	if attached {
 		// CONCURRENTLY: a plain detach would lock events against readers.
-		if _, err := j.conn.Exec(ctx, `ALTER TABLE events DETACH PARTITION `+name+` CONCURRENTLY`); err != nil {
+		if err := j.detach(ctx, `ALTER TABLE events DETACH PARTITION `+name+` CONCURRENTLY`); err != nil {
 			return moved, fmt.Errorf("detach the partition of bucket %d: %w", b, err)
 		}
 	}
@@ -259,8 +278,23 @@ WHERE bucket = $1 AND status <> 'PROCESSED'`, b)
 	return moved, err
 }
 
+// detach runs a detach statement with its waits bounded by DetachTimeout
+// (lock_timeout, which also bounds the wait for the transactions using
+// events): one that times out leaves the detach pending.
+func (j job) detach(ctx context.Context, q string) error {
+	if _, err := j.conn.Exec(ctx, fmt.Sprintf("SET lock_timeout = %d", max(j.cfg.DetachTimeout.Milliseconds(), 1))); err != nil {
+		return err
+	}
+	_, err := j.conn.Exec(ctx, q)
+	if _, rerr := j.conn.Exec(context.WithoutCancel(ctx), "RESET lock_timeout"); err == nil {
+		err = rerr
+	}
+	return err
+}
+
 // finishDetaches completes a detach an earlier round began and did not
-// finish (the connection broke): the partition stays pending until then.
+// finish (the connection broke, or it waited DetachTimeout): the
+// partition stays pending until then.
 func (j job) finishDetaches(ctx context.Context) error {
 	rows, err := j.conn.Query(ctx, `SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
 WHERE i.inhparent = 'events'::regclass AND i.inhdetachpending`)
@@ -273,8 +307,7 @@ WHERE i.inhparent = 'events'::regclass AND i.inhdetachpending`)
 	}
 	var errs []error
 	for _, name := range pending {
-		_, err := j.conn.Exec(ctx, `ALTER TABLE events DETACH PARTITION `+pgx.Identifier{name}.Sanitize()+` FINALIZE`)
-		errs = append(errs, err)
+		errs = append(errs, j.detach(ctx, `ALTER TABLE events DETACH PARTITION `+pgx.Identifier{name}.Sanitize()+` FINALIZE`))
 	}
 	return errors.Join(errs...)
 }

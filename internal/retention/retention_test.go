@@ -2,6 +2,9 @@ package retention_test
 
 import (
 	"context"
+	"errors"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -226,5 +229,116 @@ func waitForLockWait(t *testing.T, pool *pgxpool.Pool) {
 			t.Fatal("no session waits for the bucket lock")
 		}
 		time.Sleep(10 * time.Millisecond) // pg_locks has no notification to wait on
+	}
+}
+
+// planTracer EXPLAINs, on another connection, every statement of the
+// round that moves unfinished events, just before the round runs it.
+type planTracer struct {
+	pool  *pgxpool.Pool
+	plans []string
+	err   error
+}
+
+func (p *planTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
+	if !strings.HasPrefix(data.SQL, "UPDATE events SET bucket") {
+		return ctx
+	}
+	rows, err := p.pool.Query(context.Background(), "EXPLAIN "+data.SQL, data.Args...)
+	if err == nil {
+		var lines []string
+		lines, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		p.plans = append(p.plans, strings.Join(lines, "\n"))
+	}
+	p.err = errors.Join(p.err, err)
+	return ctx
+}
+
+func (p *planTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// TestMoveReadsOnlyUnfinishedEvents: the move of an expired bucket's
+// unfinished events holds the bucket lock exclusively, so every writer of
+// events waits for it; it must find those events through an index on
+// status, not read the whole day's partition (mostly PROCESSED rows).
+func TestMoveReadsOnlyUnfinishedEvents(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t)
+	t0 := opened(t, pool)
+	exec(t, pool, `INSERT INTO events (source, event_id, customer_id, status, kafka_partition, kafka_offset)
+SELECT 's', 'e' || i, 'c' || (i % 100), CASE WHEN i % 10000 = 0 THEN 'FAILED' ELSE 'PROCESSED' END, 0, i
+FROM generate_series(1, 50000) AS i`)
+	exec(t, pool, `ANALYZE events_b0`)
+	cfg, err := pgxpool.ParseConfig(pool.Config().ConnString())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tracer := &planTracer{pool: pool}
+	cfg.ConnConfig.Tracer = tracer
+	traced, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer traced.Close()
+	run(t, retention.Config{Pool: traced}, t0.Add(25*time.Hour))
+	rep := run(t, retention.Config{Pool: traced}, t0.Add(25*time.Hour+retention.DefaultRetention))
+	if tracer.err != nil {
+		t.Fatal(tracer.err)
+	}
+	if len(rep.Dropped) != 1 || rep.Moved != 5 || len(tracer.plans) != 1 {
+		t.Fatalf("round %+v, %d moves explained; want bucket 0 dropped, 5 events moved, one move", rep, len(tracer.plans))
+	}
+	if plan := tracer.plans[0]; strings.Contains(plan, "Seq Scan on events_b0") || !strings.Contains(plan, "status_updated_idx") {
+		t.Errorf("the move reads the whole partition instead of its unfinished events by index:\n%s", plan)
+	}
+}
+
+// TestDetachWaitIsBounded: DETACH ... CONCURRENTLY waits for every
+// transaction that uses events. One left open (an operator's session, a
+// long report) must not stop retention: the round gives up on the detach
+// after DetachTimeout, leaving it pending, so that later rounds still open
+// buckets; the first round after that transaction ends finishes the drop.
+func TestDetachWaitIsBounded(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t)
+	ctx := context.Background()
+	cfg := retention.Config{Pool: pool, DetachTimeout: 200 * time.Millisecond}
+	t0 := opened(t, pool)
+	exec(t, pool, `INSERT INTO events (source, event_id, customer_id, status) VALUES ('s', 'done', 'c', 'PROCESSED'), ('s', 'dead', 'c', 'DEAD')`)
+	run(t, cfg, t0.Add(25*time.Hour))
+	reader, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = reader.Rollback(ctx) }()
+	if _, err := reader.Exec(ctx, `SELECT count(*) FROM events`); err != nil {
+		t.Fatal(err)
+	}
+	expiry := t0.Add(25*time.Hour + retention.DefaultRetention)
+	done := make(chan error, 1)
+	go func() {
+		_, err := retention.Run(ctx, cfg, expiry)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("the round dropped bucket 0 while a transaction that reads it is open")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the round still waits for an open transaction after 30s: no other round can run meanwhile")
+	}
+	rep, err := retention.Run(ctx, cfg, expiry.Add(25*time.Hour))
+	if rep.Skipped || !rep.Opened {
+		t.Errorf("a day later, with the transaction still open: %+v, %v; want the next bucket opened", rep, err)
+	}
+	if err := reader.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rep = run(t, cfg, expiry.Add(26*time.Hour))
+	if got := partitions(t, pool); slices.Contains(got, "events_b0") || len(rep.Dropped) != 1 || rep.Dropped[0] != 0 {
+		t.Errorf("once the transaction ended: %+v, partitions %q; want bucket 0 dropped", rep, got)
+	}
+	if got := buckets(t, pool); len(got) != 1 || got["dead"] == 0 {
+		t.Errorf("events %v, want only the DEAD one, moved out of bucket 0", got)
 	}
 }

@@ -236,7 +236,7 @@ func (c *Consumer) deliverLanes(ctx context.Context, snap *snapshot, lanes []*la
 // begin starts a transaction for the owner of parts, fenced, that holds
 // the bucket lock (retention.HoldBuckets) before it reads any event.
 func (c *Consumer) begin(ctx context.Context, parts []part) (pgx.Tx, error) {
-	tx, err := c.cfg.Pool.Begin(ctx)
+	tx, err := c.cfg.Pool.BeginTx(ctx, retention.WriterTx)
 	if err != nil {
 		return nil, err
 	}

@@ -148,7 +148,7 @@ func (c *Consumer) redrive(ctx context.Context, tx pgx.Tx, ev *Event) (*wire.Aud
 // the same transaction. The owner of the event's partition runs it.
 func Replay(ctx context.Context, cfg ReplayConfig, source, eventID, reason string) error {
 	cfg = cfg.withDefaults()
-	return pgx.BeginFunc(ctx, cfg.Pool, func(tx pgx.Tx) error {
+	return pgx.BeginTxFunc(ctx, cfg.Pool, retention.WriterTx, func(tx pgx.Tx) error {
 		if err := retention.HoldBuckets(ctx, tx); err != nil {
 			return err
 		}
@@ -214,7 +214,7 @@ FROM customer_blocks b WHERE $1 = '' OR b.state = $1 ORDER BY b.since, b.custome
 func Unpark(ctx context.Context, cfg ReplayConfig, customer string, opt UnparkOptions) error {
 	cfg = cfg.withDefaults()
 	reason := opt.Reason
-	return pgx.BeginFunc(ctx, cfg.Pool, func(tx pgx.Tx) error {
+	return pgx.BeginTxFunc(ctx, cfg.Pool, retention.WriterTx, func(tx pgx.Tx) error {
 		if err := retention.HoldBuckets(ctx, tx); err != nil {
 			return err
 		}

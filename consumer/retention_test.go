@@ -141,3 +141,35 @@ func TestClaimLooksFromTheFloor(t *testing.T) {
 	tb.waitFor(time.Second, 2, `SELECT count(*) FROM handled`)
 	tb.waitFor(time.Second, 2, `SELECT count(*) FROM audit_log WHERE event_id = 'f-0' AND action = 'DUPLICATE'`)
 }
+
+// TestWritersReadCommitted: the bucket lock's argument needs each
+// statement after the lock to see what committed before it, so the
+// consumer's transactions are READ COMMITTED even where the database
+// defaults to REPEATABLE READ.
+func TestWritersReadCommitted(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	var db string
+	if err := tb.pool.QueryRow(context.Background(), `SELECT current_database()`).Scan(&db); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tb.pool.Exec(context.Background(), `ALTER DATABASE `+pgx.Identifier{db}.Sanitize()+` SET default_transaction_isolation = 'repeatable read'`); err != nil {
+		t.Fatal(err)
+	}
+	tb.pool.Reset() // new connections take the database's new default
+	levels := make(chan string, 1)
+	tb.produce("generic", "iso", "cus_i", 0)
+	tb.flush()
+	tb.start(consumer.HandlerFunc(func(ctx context.Context, tx pgx.Tx, _ *consumer.Event) error {
+		var level string
+		err := tx.QueryRow(ctx, `SHOW transaction_isolation`).Scan(&level)
+		select {
+		case levels <- level:
+		default:
+		}
+		return err
+	}), consumer.RetryPolicy{})
+	if got := <-levels; got != "read committed" {
+		t.Errorf("the handler's transaction is %q, want read committed", got)
+	}
+}

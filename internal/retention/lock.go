@@ -17,7 +17,15 @@ import (
 // new bucket and by a move of unfinished events out of an old one.
 const bucketLock int64 = 0x686f6f6b73627563 // "hooksbuc"; event_bucket() in migration 8 takes it too
 
-// HoldBuckets takes the bucket lock shared until tx ends. A transaction
+// WriterTx is how a transaction that writes events begins: READ
+// COMMITTED whatever the database's default, because the argument of
+// HoldBuckets needs each statement after the lock to see what committed
+// before it; a REPEATABLE READ snapshot taken before the lock was granted
+// would not.
+var WriterTx = pgx.TxOptions{IsoLevel: pgx.ReadCommitted}
+
+// HoldBuckets takes the bucket lock shared until tx ends (tx begun with
+// WriterTx). A transaction
 // that writes events calls it before it looks any event up: with the lock
 // held the current bucket cannot change under it, so every event it did
 // not find is absent from every bucket but the current one, where the

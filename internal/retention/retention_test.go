@@ -279,8 +279,9 @@ FROM generate_series(1, 50000) AS i`)
 		t.Fatal(err)
 	}
 	defer traced.Close()
-	run(t, retention.Config{Pool: traced}, t0.Add(25*time.Hour))
-	rep := run(t, retention.Config{Pool: traced}, t0.Add(25*time.Hour+retention.DefaultRetention))
+	period := retention.PeriodFor(retention.DefaultRetention)
+	run(t, retention.Config{Pool: traced}, t0.Add(period))
+	rep := run(t, retention.Config{Pool: traced}, t0.Add(period+retention.DefaultRetention))
 	if tracer.err != nil {
 		t.Fatal(tracer.err)
 	}
@@ -304,7 +305,8 @@ func TestDetachWaitIsBounded(t *testing.T) {
 	cfg := retention.Config{Pool: pool, DetachTimeout: 200 * time.Millisecond}
 	t0 := opened(t, pool)
 	exec(t, pool, `INSERT INTO events (source, event_id, customer_id, status) VALUES ('s', 'done', 'c', 'PROCESSED'), ('s', 'dead', 'c', 'DEAD')`)
-	run(t, cfg, t0.Add(25*time.Hour))
+	period := retention.PeriodFor(retention.DefaultRetention)
+	run(t, cfg, t0.Add(period))
 	reader, err := pool.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -313,7 +315,7 @@ func TestDetachWaitIsBounded(t *testing.T) {
 	if _, err := reader.Exec(ctx, `SELECT count(*) FROM events`); err != nil {
 		t.Fatal(err)
 	}
-	expiry := t0.Add(25*time.Hour + retention.DefaultRetention)
+	expiry := t0.Add(period + retention.DefaultRetention)
 	done := make(chan error, 1)
 	go func() {
 		_, err := retention.Run(ctx, cfg, expiry)
@@ -327,14 +329,14 @@ func TestDetachWaitIsBounded(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the round still waits for an open transaction after 30s: no other round can run meanwhile")
 	}
-	rep, err := retention.Run(ctx, cfg, expiry.Add(25*time.Hour))
+	rep, err := retention.Run(ctx, cfg, expiry.Add(period))
 	if rep.Skipped || !rep.Opened {
-		t.Errorf("a day later, with the transaction still open: %+v, %v; want the next bucket opened", rep, err)
+		t.Errorf("a period later, with the transaction still open: %+v, %v; want the next bucket opened", rep, err)
 	}
 	if err := reader.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
-	rep = run(t, cfg, expiry.Add(26*time.Hour))
+	rep = run(t, cfg, expiry.Add(period+time.Hour))
 	if got := partitions(t, pool); slices.Contains(got, "events_b0") || len(rep.Dropped) != 1 || rep.Dropped[0] != 0 {
 		t.Errorf("once the transaction ended: %+v, partitions %q; want bucket 0 dropped", rep, got)
 	}

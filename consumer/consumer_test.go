@@ -140,6 +140,17 @@ var recordingHandler = consumer.HandlerFunc(func(ctx context.Context, tx pgx.Tx,
 	return err
 })
 
+// goneFor is recordingHandler, but a permanent failure (410) for the
+// customers stored in broken.
+func goneFor(broken *sync.Map) consumer.Handler {
+	return consumer.HandlerFunc(func(ctx context.Context, tx pgx.Tx, ev *consumer.Event) error {
+		if _, bad := broken.Load(ev.CustomerID); bad {
+			return consumer.Permanent(errors.New("410 gone"))
+		}
+		return recordingHandler(ctx, tx, ev)
+	})
+}
+
 // TestOrderPerCustomer: 200 customers' events interleaved across 12
 // partitions, with 8 customers of a partition processed at once: every
 // customer's events are handled in sequence order, each exactly once.
@@ -268,12 +279,7 @@ func TestReplayUnparks(t *testing.T) {
 	tb := setup(t)
 	var broken sync.Map
 	broken.Store("cus_p", true)
-	h := consumer.HandlerFunc(func(ctx context.Context, tx pgx.Tx, ev *consumer.Event) error {
-		if _, bad := broken.Load(ev.CustomerID); bad {
-			return consumer.Permanent(errors.New("410 gone"))
-		}
-		return recordingHandler(ctx, tx, ev)
-	})
+	h := goneFor(&broken)
 	for seq := range 4 {
 		tb.produce("generic", fmt.Sprintf("p-%d", seq), "cus_p", seq)
 	}

@@ -2,7 +2,6 @@ package consumer_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -16,6 +15,20 @@ import (
 	"github.com/hookstream/hookstream/internal/retention"
 	"github.com/hookstream/hookstream/internal/wire"
 )
+
+// openBucket1 runs a retention round a period after bucket 0 opened, which
+// opens bucket 1, and returns when bucket 0 opened.
+func (tb *testBundle) openBucket1() time.Time {
+	tb.t.Helper()
+	var opened time.Time
+	if err := tb.pool.QueryRow(context.Background(), `SELECT opened_at FROM event_buckets WHERE bucket = 0`).Scan(&opened); err != nil {
+		tb.t.Fatal(err)
+	}
+	if rep, err := retention.Run(context.Background(), retention.Config{Pool: tb.pool}, opened.Add(retention.PeriodFor(retention.DefaultRetention))); err != nil || rep.Current != 1 {
+		tb.t.Fatalf("open bucket 1: %+v, %v", rep, err)
+	}
+	return opened
+}
 
 // TestDuplicateAcrossBuckets: an event processed while bucket 0 was the
 // current one and delivered again after bucket 1 opened (docs/design.md,
@@ -31,13 +44,7 @@ func TestDuplicateAcrossBuckets(t *testing.T) {
 	tb.start(recordingHandler, consumer.RetryPolicy{})
 	tb.waitFor(time.Minute, 20, `SELECT count(*) FROM events WHERE status = 'PROCESSED' AND bucket = 0`)
 
-	var opened time.Time
-	if err := tb.pool.QueryRow(context.Background(), `SELECT opened_at FROM event_buckets WHERE bucket = 0`).Scan(&opened); err != nil {
-		t.Fatal(err)
-	}
-	if rep, err := retention.Run(context.Background(), retention.Config{Pool: tb.pool}, opened.Add(retention.PeriodFor(retention.DefaultRetention))); err != nil || rep.Current != 1 {
-		t.Fatalf("open bucket 1: %+v, %v", rep, err)
-	}
+	tb.openBucket1()
 	for i := range 20 {
 		tb.produce("generic", "old-"+strconv.Itoa(i), "cus_"+strconv.Itoa(i%4), i)
 	}
@@ -60,12 +67,7 @@ func TestParkedCustomerAcrossBuckets(t *testing.T) {
 	tb := setup(t)
 	var broken sync.Map
 	broken.Store("cus_p", true)
-	h := consumer.HandlerFunc(func(ctx context.Context, tx pgx.Tx, ev *consumer.Event) error {
-		if _, bad := broken.Load(ev.CustomerID); bad {
-			return consumer.Permanent(errors.New("410 gone"))
-		}
-		return recordingHandler(ctx, tx, ev)
-	})
+	h := goneFor(&broken)
 	for seq := range 2 {
 		tb.produce("generic", fmt.Sprintf("p-%d", seq), "cus_p", seq)
 	}
@@ -74,15 +76,7 @@ func TestParkedCustomerAcrossBuckets(t *testing.T) {
 	tb.waitFor(time.Minute, 1, `SELECT count(*) FROM events WHERE event_id = 'p-0' AND status = 'DEAD' AND bucket = 0`)
 	tb.waitFor(time.Minute, 1, `SELECT count(*) FROM events WHERE event_id = 'p-1' AND status = 'PARKED' AND bucket = 0`)
 
-	cfg := retention.Config{Pool: tb.pool}
-	period := retention.PeriodFor(retention.DefaultRetention)
-	var opened time.Time
-	if err := tb.pool.QueryRow(context.Background(), `SELECT opened_at FROM event_buckets WHERE bucket = 0`).Scan(&opened); err != nil {
-		t.Fatal(err)
-	}
-	if rep, err := retention.Run(context.Background(), cfg, opened.Add(period)); err != nil || rep.Current != 1 {
-		t.Fatalf("open bucket 1: %+v, %v", rep, err)
-	}
+	opened := tb.openBucket1()
 	tb.produce("generic", "p-2", "cus_p", 2)
 	tb.flush()
 	tb.waitFor(time.Minute, 1, `SELECT count(*) FROM events WHERE event_id = 'p-2' AND status = 'PARKED' AND bucket = 1`)
@@ -99,7 +93,7 @@ func TestParkedCustomerAcrossBuckets(t *testing.T) {
 		t.Errorf("handled in order %q (%v), want 0,1,2", order, err)
 	}
 
-	rep, err := retention.Run(context.Background(), cfg, opened.Add(period+retention.DefaultRetention))
+	rep, err := retention.Run(context.Background(), retention.Config{Pool: tb.pool}, opened.Add(retention.PeriodFor(retention.DefaultRetention)+retention.DefaultRetention))
 	if err != nil || len(rep.Dropped) != 1 || rep.Moved != 0 {
 		t.Fatalf("bucket 0 expired: %+v, %v; want it dropped, nothing moved", rep, err)
 	}
@@ -120,13 +114,7 @@ func TestClaimLooksFromTheFloor(t *testing.T) {
 	tb.flush()
 	tb.start(recordingHandler, consumer.RetryPolicy{})
 	tb.waitFor(time.Minute, 1, `SELECT count(*) FROM events WHERE event_id = 'f-0' AND bucket = 0`)
-	var opened time.Time
-	if err := tb.pool.QueryRow(context.Background(), `SELECT opened_at FROM event_buckets WHERE bucket = 0`).Scan(&opened); err != nil {
-		t.Fatal(err)
-	}
-	if rep, err := retention.Run(context.Background(), retention.Config{Pool: tb.pool}, opened.Add(retention.PeriodFor(retention.DefaultRetention))); err != nil || rep.Current != 1 {
-		t.Fatalf("open bucket 1: %+v, %v", rep, err)
-	}
+	tb.openBucket1()
 
 	// One at a time: copies in one batch are duplicates of each other.
 	tb.produceWith("f-0", "cus_f", map[string]string{wire.HeaderBucket: "0"})

@@ -219,6 +219,10 @@ ORDER BY updated_at DESC, source DESC, event_id DESC LIMIT $1`, f.args()...)
 		}
 		events = append(events, e)
 	}
+	if rows.Err() != nil { // an error during the rows comes only after them
+		fail(c, http.StatusServiceUnavailable, "unavailable", "database unavailable")
+		return
+	}
 	out := gin.H{"events": events}
 	if len(events) > limit {
 		last := events[limit-1]

@@ -1,16 +1,22 @@
 package admin_test
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
 
+	"github.com/gin-gonic/gin"
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/hookstream/hookstream/internal/admin"
 	"github.com/hookstream/hookstream/internal/apidocs/apidocstest"
+	"github.com/hookstream/hookstream/internal/httpserver"
 )
 
 // get sends an authorized GET and checks the answer against the OpenAPI
@@ -142,5 +148,32 @@ func TestEventBody(t *testing.T) {
 		if rec := tb.get(target); !strings.Contains(rec.Body.String(), want) {
 			t.Errorf("%s: %d %s, want %q", target, rec.Code, rec.Body, want)
 		}
+	}
+}
+
+// A search the database gives up on half-way (here its statement
+// timeout) is a 503, not a 200 with the rows read so far: pgx reports an
+// error that comes during the rows only after them.
+func TestSearchFailingMidwayIs503(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, admin.Config{}, true)
+	tb.exec(`INSERT INTO events (source, event_id, customer_id, status)
+SELECT 'gh', 'e' || i, 'c' || (i % 100), 'PROCESSED' FROM generate_series(1, 300000) AS i`)
+	cfg := tb.pool.Config().Copy()
+	cfg.ConnConfig.RuntimeParams["statement_timeout"] = "50"
+	slow, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	h := httpserver.New(httpserver.Config{Routes: []func(gin.IRouter){admin.Register(admin.Config{Token: token, Pool: slow, Instance: "test",
+		Logger: slog.New(slog.DiscardHandler)})}, Logger: slog.New(slog.DiscardHandler)}).Handler()
+	req := httptest.NewRequest("GET", "/admin/events?limit=10", nil)
+	req.RemoteAddr = "192.0.2.31:1"
+	req.Header.Set("Authorization", "Bearer "+token)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Errorf("a search cut off by the database: %d %s, want 503", rec.Code, rec.Body.String())
 	}
 }

@@ -15,6 +15,8 @@
 #   kafka-cluster.sh status DIR   each node running or not; last line: bootstrap
 #   kafka-cluster.sh resolve      only resolve Kafka into the cache (CI does
 #                                 it first); prints the directory of its jars
+#   kafka-cluster.sh cluster-id   print a new cluster id (what `up` gives a
+#                                 new cluster)
 #
 # The broker is org.apache.kafka:kafka_2.13 at KAFKA_CLUSTER_VERSION (pinned
 # below), resolved with the machine's Maven into a cache outside the
@@ -360,14 +362,25 @@ cmd_up() {
   bootstrap
 }
 
+# cluster_id is a Kafka cluster id: 16 random bytes, URL-safe base64
+# without padding, drawn again while it starts with "-" (as Kafka's own
+# Uuid.randomUuid does): kafka-storage reads "-t -AbC..." as a missing
+# argument followed by an option, and one cluster in 64 failed to format.
+cluster_id() {
+  local id
+  while :; do
+    id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | cut -c 1-22)
+    case "$id" in -*) ;; *) printf '%s\n' "$id"; return ;; esac
+  done
+}
+
 create() {
   NODES=$1
   local ports id pids=() pid
   read -r -a ports <<<"$(alloc_ports $((2 * NODES)))"
   BROKER_PORTS=("${ports[@]:0:NODES}")
   CONTROLLER_PORTS=("${ports[@]:NODES}")
-  # A Kafka cluster id: 16 random bytes, URL-safe base64 without padding.
-  CLUSTER_ID=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | cut -c 1-22)
+  CLUSTER_ID=$(cluster_id)
   write_log_configs
   for id in $(node_ids); do write_config "$id" "$NODES"; done
   # One JVM per node, in parallel: formatting is mostly JVM start-up.
@@ -455,6 +468,10 @@ cmd_status() {
 }
 
 main() {
+  if [ "${1:-}" = cluster-id ] && [ $# -eq 1 ]; then
+    cluster_id
+    return
+  fi
   if [ "${1:-}" = resolve ] && [ $# -eq 1 ]; then
     check_java
     resolve

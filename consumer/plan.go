@@ -102,19 +102,17 @@ var (
 func lookup(ctx context.Context, q queryer, lanes []*lane, lock bool) (*snapshot, error) {
 	snap := &snapshot{blocked: map[customerKey]string{}, events: map[eventKey]known{}}
 	custs := make([]customerKey, len(lanes))
-	var evs []eventKey
-	floors := map[eventKey]int32{}
+	var evs []*Event
 	for i, l := range lanes {
 		custs[i] = l.key
-		for _, ev := range l.events {
-			evs = append(evs, keyOf(ev))
-			floors[keyOf(ev)] = ev.floor
-		}
+		evs = append(evs, l.events...)
 	}
 	slices.SortFunc(custs, func(a, b customerKey) int {
 		return cmp.Or(cmp.Compare(a.source, b.source), cmp.Compare(a.customer, b.customer))
 	})
-	slices.SortFunc(evs, func(a, b eventKey) int { return cmp.Or(cmp.Compare(a.source, b.source), cmp.Compare(a.id, b.id)) })
+	slices.SortFunc(evs, func(a, b *Event) int {
+		return cmp.Or(cmp.Compare(a.Source, b.Source), cmp.Compare(a.EventID, b.EventID))
+	})
 	bq, eq := blocksReadSQL, eventsReadSQL
 	if lock {
 		bq, eq = blocksLockSQL, eventsLockSQL
@@ -129,12 +127,12 @@ func lookup(ctx context.Context, q queryer, lanes []*lane, lock bool) (*snapshot
 	if _, err := pgx.ForEachRow(rows, []any{&ck.source, &ck.customer, &state}, func() error { snap.blocked[ck] = state; return nil }); err != nil {
 		return nil, err
 	}
-	srcs, ids = split(evs, func(k eventKey) (string, string) { return k.source, k.id })
-	fl := make([]int32, len(evs))
-	for i, k := range evs {
-		fl[i] = floors[k]
+	srcs, ids = split(evs, func(ev *Event) (string, string) { return ev.Source, ev.EventID })
+	floors := make([]int32, len(evs))
+	for i, ev := range evs {
+		floors[i] = ev.floor
 	}
-	rows, err = q.Query(ctx, eq, srcs, ids, fl)
+	rows, err = q.Query(ctx, eq, srcs, ids, floors)
 	if err != nil {
 		return nil, err
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -122,6 +123,10 @@ func scheduleBody(cust string, seq int) []byte {
 // post sends one request and records it; it returns the status, 0 when
 // no answer came.
 func (l *scheduleLoad) post(kind, eventID string, body []byte, signed bool) int {
+	return l.postWith(l.client, kind, eventID, body, signed)
+}
+
+func (l *scheduleLoad) postWith(client *http.Client, kind, eventID string, body []byte, signed bool) int {
 	q := scheduleRequest{clientID: fmt.Sprintf("q%d", l.ids.Add(1)), kind: kind, eventID: eventID}
 	if err := l.limiter.Wait(l.r.ctx); err != nil {
 		return 0
@@ -140,7 +145,7 @@ func (l *scheduleLoad) post(kind, eventID string, body []byte, signed bool) int 
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("X-Signature", sig)
 	req.Header.Set("X-Request-Id", q.clientID)
-	resp, err := l.client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		q.err = err.Error()
 	} else {
@@ -156,10 +161,30 @@ func (l *scheduleLoad) post(kind, eventID string, body []byte, signed bool) int 
 }
 
 // stop ends the load once every worker has finished its customer: the
-// event it was sending is stored.
+// event it was sending is stored. The last requests are a burst of
+// unsigned ones (rejectionTail), so that the receiver holds a summary of
+// rejections when the load stops.
 func (l *scheduleLoad) stop() {
 	l.once.Do(func() { close(l.stopCh) })
 	l.wg.Wait()
+	l.rejectionTail()
+}
+
+// rejectionTail sends unsigned requests, each from an address of its own
+// (127.0.0.2 and on), more than the receiver records one by one
+// (ingest.RejectionAuditConfig's burst of 20 per source and reason) and
+// without spending any address's pre-authentication budget: those past
+// the burst are in a summary the receiver has not written yet. The
+// verifier must count them all the same (scheduleRun.verify).
+func (l *scheduleLoad) rejectionTail() {
+	const n = 30
+	for i := range n {
+		local := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+i))}
+		client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+			DialContext: (&net.Dialer{LocalAddr: local}).DialContext, DisableKeepAlives: true}}
+		id := fmt.Sprintf("bad-tail-%d", i)
+		l.postWith(client, "bad_signature", id, fmt.Appendf(nil, `{"event_id":%q,"customer_id":"tail","type":"order.updated","seq":0}`, id), false)
+	}
 }
 
 func (l *scheduleLoad) requests() []scheduleRequest {

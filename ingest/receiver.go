@@ -440,7 +440,7 @@ func ownIDs(a, b, c string) (string, string, string) {
 func (r *Receiver) decide(req *request) {
 	if req.src.replayGuard {
 		req.digest = signedDigest(req.body)
-		if first := r.digests.claim(req.digest, req.eventID, req.receivedAt); first != "" {
+		if first := r.digests.claim(req.src.cfg.Name, req.digest, req.eventID, req.receivedAt); first != "" {
 			r.replayed(req, first)
 			return
 		}
@@ -448,7 +448,7 @@ func (r *Receiver) decide(req *request) {
 	res := r.startFlight(req).wait()
 	switch {
 	case res.replayOf != "":
-		r.digests.found(req.digest, res.replayOf)
+		r.digests.found(req.src.cfg.Name, req.digest, res.replayOf)
 		r.replayed(req, res.replayOf)
 	case res.checked:
 		r.decideKnown(req, res.status, res.dupErr)

@@ -35,16 +35,24 @@ func signedDigest(body []byte) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// found records that digest belongs to eventID, which the database knew
-// when this receiver did not: its claim by a replay is undone.
-func (d *recentDigests) found(digest, eventID string) {
+// found records that source's digest belongs to eventID, which the
+// database knew when this receiver did not: its claim by a replay is
+// undone.
+func (d *recentDigests) found(source, digest, eventID string) {
+	key := digestKey(source, digest)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if e, ok := d.ids[digest]; ok {
+	if e, ok := d.ids[key]; ok {
 		e.eventID = eventID
-		d.ids[digest] = e
+		d.ids[key] = e
 	}
 }
+
+// digestKey is a digest's key in recentDigests: per source, as the
+// database's look-up is, since two sources may be sent the same body (a
+// repository's and an organization's GitHub hook get the same event),
+// each a delivery of its own.
+func digestKey(source, digest string) string { return source + "\x00" + digest }
 
 // replayed answers a request whose signed body was accepted before as
 // another event: a duplicate, whatever the state of the event its id
@@ -85,9 +93,11 @@ const (
 	recentDigestsTTL = 10 * time.Minute
 )
 
-// claim returns the event id that claimed digest before within the TTL if
-// it is not eventID; otherwise it claims digest for eventID and returns "".
-func (d *recentDigests) claim(digest, eventID string, now time.Time) string {
+// claim returns the event id that claimed source's digest before within
+// the TTL if it is not eventID; otherwise it claims the digest for eventID
+// and returns "".
+func (d *recentDigests) claim(source, digest, eventID string, now time.Time) string {
+	digest = digestKey(source, digest)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.ids == nil {

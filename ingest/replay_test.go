@@ -127,3 +127,31 @@ func TestReplayUnderNewID(t *testing.T) {
 		t.Errorf("the first delivery again under its own id (no events row here): %d %s, want 202", status, out)
 	}
 }
+
+// TestSameBodyToAnotherSource: a replay is a body its source accepted
+// before. Another source sent the same body (a repository's and an
+// organization's GitHub hook get the same event) is a delivery of its
+// own: accepted while the receiver remembers the first one's digest, and
+// after the database holds it. The remembered digest once ignored the
+// source, and the second source's delivery was answered 409.
+func TestSameBodyToAnotherSource(t *testing.T) {
+	t.Parallel()
+	dbURL := testenv.Postgres(t)
+	onDB := func(o *setupOpts) { o.databaseURL = dbURL }
+	tb := setup(t, onDB)
+	body := []byte(`{"anything":"shared"}`)
+	hm := func(id string) http.Header {
+		return merge(jsonHeaders("X-Event-Id", id, "X-Customer-Id", "cus_B"), sign(t, "hmac-sha256", hmacB64Secret, "", body, time.Now(), "X-Hub-Sig", "base64"))
+	}
+	if status, _, out := tb.post("/webhooks/hmacb64", hm("shared-1"), body); status != http.StatusAccepted {
+		t.Fatalf("first source: %d %s", status, out)
+	}
+	if status, _, out := tb.post("/webhooks/limitedsig", signedLimited(t, "shared-2", body), body); status != http.StatusAccepted {
+		t.Errorf("the same body to another source, remembered by this receiver: %d %s, want 202", status, out)
+	}
+	tb.consumeDecisions()
+	tb = setup(t, onDB) // forgets the digests: the database answers
+	if status, _, out := tb.post("/webhooks/limitedsig", signedLimited(t, "shared-3", body), body); status != http.StatusConflict {
+		t.Errorf("the body again to the second source under a new id: %d %s, want 409 (a replay there)", status, out)
+	}
+}

@@ -95,10 +95,11 @@ func TestBearerSchemeIsCaseInsensitive(t *testing.T) {
 }
 
 // TestFailedAuthenticationsLoggedCountedThrottled: each failure is logged
-// and counted; after the burst the client's address is answered 429 with
-// Retry-After, even with the right token and whatever X-Forwarded-For it
-// claims, while other addresses are not held up; an IPv6 client is
-// throttled by its /64.
+// and counted; wrong tokens (guesses) spend the client's burst, requests
+// without one do not; after the burst the client's address is answered
+// 429 with Retry-After, even with the right token and whatever
+// X-Forwarded-For it claims, while other addresses are not held up; an
+// IPv6 client is throttled by its /64.
 func TestFailedAuthenticationsLoggedCountedThrottled(t *testing.T) {
 	t.Parallel()
 	tb := setup(t, admin.Config{AuthFailureBurst: 3, AuthFailureEvery: time.Hour}, true)
@@ -110,7 +111,7 @@ func TestFailedAuthenticationsLoggedCountedThrottled(t *testing.T) {
 	}
 	wrong0, missing0, throttled0 := metric("wrong"), metric("missing"), metric("throttled")
 	const attacker = "198.51.100.7:4242"
-	for i, auth := range []string{"Bearer guess1", "", "Bearer guess3"} {
+	for i, auth := range []string{"Bearer guess1", "", "", "", "Bearer guess2", "Bearer guess3"} {
 		if rec := tb.do("GET", "/admin/events", attacker, auth); rec.Code != http.StatusUnauthorized {
 			t.Fatalf("failure %d: %d", i+1, rec.Code)
 		}
@@ -121,22 +122,32 @@ func TestFailedAuthenticationsLoggedCountedThrottled(t *testing.T) {
 			t.Errorf("after the burst (X-Forwarded-For %q): %d %v %s", xff, rec.Code, rec.Header(), rec.Body)
 		}
 	}
+	// Requests without a token do not shut anyone out: a burst of them
+	// from one address, then the token from that address.
+	for i := range 10 {
+		if rec := tb.do("GET", "/admin/events", "198.51.100.9:1", ""); rec.Code != http.StatusUnauthorized {
+			t.Fatalf("no token %d: %d", i+1, rec.Code)
+		}
+	}
+	if rec := tb.do("GET", "/admin/events", "198.51.100.9:1", "Bearer "+token); rec.Code != http.StatusOK {
+		t.Errorf("the token after requests without one, from the same address: %d %s", rec.Code, rec.Body)
+	}
 	if rec := tb.do("GET", "/admin/events", "198.51.100.8:1", "Bearer "+token); rec.Code != http.StatusOK {
 		t.Errorf("another address: %d %s", rec.Code, rec.Body)
 	}
 	// Counters are process-wide and other tests add to them: at least ours.
-	if d := metric("wrong") - wrong0; d < 2 {
-		t.Errorf("wrong counted %v times, want 2", d)
+	if d := metric("wrong") - wrong0; d < 3 {
+		t.Errorf("wrong counted %v times, want 3", d)
 	}
-	if d := metric("missing") - missing0; d < 1 {
-		t.Errorf("missing counted %v times, want 1", d)
+	if d := metric("missing") - missing0; d < 13 {
+		t.Errorf("missing counted %v times, want 13", d)
 	}
 	if d := metric("throttled") - throttled0; d < 2 {
 		t.Errorf("throttled counted %v times, want 2", d)
 	}
 	logs := tb.logs.String()
-	if n := strings.Count(logs, "authentication failed"); n != 3 || !strings.Contains(logs, "client=198.51.100.7") || strings.Contains(logs, "guess") {
-		t.Errorf("want 3 lines naming the client and not the tokens tried; log:\n%s", logs)
+	if n := strings.Count(logs, "authentication failed"); n != 16 || !strings.Contains(logs, "client=198.51.100.7") || strings.Contains(logs, "guess") {
+		t.Errorf("want 16 lines naming the client and not the tokens tried; log:\n%s", logs)
 	}
 
 	// IPv6: one /64 is one client.

@@ -113,7 +113,12 @@ func (a *authenticator) handle(c *gin.Context) {
 		reason = "wrong"
 	}
 	authFailures.WithLabelValues(reason).Inc()
-	throttled := a.throttle.failed(client, time.Now())
+	// Only a wrong token is a guess, and only guesses spend the client's
+	// failures: a request without a token learns nothing, and counted
+	// against its address it would let anyone sharing that address (a
+	// proxy's, a NAT's) shut out the operators who hold the token, as it
+	// shut out a contract checker's authenticated requests.
+	throttled := reason == "wrong" && a.throttle.failed(client, time.Now())
 	a.logFailure(c, client, reason, throttled)
 	c.Header("WWW-Authenticate", `Bearer realm="hookstream-admin"`)
 	fail(c, http.StatusUnauthorized, "unauthorized", "a valid bearer token is required")

@@ -23,6 +23,13 @@ import os
 import schemathesis
 from schemathesis.core import NotSet
 
+# Imported now, in the main thread. Schemathesis imports its ASGI transport
+# (and with it anyio, whose lazy importer compiles anyio's own source) on
+# first use, inside a worker thread; two workers doing that at once failed
+# a run with "SystemError: AST constructor recursion depth mismatch"
+# (Python 3.11, seen on GET /admin/auth with --workers 2).
+import schemathesis.transport.asgi  # noqa: E402,F401
+
 SECRET = os.environ.get("HOOKSTREAM_CONTRACT_SECRET", "").encode()
 OTHERS = ["stripe", "github", "shopify", "standard"]
 

@@ -11,7 +11,9 @@
 // name without a password (often a token itself: https://TOKEN@host) is
 // replaced; every query value and a fragment are replaced, except the
 // values of a few connection settings that are never secret (sslmode and
-// the like), so that a database URL stays readable.
+// the like), so that a database URL stays readable; and a path segment
+// that looks like a token (pathToken: Slack's and Discord's webhook URLs
+// carry theirs in the path) is replaced.
 package redact
 
 import (
@@ -60,11 +62,50 @@ func redactURL(u *url.URL) string {
 	if u.RawQuery != "" {
 		u.RawQuery = redactQuery(u.RawQuery)
 	}
+	if strings.Contains(u.Path, "/") {
+		segs := strings.Split(u.EscapedPath(), "/")
+		masked := false
+		for i, seg := range segs {
+			if pathToken(seg) {
+				segs[i], masked = Mask, true
+			}
+		}
+		if masked {
+			u.RawPath = strings.Join(segs, "/")
+			u.Path, _ = url.PathUnescape(u.RawPath)
+		}
+	}
 	if u.Fragment != "" || u.RawFragment != "" {
 		u.Fragment, u.RawFragment = Mask, ""
 	}
 	// The mask is plain ASCII, so String escapes nothing of it.
 	return u.String()
+}
+
+// pathToken reports whether an (escaped) path segment looks like a
+// secret: 16 or more characters of a token's alphabet (letters, digits,
+// '-', '_', '.', '~') mixing letters and digits, or 32 or more of them.
+// A heuristic: what a provider put in the path cannot be told from a
+// name, but words and ids ("orders", "hooks", "v1", "1234") stay, and
+// Slack's (…/services/T…/B…/secret) and Discord's (…/webhooks/id/token)
+// tokens go.
+func pathToken(seg string) bool {
+	if len(seg) < 16 {
+		return false
+	}
+	var letter, digit bool
+	for _, c := range seg {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z':
+			letter = true
+		case c >= '0' && c <= '9':
+			digit = true
+		case c == '-', c == '_', c == '.', c == '~':
+		default:
+			return false
+		}
+	}
+	return letter && digit || len(seg) >= 32
 }
 
 // redactQuery masks each value of a query string, keeping its keys, their

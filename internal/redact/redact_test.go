@@ -27,6 +27,11 @@ func TestURL(t *testing.T) {
 		"https://hooks.example.com/in?%zz=1":                    "https://hooks.example.com/in?REDACTED",
 		"https://hooks.example.com/p%2Fq?api_key=k%20v":         "https://hooks.example.com/p%2Fq?api_key=REDACTED",
 		"https://u:p@hooks.example.com/in?token=t&sslmode=weak": "https://u:REDACTED@hooks.example.com/in?token=REDACTED&sslmode=weak",
+		// Tokens in the path: Slack's and Discord's webhook URLs.
+		"https://hooks.slack.com/services/T0A1B2C3D/B0E4F5G6H/xoxAbCdEfGh1234567890Ab":             "https://hooks.slack.com/services/T0A1B2C3D/B0E4F5G6H/REDACTED",
+		"https://discord.com/api/webhooks/123456789012345678/aBcD-eFgH_1234567890aBcDeFgHiJkLmNoP": "https://discord.com/api/webhooks/123456789012345678/REDACTED",
+		"https://hooks.example.com/order-fulfillment-updated/v2":                                   "https://hooks.example.com/order-fulfillment-updated/v2",
+		"https://hooks.example.com/x/abcdefghijklmnopqrstuvwxyzabcdefgh":                           "https://hooks.example.com/x/REDACTED",
 	}
 	for in, want := range cases {
 		if got := URL(in); got != want {
@@ -41,7 +46,7 @@ func TestURL(t *testing.T) {
 // credentials once passed through Text.
 func TestTextHidesDestinationCredentials(t *testing.T) {
 	t.Parallel()
-	const dest = "http://hookuser:pa55word@127.0.0.1:1/hook?token=t0ken&sig=s1g"
+	const dest = "http://hookuser:pa55word@127.0.0.1:1/hook/Pa7hT0kenXYZabcd42?token=t0ken&sig=s1g"
 	u, _ := url.Parse(dest)
 	errs := []error{
 		&url.Error{Op: "Post", URL: dest, Err: errors.New("dial tcp 127.0.0.1:1: connect: connection refused")},
@@ -52,7 +57,7 @@ func TestTextHidesDestinationCredentials(t *testing.T) {
 	}
 	for _, err := range errs {
 		got := Text(err.Error())
-		for _, secret := range []string{"pa55word", "t0ken", "s1g"} {
+		for _, secret := range []string{"pa55word", "t0ken", "s1g", "Pa7hT0ken"} {
 			if strings.Contains(got, secret) {
 				t.Errorf("Text(%q) = %q: %s is still there", err, got, secret)
 			}

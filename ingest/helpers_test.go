@@ -66,6 +66,11 @@ sources:
     customer_id: {pointer: /customer_id}
     event_type: {pointer: /type}
     duplicate_status: 200
+  - name: swhdr
+    scheme: standard-webhooks
+    secrets: ["` + swSecret + `"]
+    event_id: {header: X-Event-Id}
+    customer_id: {pointer: /customer_id}
   - name: hmacb64
     scheme: hmac-sha256
     secrets: ["` + hmacB64Secret + `"]

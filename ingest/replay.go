@@ -3,6 +3,7 @@ package ingest
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"net/http"
 	"sync"
 	"time"
 
@@ -16,17 +17,22 @@ import (
 // migration.
 const detailSignedDigest = "signed_sha256"
 
-// guardsReplays reports whether a source needs the signed-digest check: its
-// scheme signs the body alone (no timestamp, no id) and its event id comes
-// from a header, so a captured delivery verifies under any id.
-// standard-webhooks signs its id and a timestamp, Stripe a timestamp and
-// (by default) a body that holds the id.
+// guardsReplays reports whether a source needs the signed-digest check:
+// its event id comes from a header the signature does not cover, so a
+// captured delivery verifies under any id — forever where the scheme signs
+// the body alone (github, shopify, hmac-sha256), within its tolerance
+// where it signs a timestamp too (stripe, or standard-webhooks whose id is
+// read from another header than its signed webhook-id). An id in the body
+// is signed with it; a source of scheme none verifies nothing at all.
 func guardsReplays(scheme string, eventID locator) bool {
-	switch scheme {
-	case signature.SchemeGitHub, signature.SchemeShopify, signature.SchemeHMACSHA256:
-		return eventID.header != ""
+	switch {
+	case eventID.header == "", scheme == signature.SchemeNone:
+		return false
+	case scheme == signature.SchemeStandardWebhooks:
+		signed, _, _ := signature.NaturalEventID(scheme)
+		return eventID.header != http.CanonicalHeaderKey(signed)
 	}
-	return false
+	return true
 }
 
 // signedDigest is the digest of what guardsReplays's schemes sign: the body.

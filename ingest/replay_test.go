@@ -155,3 +155,26 @@ func TestSameBodyToAnotherSource(t *testing.T) {
 		t.Errorf("the body again to the second source under a new id: %d %s, want 409 (a replay there)", status, out)
 	}
 }
+
+// TestReplayWithinToleranceUnderNewID: a scheme that signs a timestamp
+// bounds a replay to its tolerance, but within it a captured delivery
+// still verifies under any id header the signature does not cover (here
+// standard-webhooks reading its id from X-Event-Id, not its signed
+// webhook-id): refused as a replay of the first, as for the schemes that
+// sign the body alone. Such sources were not guarded.
+func TestReplayWithinToleranceUnderNewID(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, func(o *setupOpts) { o.databaseURL = testenv.Postgres(t) })
+	body := []byte(`{"customer_id":"cus_R","type":"user.created"}`)
+	signed := sign(t, "standard-webhooks", swSecret, "msg_r1", body, time.Now(), "", "")
+	if status, _, out := tb.post("/webhooks/swhdr", merge(jsonHeaders("X-Event-Id", "r-1"), signed), body); status != http.StatusAccepted {
+		t.Fatalf("first delivery: %d %s", status, out)
+	}
+	if status, _, out := tb.post("/webhooks/swhdr", merge(jsonHeaders("X-Event-Id", "r-2"), signed), body); status != http.StatusConflict {
+		t.Errorf("the captured delivery under a new X-Event-Id: %d %s, want 409", status, out)
+	}
+	// The scheme's own id is signed: a source reading it needs no guard.
+	if status, _, out := tb.post("/webhooks/sw", merge(jsonHeaders(), signed), body); status != http.StatusAccepted {
+		t.Errorf("the same body at a source whose id is webhook-id: %d %s, want 202", status, out)
+	}
+}

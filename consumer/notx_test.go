@@ -48,6 +48,11 @@ func (w *txWatch) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		rw.WriteHeader(http.StatusServiceUnavailable)
 		return
 	}
+	// The pool's connections are there (idle, mostly): the name finds them.
+	var conns int
+	if err := w.pool.QueryRow(r.Context(), `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1`, w.app).Scan(&conns); err != nil || conns == 0 {
+		w.t.Errorf("no backend of the consumer's pool (application_name %s) in pg_stat_activity: %d, %v", w.app, conns, err)
+	}
 	rows, err := w.pool.Query(r.Context(), `SELECT pid, state, coalesce(backend_xid::text, ''), left(query, 80) FROM pg_stat_activity
 WHERE datname = current_database() AND application_name = $1 AND xact_start IS NOT NULL
   AND (state LIKE 'idle in transaction%' OR (state = 'active' AND backend_xid IS NOT NULL))`, w.app)

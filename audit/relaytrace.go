@@ -4,7 +4,6 @@ import (
 	"context"
 	"time"
 
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
@@ -57,7 +56,7 @@ func (t *term) startRound(b *batch, start, read time.Time) {
 			tracing.AttrBatchLinksDropped.Int(b.trace.dropped)))
 	b.trace.ctx = ctx
 	_, rs := t.r.tracer.Start(ctx, "SELECT audit_log", trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithTimestamp(start), trace.WithAttributes(dbAttrs("SELECT", "audit_log")...))
+		trace.WithTimestamp(start), trace.WithAttributes(tracing.DBAttrs("SELECT", "audit_log")...))
 	rs.End(trace.WithTimestamp(read))
 }
 
@@ -68,7 +67,7 @@ func (t *term) startStore(b *batch) trace.Span {
 		return trace.SpanFromContext(context.Background())
 	}
 	_, span := t.r.tracer.Start(b.trace.ctx, "UPDATE audit_relay", trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(dbAttrs("UPDATE", "audit_relay")...))
+		trace.WithAttributes(tracing.DBAttrs("UPDATE", "audit_relay")...))
 	return span
 }
 
@@ -89,8 +88,4 @@ func endWith(span trace.Span, err error) {
 		span.SetStatus(codes.Error, err.Error())
 	}
 	span.End()
-}
-
-func dbAttrs(op, table string) []attribute.KeyValue {
-	return []attribute.KeyValue{semconv.DBSystemNamePostgreSQL, semconv.DBOperationName(op), semconv.DBCollectionName(table)}
 }

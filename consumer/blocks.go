@@ -181,7 +181,7 @@ func (c *Consumer) startStep(ev *Event, start time.Time) {
 		return
 	}
 	c.startAttempt(ev, triggerStep, start)
-	c.stepSpan(ev, "lookup", start, time.Now(), 1)
+	c.stepSpan(ev, spanLookup, start, time.Now(), 1)
 }
 
 var (
@@ -230,7 +230,7 @@ func (c *Consumer) stepTx(ctx context.Context, partition int32, epoch int64, k c
 	}
 	if ev != nil {
 		if ev.trace != nil {
-			c.stepSpan(ev, "record", recording, time.Now(), 1)
+			c.stepSpan(ev, spanRecord, recording, time.Now(), 1)
 			c.endAttempt(ev, "processed", f)
 		}
 		c.stepCounted(ev, f)

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
@@ -25,7 +26,9 @@ import (
 //
 // The attempt's children: lookup (the read of the batch's states), the
 // handler ("handle") or the destination call ("POST", http.go), and
-// record (the transaction that records the outcome). A batch reads and
+// record (the transaction that records the outcome); lookup and record
+// are PostgreSQL client spans (db.system.name, db.operation.name). A batch
+// reads and
 // records all its events at once, so their lookup and record spans share
 // their times (hookstream.batch.events says how many shared them).
 //
@@ -91,11 +94,29 @@ func (t *attemptTrace) end() {
 	t.span.End()
 }
 
+// dbSpan is a part of an attempt's PostgreSQL work: a client span with
+// the database attributes (tracing.DBAttrs), as the receiver's duplicate
+// check and the audit relay's reads and writes have.
+type dbSpan struct {
+	name  string
+	attrs []attribute.KeyValue
+}
+
+var (
+	// spanLookup reads the customers' blocks and the events' states (a
+	// step: its customer's row and its event, locked).
+	spanLookup = dbSpan{"lookup", tracing.DBAttrs("SELECT", "customer_blocks", "events")}
+	// spanRecord is the transaction that records the outcome: statements
+	// of several kinds (events, audit_log, customer_blocks, the position)
+	// and the commit.
+	spanRecord = dbSpan{"record", tracing.DBAttrs("BATCH")}
+)
+
 // stepSpan adds a child span of ev's attempt over [start, end]: a part of
 // the work that ev shared with n events.
-func (c *Consumer) stepSpan(ev *Event, name string, start, end time.Time, n int) {
-	_, span := c.tracer.Start(ev.trace.ctx, name, trace.WithTimestamp(start),
-		trace.WithAttributes(tracing.AttrBatchEvents.Int(n)))
+func (c *Consumer) stepSpan(ev *Event, s dbSpan, start, end time.Time, n int) {
+	_, span := c.tracer.Start(ev.trace.ctx, s.name, trace.WithTimestamp(start), trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(s.attrs...), trace.WithAttributes(tracing.AttrBatchEvents.Int(n)))
 	span.End(trace.WithTimestamp(end))
 }
 
@@ -112,8 +133,8 @@ func (c *Consumer) tracedBatch(res []result, dups []*Event, t batchTimes) {
 		if ev.trace == nil || ev.trace.ended {
 			return
 		}
-		c.stepSpan(ev, "lookup", t.lookup, t.lookedUp, n)
-		c.stepSpan(ev, "record", t.record, t.recorded, n)
+		c.stepSpan(ev, spanLookup, t.lookup, t.lookedUp, n)
+		c.stepSpan(ev, spanRecord, t.record, t.recorded, n)
 		c.endAttempt(ev, outcome, f)
 	}
 	for i := range res {

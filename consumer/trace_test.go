@@ -126,6 +126,17 @@ func TestTraceOfEveryAttempt(t *testing.T) {
 				t.Errorf("tr-1 attempt %d has no %s span: %v", i+1, name, children[i])
 			}
 		}
+		// Its PostgreSQL work is in client spans by the database
+		// conventions, as the receiver's and the relay's are.
+		for name, op := range map[string]string{"lookup": "SELECT", "record": "BATCH"} {
+			s := children[i][name]
+			if s.SpanKind != trace.SpanKindClient || attrOf(s, "db.system.name") != "postgresql" || attrOf(s, "db.operation.name") != op {
+				t.Errorf("tr-1 attempt %d: %s span %s %v, want a client span, postgresql, %s", i+1, name, s.SpanKind, s.Attributes, op)
+			}
+		}
+		if got := attrOf(children[i]["lookup"], "db.query.summary"); got != "SELECT customer_blocks events" {
+			t.Errorf("tr-1 attempt %d: lookup's db.query.summary %q", i+1, got)
+		}
 	}
 	// tr-2: every attempt (parked behind tr-1, then drained) in the
 	// trace its record named.

@@ -40,7 +40,9 @@ type flightTrace struct {
 	lookup, send trace.Span
 }
 
-// startRequest starts req's server span.
+// startRequest starts req's server span. Its url.path and
+// user_agent.original are the client's, unauthenticated: cut to
+// tracing.MaxAttrLen bytes.
 func (r *Receiver) startRequest(req *request) {
 	hr := req.c.Request
 	ctx := tracing.Propagator.Extract(hr.Context(), propagation.HeaderCarrier(hr.Header))
@@ -50,10 +52,10 @@ func (r *Receiver) startRequest(req *request) {
 	}
 	attrs := []attribute.KeyValue{
 		semconv.HTTPRequestMethodPost, semconv.HTTPRoute(webhookRoute),
-		semconv.URLPath(hr.URL.Path), semconv.URLScheme(scheme),
+		semconv.URLPath(tracing.Bounded(hr.URL.Path)), semconv.URLScheme(scheme),
 	}
 	if ua := hr.UserAgent(); ua != "" {
-		attrs = append(attrs, semconv.UserAgentOriginal(ua))
+		attrs = append(attrs, semconv.UserAgentOriginal(tracing.Bounded(ua)))
 	}
 	if _, ok := r.sources[req.sourceName]; ok {
 		attrs = append(attrs, tracing.AttrSource.String(req.sourceName))
@@ -99,7 +101,7 @@ func (r *Receiver) checkTraced(req *request) (*rejection, map[string]any) {
 // startLookup starts the duplicate check's span, a PostgreSQL read.
 func (r *Receiver) startLookup(ctx context.Context) trace.Span {
 	_, span := r.tracer.Start(ctx, "SELECT events", trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(semconv.DBSystemNamePostgreSQL, semconv.DBOperationName("SELECT"), semconv.DBCollectionName("events")))
+		trace.WithAttributes(tracing.DBAttrs("SELECT", "events")...))
 	return span
 }
 

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel/attribute"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/hookstream/hookstream/ingest"
 	"github.com/hookstream/hookstream/internal/testenv"
+	"github.com/hookstream/hookstream/internal/tracing"
 	"github.com/hookstream/hookstream/internal/wire"
 )
 
@@ -305,5 +307,24 @@ func TestTraceOfADuplicate(t *testing.T) {
 	r := tb.events()[0]
 	if got := header(r, wire.HeaderTraceparent); !strings.Contains(got, server.SpanContext.SpanID().String()) || header(r, wire.HeaderRedrive) != "true" {
 		t.Errorf("re-driven record traceparent %q (redrive %q), want the request span's", got, header(r, wire.HeaderRedrive))
+	}
+}
+
+// TestTraceBoundsClientAttributes: the request span's url.path and
+// user_agent.original, which anyone can make megabytes long, are cut to
+// tracing.MaxAttrLen bytes, at a UTF-8 boundary.
+func TestTraceBoundsClientAttributes(t *testing.T) {
+	t.Parallel()
+	tb := setupTraced(t)
+	path := "/webhooks/x" + strings.Repeat("é", 2000) // 2-byte runes: 11 bytes, then 4,000
+	ua := "ab" + strings.Repeat("€", 2000)            // 3-byte runes
+	h := jsonHeaders("User-Agent", ua)
+	status, _, _ := tb.post(path, h, genericBody("evt_long", "cus_1"))
+	server, _ := tb.request(status)
+	for key, sent := range map[string]string{"url.path": path, "user_agent.original": ua} {
+		got := strAttr(server, key)
+		if len(got) > tracing.MaxAttrLen || len(got) < tracing.MaxAttrLen-3 || !utf8.ValidString(got) || !strings.HasPrefix(sent, got) {
+			t.Errorf("%s: %d bytes (valid UTF-8 %v), want a prefix of what was sent of at most %d, cut at a rune", key, len(got), utf8.ValidString(got), tracing.MaxAttrLen)
+		}
 	}
 }

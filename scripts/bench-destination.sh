@@ -5,11 +5,14 @@
 #
 # Starts a destination that answers 200 after the delay (default 20ms),
 # `hookstream dev` with the generic source delivering to it (embedded
-# broker with 12 partitions, private PostgreSQL, consumer with concurrency
-# 16), writes the events straight into hookstream.events and times until
-# all are PROCESSED. One partition processing one event at a time would
-# manage 1/delay events/s, so 12 partitions x 50/s = 600 events/s is what
-# per-customer concurrency has to beat.
+# broker with 12 partitions, private PostgreSQL, consume's defaults:
+# --concurrency 128 destination calls at once over all the member's
+# partitions, --batch-wait 20ms, calls made outside any transaction),
+# writes the events straight into hookstream.events and times until all
+# are PROCESSED; the destination prints its peak calls in flight. One
+# partition processing one event at a time would manage 1/delay events/s,
+# so 12 partitions x 50/s = 600 events/s is what per-customer concurrency
+# has to beat.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 events=${1:-20000}

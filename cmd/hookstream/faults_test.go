@@ -765,7 +765,9 @@ func (f *faultRun) verify() {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	for _, v := range deliveryViolations(calls, f.dead, redeliveryCauses{spans: f.faults, redrives: redrives}) {
+	causes := redeliveryCauses{spans: f.faults, redrives: redrives}
+	f.t.Logf("faults that can cause re-delivery, with their margins:%s\n%s", causes.describeSpans(), describeRepeats(calls, causes))
+	for _, v := range deliveryViolations(calls, f.dead, causes) {
 		f.t.Error(v)
 	}
 	// The destination accepted exactly the events that are PROCESSED.

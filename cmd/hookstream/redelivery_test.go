@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -116,15 +117,48 @@ func finalAnswer(status int) bool {
 func (rc redeliveryCauses) explains(id string, a, b time.Time) string {
 	for _, t := range rc.redrives[id] {
 		if !t.Before(a) && !t.After(b) {
-			return "re-driven at " + rc.when(t)
+			return "replayed or re-driven"
 		}
 	}
 	for _, s := range rc.spans {
 		if !s.from.After(b) && !s.to.Before(a) {
-			return fmt.Sprintf("%s (%s to %s with its margin)", s.what, rc.when(s.from), rc.when(s.to))
+			return fmt.Sprintf("%s (%s to %s)", s.what, rc.when(s.from), rc.when(s.to))
 		}
 	}
 	return ""
+}
+
+// describeRepeats counts the calls of events already answered for good,
+// by what explained each (the first cause found), for the log: it shows
+// how much of the rule a run exercised.
+func describeRepeats(calls []faultCall, causes redeliveryCauses) string {
+	answered := map[string]time.Time{}
+	by := map[string]int{}
+	n := 0
+	for _, c := range calls {
+		if a, ok := answered[c.eventID]; ok {
+			n++
+			why := causes.explains(c.eventID, a, c.at)
+			if why == "" {
+				why = "nothing (a violation)"
+			}
+			by[why]++
+		}
+		if finalAnswer(c.status) {
+			answered[c.eventID] = c.at
+		}
+	}
+	keys := make([]string, 0, len(by))
+	for k := range by {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d calls of events already answered for good", n)
+	for _, k := range keys {
+		fmt.Fprintf(&b, "\n\t%d explained by %s", by[k], k)
+	}
+	return b.String()
 }
 
 func (rc redeliveryCauses) when(t time.Time) string {

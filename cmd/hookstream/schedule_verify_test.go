@@ -84,7 +84,7 @@ func (r *scheduleRun) verify(l *scheduleLoad) int64 {
 	r.verifyProcessedInOrder(refused)
 	calls := r.dest.snapshot()
 	causes := r.redeliveryCauses()
-	r.t.Logf("faults that can cause re-delivery, with their margins:%s", causes.describeSpans())
+	r.t.Logf("faults that can cause re-delivery, with their margins:%s\n%s", causes.describeSpans(), describeRepeats(calls, causes))
 	for _, v := range deliveryViolations(calls, refused, causes) {
 		r.violation("destination: %s", v)
 	}

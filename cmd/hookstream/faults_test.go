@@ -94,9 +94,10 @@ type faultCall struct {
 	member   string // the consume process (incarnation) that made it
 	customer string
 	seq      int
-	eventID  string // from the body
-	key      string // Idempotency-Key
-	status   int    // what the destination answered (or would have, to a process killed meanwhile)
+	eventID  string    // from the body
+	key      string    // Idempotency-Key
+	status   int       // what the destination answered (or would have, to a process killed meanwhile)
+	at       time.Time // when the destination received it
 }
 
 // faultDest is the HTTP destination. Each member delivers to
@@ -135,6 +136,7 @@ func (d *faultDest) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	c := faultCall{member: strings.TrimPrefix(req.URL.Path, "/hooks/"), customer: body.Customer, seq: body.Seq,
 		eventID: body.EventID, key: req.Header.Get("Idempotency-Key")}
 	d.mu.Lock()
+	c.at = time.Now() // under the lock: the calls are in the order of their times
 	c.status = d.answer(c)
 	d.calls = append(d.calls, c)
 	var tr *deliveryTrap
@@ -191,7 +193,8 @@ type faultRun struct {
 	members map[string]*exec.Cmd // the running incarnation of each member
 	gen     map[string]int
 	traps   []*deliveryTrap
-	sent    int // waves sent
+	sent    int         // waves sent
+	faults  []faultSpan // the kills and the stop, each until the test moved on from it (redelivery_test.go)
 }
 
 func TestConsumerCompoundFaults(t *testing.T) {
@@ -405,6 +408,10 @@ func (f *faultRun) waitRedelivered(c faultCall) {
 // next incarnation, and waits until the event is delivered again.
 func (f *faultRun) killInDelivery(name string, tr *deliveryTrap, c faultCall) {
 	f.t.Helper()
+	began := time.Now()
+	defer func() {
+		f.faults = append(f.faults, faultSpan{what: "member-kill " + c.member, from: began, to: time.Now().Add(redeliveryMargin)})
+	}()
 	cmd := f.members[name]
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		f.t.Fatal(err)
@@ -425,6 +432,10 @@ func (f *faultRun) stopPastSessionTimeout(name string, tr *deliveryTrap, c fault
 	f.t.Helper()
 	cmd := f.members[name]
 	owners, epochs := f.assignment(), f.epochs()
+	began := time.Now()
+	defer func() {
+		f.faults = append(f.faults, faultSpan{what: "member-stop " + c.member, from: began, to: time.Now().Add(redeliveryMargin)})
+	}()
 	if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		f.t.Fatal(err)
 	}
@@ -750,7 +761,13 @@ func (f *faultRun) verify() {
 	status := f.verifyStatuses()
 	f.verifyProcessedOnceInOrder()
 	calls := f.dest.snapshot()
-	for _, v := range deliveryViolations(calls, f.dead) {
+	redrives, err := loadRedrives(f.ctx, f.pool, faultSource)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	causes := redeliveryCauses{spans: f.faults, redrives: redrives}
+	f.t.Logf("faults that can cause re-delivery, with their margins:%s\n%s", causes.describeSpans(), describeRepeats(calls, causes))
+	for _, v := range deliveryViolations(calls, f.dead, causes) {
 		f.t.Error(v)
 	}
 	// The destination accepted exactly the events that are PROCESSED.
@@ -826,46 +843,6 @@ func (f *faultRun) verifyProcessedOnceInOrder() {
 	if want := faultCustomers*faultWaves - len(f.plan.skip); n != want {
 		f.t.Errorf("%d events have a PROCESSED audit record, want %d", n, want)
 	}
-}
-
-// deliveryViolations checks the destination's record. Each call carries
-// the event's id as its Idempotency-Key. A customer's event is delivered
-// for the first time (or retried, until accepted) only once every earlier
-// event of the customer was accepted, or refused for good and skipped
-// (dead): the first deliveries are in sequence order and none comes before
-// its predecessors succeeded. An event already accepted may come again (a
-// member crashed, was fenced or moved on between the call and its record:
-// the design's at-least-once); such repeats carry the same key, and the
-// first-delivery rule keeps them in order, since each stream re-delivers
-// a suffix it had reached in order.
-func deliveryViolations(calls []faultCall, dead func(string, int) bool) []string {
-	var out []string
-	accepted := map[string]map[int]bool{}
-	refused := map[string]map[int]bool{}
-	for i, c := range calls {
-		if c.key != c.eventID || c.eventID != faultEvent(c.customer, c.seq) {
-			out = append(out, fmt.Sprintf("call %d by %s: Idempotency-Key %q for event %q (customer %s, seq %d)", i, c.member, c.key, c.eventID, c.customer, c.seq))
-			continue
-		}
-		if accepted[c.customer] == nil {
-			accepted[c.customer], refused[c.customer] = map[int]bool{}, map[int]bool{}
-		}
-		if !accepted[c.customer][c.seq] {
-			for j := range c.seq {
-				if !accepted[c.customer][j] && !(dead(c.customer, j) && refused[c.customer][j]) {
-					out = append(out, fmt.Sprintf("call %d by %s: %s delivered before %s was accepted", i, c.member, c.eventID, faultEvent(c.customer, j)))
-					break
-				}
-			}
-		}
-		switch {
-		case c.status/100 == 2:
-			accepted[c.customer][c.seq] = true
-		case c.status == http.StatusUnprocessableEntity:
-			refused[c.customer][c.seq] = true
-		}
-	}
-	return out
 }
 
 // logDeliveries reports how the calls were spread: what the faults cost in

@@ -62,13 +62,15 @@ type scheduleRun struct {
 
 	mu         sync.Mutex
 	injected   map[string]int
+	faults     []faultSpan          // the faults that can cause re-delivery, as they happened (redelivery_test.go)
+	open       map[string]time.Time // such faults begun and not yet ended, by kind and target
 	violations atomic.Int64
 }
 
 func newScheduleRun(t *testing.T, cfg scheduleConfig) *scheduleRun {
 	t.Helper()
 	r := &scheduleRun{t: t, cfg: cfg, dir: t.TempDir(), members: map[string]*scheduleProc{}, gen: map[string]int{},
-		injected: map[string]int{}, http: &http.Client{Timeout: 30 * time.Second}}
+		injected: map[string]int{}, open: map[string]time.Time{}, http: &http.Client{Timeout: 30 * time.Second}}
 	r.cluster = testenv.KafkaCluster(t, 3)
 	r.pg = testenv.NewPostgres(t)
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.duration+20*time.Minute)
@@ -282,11 +284,12 @@ func (r *scheduleRun) runLane(steps []step, do func(step) (string, error)) error
 		if err != nil {
 			return fmt.Errorf("%s: %w", s, err)
 		}
+		r.mu.Lock()
 		if !s.end {
-			r.mu.Lock()
 			r.injected[s.kind]++
-			r.mu.Unlock()
 		}
+		r.noteFault(s, r.start.Add(began), time.Now())
+		r.mu.Unlock()
 		r.t.Logf("+%6.1fs (planned +%.1fs, took %.1fs) %s%s", began.Seconds(), s.at.Seconds(),
 			(time.Since(r.start) - began).Seconds(), s, detail)
 	}
@@ -363,6 +366,53 @@ func (r *scheduleRun) do(s step) string {
 	}
 	r.t.Fatalf("unknown step %v", s)
 	return ""
+}
+
+// noteFault records when a fault that can cause re-delivery was in
+// effect: a member killed or stopped, or a node down, from the step that
+// began it to the one that ended it; PostgreSQL's restart for the step;
+// the fourth member's join and its leave each for its own step (a
+// rebalance each; the member's stay between them moves nothing). Each
+// span ends redeliveryMargin after its step was done. Called with r.mu
+// held.
+func (r *scheduleRun) noteFault(s step, began, done time.Time) {
+	if !redeliveryFault(s.kind) {
+		return
+	}
+	key := s.kind + " " + s.target
+	switch {
+	case s.kind == faultMemberAdd:
+		what := "member-add (d joins)"
+		if s.end {
+			what = "member-add ends (d leaves)"
+		}
+		r.faults = append(r.faults, faultSpan{what: what, from: began, to: done.Add(redeliveryMargin)})
+	case s.kind == faultPostgres:
+		r.faults = append(r.faults, faultSpan{what: key, from: began, to: done.Add(redeliveryMargin)})
+	case !s.end:
+		r.open[key] = began
+	default:
+		r.faults = append(r.faults, faultSpan{what: key, from: r.open[key], to: done.Add(redeliveryMargin)})
+		delete(r.open, key)
+	}
+}
+
+// redeliveryCauses is what may explain a repeated delivery in this run:
+// the faults' spans (one still open lasts until now and its margin) and
+// the replays and re-drives in audit_log.
+func (r *scheduleRun) redeliveryCauses() redeliveryCauses {
+	r.t.Helper()
+	redrives, err := loadRedrives(r.ctx, r.pool, scheduleSource)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rc := redeliveryCauses{spans: append([]faultSpan(nil), r.faults...), redrives: redrives, origin: r.start}
+	for key, from := range r.open {
+		rc.spans = append(rc.spans, faultSpan{what: key + " (not ended)", from: from, to: time.Now().Add(redeliveryMargin)})
+	}
+	return rc
 }
 
 // receiverKilledWithin says whether a receiver was killed within d after
@@ -533,6 +583,7 @@ func (d *scheduleDest) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	c := faultCall{member: strings.TrimPrefix(req.URL.Path, "/hooks/"), customer: body.Customer, seq: body.Seq,
 		eventID: body.EventID, key: req.Header.Get("Idempotency-Key"), status: http.StatusNoContent}
 	d.mu.Lock()
+	c.at = time.Now() // under the lock: the calls are in the order of their times
 	switch {
 	case scheduleRefused(d.seed, c.customer, c.seq):
 		c.status = http.StatusUnprocessableEntity

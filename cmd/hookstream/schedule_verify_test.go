@@ -83,7 +83,9 @@ func (r *scheduleRun) verify(l *scheduleLoad) int64 {
 	status := r.verifyStatuses(l, refused)
 	r.verifyProcessedInOrder(refused)
 	calls := r.dest.snapshot()
-	for _, v := range deliveryViolations(calls, refused) {
+	causes := r.redeliveryCauses()
+	r.t.Logf("faults that can cause re-delivery, with their margins:%s\n%s", causes.describeSpans(), describeRepeats(calls, causes))
+	for _, v := range deliveryViolations(calls, refused, causes) {
 		r.violation("destination: %s", v)
 	}
 	accepted := map[string]bool{}

@@ -125,7 +125,9 @@ const maintainerLock int64 = 0x686f6f6b736d6e74 // "hooksmnt"
 // current for a Period gives way to the next one (its partition made
 // first), and the partition of every bucket closed
 // longer than Retention ago is dropped, its unfinished events (anything
-// not PROCESSED) moved into the current bucket first. Every step can run
+// not PROCESSED) moved into the current bucket first. audit_log gets its
+// partitions a whole AuditPeriod ahead (first of all), and loses those
+// wholly older than AuditRetention (last, audit.go). Every step can run
 // again after a failure; a round another process is running is skipped.
 func Run(ctx context.Context, cfg Config, now time.Time) (Report, error) {
 	cfg = cfg.withDefaults()

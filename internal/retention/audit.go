@@ -304,5 +304,37 @@ func (j job) auditRound(ctx context.Context, rep *Report) error {
 		rep.AuditDropped = append(rep.AuditDropped, p.name)
 		j.cfg.Logger.Info("retention: dropped an audit_log partition", "partition", p.name, "until", p.hi, "tombstones", n)
 	}
-	return nil
+	n, err := j.pruneCommits(ctx)
+	rep.CommitsPruned = n
+	return err
+}
+
+// pruneCommitsBatch is how many audit_commits rows one statement of
+// pruneCommits deletes.
+const pruneCommitsBatch = 10000
+
+// pruneCommits deletes the rows of audit_commits (one per transaction that
+// wrote audit_log rows, migration 5) that nothing reads any more: behind
+// the relay's position (published; the relay reads from its position on)
+// and with a transaction id below every id left in audit_log, so none of
+// their rows remain (verify and the overview join audit_commits to rows
+// that exist). A transaction still running is not in audit_commits yet,
+// and commits after the relay's position. Ids only grow, so the oldest id
+// left is found from the (xid, seq) index of each partition.
+func (j job) pruneCommits(ctx context.Context) (int64, error) {
+	var total int64
+	for {
+		tag, err := j.conn.Exec(ctx, `DELETE FROM audit_commits WHERE commit_seq IN (
+  SELECT c.commit_seq FROM audit_commits c, audit_relay r
+  WHERE c.commit_seq < r.commit_seq
+    AND c.xid < coalesce((SELECT min(xid) FROM audit_log WHERE xid IS NOT NULL), '18446744073709551615'::xid8)
+  LIMIT $1)`, pruneCommitsBatch)
+		if err != nil {
+			return total, fmt.Errorf("prune audit_commits: %w", err)
+		}
+		total += tag.RowsAffected()
+		if tag.RowsAffected() < pruneCommitsBatch {
+			return total, nil
+		}
+	}
 }

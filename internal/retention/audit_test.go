@@ -307,3 +307,40 @@ func (nopProducer) ProduceSync(_ context.Context, recs ...*kgo.Record) kgo.Produ
 	}
 	return out
 }
+
+// audit_commits loses the rows of transactions that are published and
+// none of whose audit_log rows are left, and keeps the others: one with a
+// row in a later partition, the relay's position, and one not published.
+func TestAuditCommitsPruned(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t)
+	ctx := context.Background()
+	const day = 24 * time.Hour
+	cfg := retention.Config{Pool: pool, AuditRetention: 3 * day, Tombstones: nopProducer{}}
+	start := t0(t, pool)
+	write := func(at time.Time) {
+		t.Helper()
+		exec(t, pool, `INSERT INTO audit_log (audit_id, source, event_id, action, actor, instance, at)
+VALUES (gen_random_uuid(), 's', 'e', 'PROCESSED', 'consumer', 'test', $1)`, at)
+	}
+	write(start.Add(-time.Hour)) // commit 1: its row goes with audit_log_p0
+	write(start.Add(time.Hour))  // commit 2: its row stays
+	write(start.Add(-time.Hour)) // commit 3: the relay's position
+	exec(t, pool, `UPDATE audit_relay SET commit_seq = 3, seq = (SELECT max(seq) FROM audit_log)`)
+	write(start.Add(time.Hour)) // commit 4: not published
+	rep := run(t, cfg, start.Add(3*day+time.Hour))
+	if !slices.Contains(rep.AuditDropped, "audit_log_p0") || rep.CommitsPruned != 1 {
+		t.Errorf("round %+v, want audit_log_p0 dropped and one commit pruned", rep)
+	}
+	rows, err := pool.Query(ctx, `SELECT commit_seq FROM audit_commits ORDER BY 1`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	left, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(left, []int64{2, 3, 4}) {
+		t.Errorf("audit_commits holds %v, want 2, 3 and 4", left)
+	}
+}

@@ -114,6 +114,9 @@ type Report struct {
 	AuditCreated []string
 	AuditDropped []string
 	Tombstones   int
+	// CommitsPruned counts the rows of audit_commits the round deleted:
+	// published, and none of their transactions' rows left.
+	CommitsPruned int64
 }
 
 // maintainerLock is the session advisory lock one round holds, so that

@@ -222,15 +222,16 @@ func (j job) tombstones(ctx context.Context, p auditPartition) (int, error) {
 	batch := j.cfg.TombstoneBatch
 	topic := j.cfg.AuditTopic
 	written := 0
+	// Every source and event id in the table is non-empty (the writers
+	// store an empty one as NULL), so ('', '') is before the first.
 	var src, id string
-	first := true
 	for {
 		rows, err := j.conn.Query(ctx, `SELECT k.source, k.event_id,
-       EXISTS (SELECT 1 FROM audit_log l WHERE l.source = k.source AND l.event_id = k.event_id AND l.at >= $5)
+       EXISTS (SELECT 1 FROM audit_log l WHERE l.source = k.source AND l.event_id = k.event_id AND l.at >= $4)
 FROM (SELECT DISTINCT source, event_id FROM `+name+`
-      WHERE event_id IS NOT NULL AND source IS NOT NULL AND ($1 OR (source, event_id) > ($2, $3))
-      ORDER BY source, event_id LIMIT $4) k
-ORDER BY k.source, k.event_id`, first, src, id, batch, p.hi)
+      WHERE (source, event_id) > ($1, $2)
+      ORDER BY source, event_id LIMIT $3) k
+ORDER BY k.source, k.event_id`, src, id, batch, p.hi)
 		if err != nil {
 			return written, err
 		}
@@ -252,7 +253,6 @@ ORDER BY k.source, k.event_id`, first, src, id, batch, p.hi)
 		if n < batch {
 			break
 		}
-		first = false
 	}
 	// Records about no event, whose key is the request id, and rows with
 	// an event id but no source ("/" + event_id), by ranges of pages.

@@ -36,7 +36,6 @@ FROM generate_series(1, 6000) AS i`)
 	if err := conn.QueryRow(ctx, `SELECT max(seq) FROM audit_log`).Scan(&maxSeq); err != nil {
 		t.Fatal(err)
 	}
-	midnight := time.Now().UTC().Truncate(24 * time.Hour)
 	for round := range 2 {
 		if _, err := migrate.UpTo(ctx, dbURL, 9); err != nil {
 			t.Fatal(err)
@@ -69,7 +68,17 @@ FROM pg_class c WHERE c.relname = 'audit_log'`).Scan(&kind, &rows, &inP0); err !
 				t.Errorf("index file %d of the old table is gone: the attach rebuilt an index (before %v, after %v)", f, before, after)
 			}
 		}
-		t0 := midnight.Add(48 * time.Hour)
+		// T0 is the UTC midnight after next as of migration 9 (which ran
+		// before now, perhaps on the other side of a midnight).
+		var t0 time.Time
+		if err := conn.QueryRow(ctx, `SELECT substring(pg_get_expr(c.relpartbound, c.oid) FROM 'TO \(''([^'']+)''\)')::timestamptz
+FROM pg_class c WHERE c.relname = 'audit_log_p0'`).Scan(&t0); err != nil {
+			t.Fatal(err)
+		}
+		t0 = t0.UTC()
+		if now := time.Now().UTC(); t0 != t0.Truncate(24*time.Hour) || !t0.After(now.Add(24*time.Hour-time.Minute)) || t0.After(now.Add(48*time.Hour)) {
+			t.Fatalf("T0 %v: want the UTC midnight after next (now %v)", t0, now)
+		}
 		want := []string{
 			"audit_log_p0 FOR VALUES FROM (MINVALUE) TO ('" + t0.Format("2006-01-02") + " 00:00:00+00')",
 			"audit_log_p" + t0.Format("20060102") + " FOR VALUES FROM ('" + t0.Format("2006-01-02") + " 00:00:00+00') TO ('" + t0.AddDate(0, 0, 7).Format("2006-01-02") + " 00:00:00+00')",

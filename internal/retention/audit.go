@@ -40,6 +40,10 @@ func AuditPeriodFor(retention time.Duration) time.Duration {
 // DefaultTombstoneBatch is Config.TombstoneBatch's default.
 const DefaultTombstoneBatch = 5000
 
+// DefaultTombstoneBudget is Config.TombstoneBudget's default: half the
+// interval of the consumers' rounds.
+const DefaultTombstoneBudget = 5 * time.Minute
+
 // Producer writes the tombstones: a client with acks=all
 // (internal/kafka's NewProducer).
 type Producer interface {
@@ -146,7 +150,7 @@ WHERE c.relkind = 'r' AND NOT c.relispartition AND c.relname LIKE 'audit\_log\_p
 		return nil, errors.Join(append(errs, err)...)
 	}
 	for _, name := range detached {
-		if _, err := j.conn.Exec(ctx, `DROP TABLE IF EXISTS `+pgx.Identifier{name}.Sanitize()); err != nil {
+		if err := j.dropMarked(ctx, name); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -180,7 +184,7 @@ func (j job) auditExpired(ctx context.Context) ([]auditPartition, error) {
 // step that fails leaves p attached (or its detach pending), and the next
 // round does it again: tombstones written twice are one tombstone to a
 // reader.
-func (j job) auditDrop(ctx context.Context, p auditPartition) (tombstones int, err error) {
+func (j job) auditDrop(ctx context.Context, p auditPartition, started time.Time) (tombstones int, err error) {
 	name := pgx.Identifier{p.name}.Sanitize()
 	var unpublished bool
 	if err := j.conn.QueryRow(ctx, `SELECT EXISTS (
@@ -194,7 +198,7 @@ func (j job) auditDrop(ctx context.Context, p auditPartition) (tombstones int, e
 	if j.cfg.Tombstones == nil {
 		return 0, fmt.Errorf("%s is due to be dropped, and this process has no Kafka producer for its tombstones (kafka-brokers)", p.name)
 	}
-	if tombstones, err = j.tombstones(ctx, p); err != nil {
+	if tombstones, err = j.tombstones(ctx, p, started); err != nil {
 		return tombstones, fmt.Errorf("tombstones of %s: %w", p.name, err)
 	}
 	if _, err := j.conn.Exec(ctx, `COMMENT ON TABLE `+name+` IS '`+dropMark+`'`); err != nil {
@@ -204,9 +208,22 @@ func (j job) auditDrop(ctx context.Context, p auditPartition) (tombstones int, e
 	if err := j.detach(ctx, `ALTER TABLE audit_log DETACH PARTITION `+name+` CONCURRENTLY`); err != nil {
 		return tombstones, fmt.Errorf("detach %s: %w", p.name, err)
 	}
-	_, err = j.conn.Exec(ctx, `DROP TABLE IF EXISTS `+name)
-	return tombstones, err
+	return tombstones, j.dropMarked(ctx, p.name)
 }
+
+// dropMarked drops a partition detached after its tombstones, and the
+// position of its tombstone pass.
+func (j job) dropMarked(ctx context.Context, name string) error {
+	if _, err := j.conn.Exec(ctx, `DROP TABLE IF EXISTS `+pgx.Identifier{name}.Sanitize()); err != nil {
+		return err
+	}
+	_, err := j.conn.Exec(ctx, `DELETE FROM audit_tombstone_progress WHERE partition_name = $1`, name)
+	return err
+}
+
+// errBudget stops a tombstone pass that has spent the round's budget: the
+// partition stays, and the next round goes on where this one stopped.
+var errBudget = errors.New("the round's tombstone budget is spent")
 
 // tombstones writes a tombstone for the key (wire.AuditRecord.Key) of
 // every row of p that has no row in a later partition, a batch at a time,
@@ -216,8 +233,11 @@ func (j job) auditDrop(ctx context.Context, p auditPartition) (tombstones int, e
 // (the request id), read by ranges of p's pages. A request id is the
 // server's id of one request, whose records are written during it, so no
 // later partition is searched for one (there is no index to search it
-// by).
-func (j job) tombstones(ctx context.Context, p auditPartition) (int, error) {
+// by). Where the pass stands is kept in audit_tombstone_progress after
+// every acknowledged batch; past TombstoneBudget it returns errBudget and
+// the next round resumes from there (a batch whose position was not kept
+// is written again: the same tombstones).
+func (j job) tombstones(ctx context.Context, p auditPartition, started time.Time) (int, error) {
 	name := pgx.Identifier{p.name}.Sanitize()
 	batch := j.cfg.TombstoneBatch
 	topic := j.cfg.AuditTopic
@@ -225,7 +245,25 @@ func (j job) tombstones(ctx context.Context, p auditPartition) (int, error) {
 	// Every source and event id in the table is non-empty (the writers
 	// store an empty one as NULL), so ('', '') is before the first.
 	var src, id string
-	for {
+	page := int64(-1)
+	var done bool
+	err := j.conn.QueryRow(ctx, `SELECT source, event_id, next_page, done FROM audit_tombstone_progress WHERE partition_name = $1`, p.name).Scan(&src, &id, &page, &done)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+	case err != nil:
+		return 0, err
+	case done:
+		return 0, nil
+	}
+	save := func() error {
+		_, err := j.conn.Exec(ctx, `INSERT INTO audit_tombstone_progress (partition_name, source, event_id, next_page, done)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (partition_name) DO UPDATE SET source = EXCLUDED.source, event_id = EXCLUDED.event_id,
+  next_page = EXCLUDED.next_page, done = EXCLUDED.done`, p.name, src, id, page, done)
+		return err
+	}
+	spent := func() bool { return j.cfg.TombstoneBudget > 0 && time.Since(started) >= j.cfg.TombstoneBudget }
+	for page < 0 {
 		rows, err := j.conn.Query(ctx, `SELECT k.source, k.event_id,
        EXISTS (SELECT 1 FROM audit_log l WHERE l.source = k.source AND l.event_id = k.event_id AND l.at >= $4)
 FROM (SELECT DISTINCT source, event_id FROM `+name+`
@@ -251,7 +289,13 @@ ORDER BY k.source, k.event_id`, src, id, batch, p.hi)
 		}
 		written += len(keys)
 		if n < batch {
-			break
+			page = 0
+		}
+		if err := save(); err != nil {
+			return written, err
+		}
+		if spent() {
+			return written, errBudget
 		}
 	}
 	// Records about no event, whose key is the request id, and rows with
@@ -261,10 +305,10 @@ ORDER BY k.source, k.event_id`, src, id, batch, p.hi)
 		return written, err
 	}
 	const step = 1024 // pages: 8 MiB
-	for lo := int64(0); lo < pages; lo += step {
+	for page < pages {
 		rows, err := j.conn.Query(ctx, `SELECT DISTINCT CASE WHEN event_id IS NULL THEN request_id ELSE '/' || event_id END FROM `+name+`
 WHERE ctid >= format('(%s,0)', $1::bigint)::tid AND ctid < format('(%s,0)', $2::bigint)::tid
-  AND (event_id IS NULL AND request_id <> '' OR event_id IS NOT NULL AND source IS NULL)`, lo, lo+step)
+  AND (event_id IS NULL AND request_id <> '' OR event_id IS NOT NULL AND source IS NULL)`, page, page+step)
 		if err != nil {
 			return written, err
 		}
@@ -279,8 +323,16 @@ WHERE ctid >= format('(%s,0)', $1::bigint)::tid AND ctid < format('(%s,0)', $2::
 			}
 			written, keys = written+n, keys[n:]
 		}
+		page += step
+		if err := save(); err != nil {
+			return written, err
+		}
+		if page < pages && spent() {
+			return written, errBudget
+		}
 	}
-	return written, nil
+	done = true
+	return written, save()
 }
 
 // auditRound drops the expired partitions of audit_log (partitions ahead
@@ -295,9 +347,16 @@ func (j job) auditRound(ctx context.Context, rep *Report) error {
 	if err != nil {
 		return err
 	}
+	started := time.Now()
 	for _, p := range old {
-		n, err := j.auditDrop(ctx, p)
+		n, err := j.auditDrop(ctx, p, started)
 		rep.Tombstones += n
+		if errors.Is(err, errBudget) {
+			// The next round goes on; pruning can wait for it.
+			rep.AuditUnfinished = p.name
+			j.cfg.Logger.Info("retention: the tombstones of an audit_log partition go on at the next round", "partition", p.name, "tombstones", n)
+			return nil
+		}
 		if err != nil {
 			return err
 		}

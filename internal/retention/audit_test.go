@@ -344,3 +344,58 @@ VALUES (gen_random_uuid(), 's', 'e', 'PROCESSED', 'consumer', 'test', $1)`, at)
 		t.Errorf("audit_commits holds %v, want 2, 3 and 4", left)
 	}
 }
+
+// A round spends at most TombstoneBudget on tombstones (at least a batch):
+// past it the partition stays, where the pass stands is kept, and the next
+// round goes on from there. Every key gets its tombstone once, and the
+// partition goes with the round that writes the last.
+func TestAuditTombstonesGoOnNextRound(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t)
+	brokers := testenv.Kafka(t)
+	tp := testenv.TopicsN(t, brokers, 1)
+	producer, err := kafka.NewProducer(kafka.Config{Brokers: brokers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer producer.Close()
+	const day = 24 * time.Hour
+	cfg := retention.Config{Pool: pool, AuditRetention: 3 * day, Tombstones: producer, AuditTopic: tp.Audit,
+		TombstoneBatch: 2, TombstoneBudget: time.Nanosecond}
+	start := t0(t, pool)
+	want := []string{"req-1", "req-2"}
+	for _, e := range []string{"a", "b", "c", "d", "e"} {
+		insertAudit(t, pool, e, "", start.Add(-time.Hour))
+		want = append(want, "s/"+e)
+	}
+	insertAudit(t, pool, "", "req-1", start.Add(-time.Hour))
+	insertAudit(t, pool, "", "req-2", start.Add(-time.Hour))
+	rounds, total := 0, 0
+	for {
+		rounds++
+		if rounds > 20 {
+			t.Fatal("audit_log_p0 is not dropped after 20 rounds")
+		}
+		rep := run(t, cfg, start.Add(3*day+time.Hour))
+		total += rep.Tombstones
+		if slices.Contains(rep.AuditDropped, "audit_log_p0") {
+			break
+		}
+		if rep.AuditUnfinished != "audit_log_p0" || !slices.Contains(auditNames(auditPartitions(t, pool)), "audit_log_p0") {
+			t.Fatalf("round %d: %+v, want audit_log_p0 kept and unfinished", rounds, rep)
+		}
+	}
+	// Event keys two a round (a, b | c, d | e), the request ids in the
+	// last: four rounds.
+	if rounds != 4 || total != len(want) {
+		t.Errorf("%d rounds, %d tombstones; want 4 rounds and %d", rounds, total, len(want))
+	}
+	sort.Strings(want)
+	if got := tombstoneKeys(t, brokers, tp.Audit, len(want)); !slices.Equal(got, want) {
+		t.Errorf("tombstones %q, want %q", got, want)
+	}
+	var left int
+	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM audit_tombstone_progress`).Scan(&left); err != nil || left != 0 {
+		t.Errorf("%d progress rows left (%v), want none", left, err)
+	}
+}

@@ -50,6 +50,13 @@ type Config struct {
 	// TombstoneBatch is how many keys a round reads, and writes as
 	// tombstones, at a time. Default DefaultTombstoneBatch.
 	TombstoneBatch int
+	// TombstoneBudget bounds the time a round spends writing tombstones
+	// (checked after each batch): past it, the round keeps where it
+	// stopped (audit_tombstone_progress) and ends, and the next round goes
+	// on, so a partition of many keys does not hold the rounds' lock, and
+	// the making of partitions ahead, for as long. Default
+	// DefaultTombstoneBudget; negative: no bound.
+	TombstoneBudget time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -91,6 +98,9 @@ func (c Config) withDefaults() Config {
 	if c.TombstoneBatch <= 0 {
 		c.TombstoneBatch = DefaultTombstoneBatch
 	}
+	if c.TombstoneBudget == 0 {
+		c.TombstoneBudget = DefaultTombstoneBudget
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -114,6 +124,9 @@ type Report struct {
 	AuditCreated []string
 	AuditDropped []string
 	Tombstones   int
+	// AuditUnfinished is the partition whose tombstones the round began
+	// or went on with and left for the next round (TombstoneBudget).
+	AuditUnfinished string
 	// CommitsPruned counts the rows of audit_commits the round deleted:
 	// published, and none of their transactions' rows left.
 	CommitsPruned int64

@@ -60,6 +60,9 @@ func runMaintain(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if rep.Tombstones > 0 {
 		fmt.Fprintf(stdout, "wrote %d tombstones on the audit topic\n", rep.Tombstones)
 	}
+	if rep.AuditUnfinished != "" {
+		fmt.Fprintf(stdout, "the tombstones of audit_log partition %s go on at the next round\n", rep.AuditUnfinished)
+	}
 	if err != nil {
 		return err
 	}

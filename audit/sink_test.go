@@ -8,10 +8,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/hookstream/hookstream/audit"
+	"github.com/hookstream/hookstream/audit/audittest"
 	"github.com/hookstream/hookstream/internal/kafka"
 	"github.com/hookstream/hookstream/internal/wire"
 )
@@ -65,6 +67,8 @@ func TestSinkQuarantinesWhatTheTableRefuses(t *testing.T) {
 		{"an action of a newer version", ingest(func(r *wire.AuditRecord) { r.Action = "ARCHIVED" }), "23514"},
 		{"a number out of range", ingest(func(r *wire.AuditRecord) { r.HTTPStatus = 1 << 40 }), "22003"},
 		{"a NUL in text", ingest(func(r *wire.AuditRecord) { r.Reason = "a\x00b" }), "22021"},
+		// No partition of audit_log covers the year 2200 (migration 10).
+		{"an at no partition takes", ingest(func(r *wire.AuditRecord) { r.At = time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC) }), "23514"},
 		{"not JSON", &kgo.Record{Topic: tp.Audit, Key: []byte("k"), Value: []byte("{not json"),
 			Headers: []kgo.RecordHeader{{Key: wire.HeaderAuditActor, Value: []byte("ingest")}, {Key: "bin", Value: []byte{0, 0xff}}}}, "decode"},
 	}
@@ -143,5 +147,85 @@ WHERE topic = $1 AND kafka_partition = $2 AND kafka_offset = $3`, tp.Audit, p.re
 	var binary string
 	if err := pool.QueryRow(ctx, `SELECT h->>'value_base64' FROM audit_quarantine, jsonb_array_elements(headers) h WHERE h->>'key' = 'bin'`).Scan(&binary); err != nil || !strings.HasPrefix(binary, "AP8") {
 		t.Errorf("a binary header kept as %q (%v), want base64", binary, err)
+	}
+}
+
+// TestCopiesOfARecordAreOneRow: the receiver's record reaches audit_log
+// three ways — the consumer's WriteIfAbsent of the copy in the event
+// record, the sink's copy of the receiver's own publication (at in
+// nanoseconds), and the sink's copy of what the relay published from the
+// table (at in microseconds) — and stays one row. audit_log's key is
+// (audit_id, at) (migration 10): an at that did not come back exactly
+// would be a second row. Its nanoseconds end in 999, so a copy rounded
+// instead of truncated would differ.
+func TestCopiesOfARecordAreOneRow(t *testing.T) {
+	t.Parallel()
+	brokers, tp, pool := services(t)
+	ctx := context.Background()
+	rec := record("e", wire.ActionAccepted)
+	rec.Actor = wire.ActorIngest
+	rec.At = rec.At.Truncate(time.Microsecond).Add(999 * time.Nanosecond)
+	producer, err := kafka.NewProducer(kafka.Config{Brokers: brokers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer producer.Close()
+	produce := func(r *wire.AuditRecord) {
+		t.Helper()
+		kr, err := r.KafkaRecord(tp.Audit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := producer.ProduceSync(ctx, kr).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	produce(rec) // the receiver's
+	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return (audit.Writer{}).WriteIfAbsent(ctx, tx, rec) }); err != nil {
+		t.Fatal(err)
+	}
+	if n := audittest.Drain(t, newRelay(t, brokers, pool, audit.RelayConfig{Topic: tp.Audit}), pool); n != 1 {
+		t.Fatalf("relay published %d rows, want 1", n)
+	}
+	marker := record("marker", wire.ActionAccepted)
+	marker.Actor = wire.ActorIngest
+	produce(marker) // after both copies: the sink has read them once it is in
+
+	sink, err := audit.NewSink(audit.SinkConfig{Brokers: brokers, Pool: pool, Topic: tp.Audit, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { _ = sink.Run(sctx); close(done) }()
+	defer func() { stop(); <-done }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM audit_log WHERE audit_id = $1`, marker.AuditID).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the marker did not reach audit_log")
+		}
+		time.Sleep(20 * time.Millisecond) // polling for the state
+	}
+	rows, err := pool.Query(ctx, `SELECT at FROM audit_log WHERE audit_id = $1`, rec.AuditID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ats, err := pgx.CollectRows(rows, pgx.RowTo[time.Time])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ats) != 1 || !ats[0].Equal(rec.At.Truncate(time.Microsecond)) {
+		t.Errorf("the record's rows have at %v, want one row at %v", ats, rec.At.Truncate(time.Microsecond))
+	}
+	var q int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM audit_quarantine`).Scan(&q); err != nil || q != 0 {
+		t.Errorf("%d quarantined (%v), want none", q, err)
 	}
 }

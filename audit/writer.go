@@ -32,7 +32,7 @@ func (Writer) Write(ctx context.Context, tx pgx.Tx, recs ...*wire.AuditRecord) e
 		}
 		rows[i] = []any{r.AuditID, int32(r.SchemaVersion), nullString(r.EventID), nullString(r.Source), nullString(r.CustomerID),
 			nullString(r.EventType), string(r.Action), nullString(r.Reason), nullInt(r.HTTPStatus), nullInt(r.Attempt),
-			r.Partition, r.Offset, string(r.Actor), r.Instance, nullString(r.RequestID), r.At, detail}
+			r.Partition, r.Offset, string(r.Actor), r.Instance, nullString(r.RequestID), storedAt(r.At), detail}
 	}
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"audit_log"}, copyColumns, pgx.CopyFromRows(rows)); err != nil {
 		return fmt.Errorf("audit: insert: %w", err)
@@ -42,6 +42,15 @@ func (Writer) Write(ctx context.Context, tx pgx.Tx, recs ...*wire.AuditRecord) e
 
 var copyColumns = []string{"audit_id", "schema_version", "event_id", "source", "customer_id", "event_type", "action", "reason",
 	"http_status", "attempt", "kafka_partition", "kafka_offset", "actor", "instance", "request_id", "at", "detail"}
+
+// storedAt is at as audit_log stores it: timestamptz holds microseconds,
+// and at is part of the key (audit_id, at) of the partitioned table
+// (migration 10), so every copy of a record (the receiver's nanoseconds
+// on the topic and in the event record, the relay's microseconds read
+// back from the table) must become the same value whichever way it is
+// sent: truncated here, as pgx's binary encoding does, rather than
+// rounded, as the server does a text value.
+func storedAt(at time.Time) time.Time { return at.Truncate(time.Microsecond) }
 
 func nullString(s string) *string {
 	if s == "" {
@@ -99,7 +108,7 @@ FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::te
      WITH ORDINALITY AS r(audit_id, schema_version, event_id, source, customer_id, event_type, action, reason,
                           http_status, attempt, kafka_partition, kafka_offset, actor, instance, request_id, at, detail, n)
 ORDER BY r.n
-ON CONFLICT (audit_id) DO NOTHING`
+ON CONFLICT (audit_id, at) DO NOTHING`
 
 // insertCopiedSQL is the sink's: copies of records already on the topic,
 // so not the relay's to publish (no xid).
@@ -139,7 +148,7 @@ func insert(ctx context.Context, db execer, sql string, recs []*wire.AuditRecord
 			p := int64(*r.Partition)
 			partitions[i] = &p
 		}
-		offsets[i], ats[i], details[i] = r.Offset, r.At, detail
+		offsets[i], ats[i], details[i] = r.Offset, storedAt(r.At), detail
 	}
 	_, err := db.Exec(ctx, sql, ids, versions, eventIDs, srcs, customers, types, actions, reasons,
 		statuses, attempts, partitions, offsets, actors, instances, requestIDs, ats, details)

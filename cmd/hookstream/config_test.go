@@ -39,6 +39,9 @@ func TestBadConfigNamesTheField(t *testing.T) {
 		{[]string{"migrate"}, nil, "database-url (HOOKSTREAM_DATABASE_URL): required"},
 		{[]string{"maintain", "--database-url", "postgres://nowhere/db", "--events-retention", "2h"}, nil, "events-retention (HOOKSTREAM_EVENTS_RETENTION): must be at least 1d"},
 		{[]string{"maintain"}, map[string]string{"HOOKSTREAM_EVENTS_RETENTION": "two weeks"}, `HOOKSTREAM_EVENTS_RETENTION: "two weeks" is not a duration (e.g. 14d or 336h)`},
+		{[]string{"maintain", "--database-url", "postgres://nowhere/db", "--audit-retention", "12h"}, nil, "audit-retention (HOOKSTREAM_AUDIT_RETENTION): must be at least 1d"},
+		{[]string{"consume", "--database-url", "postgres://nowhere/db"}, map[string]string{"HOOKSTREAM_AUDIT_RETENTION": "0d"}, "audit-retention (HOOKSTREAM_AUDIT_RETENTION): must be at least 1d"},
+		{[]string{"maintain"}, map[string]string{"HOOKSTREAM_AUDIT_RETENTION": "a quarter"}, `HOOKSTREAM_AUDIT_RETENTION: "a quarter" is not a duration (e.g. 14d or 336h)`},
 		{[]string{"topics", "--dlq-topic-retention", "3x"}, nil, `invalid value "3x" for flag -dlq-topic-retention`},
 		{[]string{"replay", "--status", "LOST"}, nil, `--status: "LOST" is not FAILED or DEAD`},
 		{[]string{"replay"}, nil, "give exactly one of"},
@@ -57,7 +60,7 @@ func TestBadConfigNamesTheField(t *testing.T) {
 	for _, c := range cases {
 		for _, k := range []string{"HOOKSTREAM_SOURCES", "HOOKSTREAM_DATABASE_URL", "HOOKSTREAM_KAFKA_BROKERS", "HOOKSTREAM_PARTITIONS", "HOOKSTREAM_REPLICATION_FACTOR", "HOOKSTREAM_MIN_INSYNC_REPLICAS", "HOOKSTREAM_PRODUCE_TIMEOUT", "HOOKSTREAM_LOG_LEVEL",
 			"HOOKSTREAM_KAFKA_TLS", "HOOKSTREAM_KAFKA_TLS_CA", "HOOKSTREAM_KAFKA_SASL_MECHANISM", "HOOKSTREAM_KAFKA_SASL_USER", "HOOKSTREAM_KAFKA_SASL_PASSWORD",
-			"OTEL_TRACES_EXPORTER", "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG", "OTEL_SDK_DISABLED", "HOOKSTREAM_ADMIN_TOKEN", "HOOKSTREAM_TRUSTED_PROXIES", "HOOKSTREAM_EVENTS_RETENTION"} {
+			"OTEL_TRACES_EXPORTER", "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG", "OTEL_SDK_DISABLED", "HOOKSTREAM_ADMIN_TOKEN", "HOOKSTREAM_TRUSTED_PROXIES", "HOOKSTREAM_EVENTS_RETENTION", "HOOKSTREAM_AUDIT_RETENTION"} {
 			t.Setenv(k, "")
 			_ = os.Unsetenv(k)
 		}

@@ -56,7 +56,7 @@ func runConsume(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	proc, err := startProcessing(ctx, processingOptions{
 		brokers: s.brokers(), kafkaOpts: s.kafkaOpts, databaseURL: s.databaseURL, sources: srcs, instance: s.instance,
 		group: p.group, concurrency: p.concurrency, batchWait: p.batchWait, sessionTimeout: p.sessionTimeout, log: log,
-		eventsRetention: p.eventsRetention, retentionJob: p.retentionJob,
+		eventsRetention: p.eventsRetention, auditRetention: p.auditRetention, retentionJob: p.retentionJob,
 		tracer: tr.Provider(),
 	})
 	if err != nil {
@@ -116,8 +116,9 @@ type processingSettings struct {
 	concurrency    int
 	batchWait      time.Duration
 	sessionTimeout time.Duration
-	// eventsRetention and retentionJob: internal/retention.
+	// eventsRetention, auditRetention and retentionJob: internal/retention.
 	eventsRetention time.Duration
+	auditRetention  time.Duration
 	retentionJob    bool
 }
 
@@ -127,13 +128,28 @@ func (p *processingSettings) register(fs *flagSet) {
 	fs.durationVar(&p.batchWait, "batch-wait", "HOOKSTREAM_BATCH_WAIT", 20*time.Millisecond, "how long a batch waits for more partitions' records before its transaction (latency traded for fewer commits under live traffic)")
 	fs.durationVar(&p.sessionTimeout, "session-timeout", "HOOKSTREAM_SESSION_TIMEOUT", 45*time.Second, "how long the group waits for a member that stopped heartbeating (a crash) before giving its partitions to others")
 	registerEventsRetention(fs, &p.eventsRetention)
-	fs.boolVar(&p.retentionJob, "retention-job", "HOOKSTREAM_RETENTION_JOB", true, "run the events retention (daily buckets, dropped after events-retention) in this process; false when `hookstream maintain` runs from cron instead")
+	registerAuditRetention(fs, &p.auditRetention)
+	fs.boolVar(&p.retentionJob, "retention-job", "HOOKSTREAM_RETENTION_JOB", true, "run the retention of events and audit_log (buckets and partitions made ahead, dropped after events-retention and audit-retention) in this process; false when `hookstream maintain` runs from cron instead")
 }
 
 // registerEventsRetention is --events-retention, of consume, dev and maintain.
 func registerEventsRetention(fs *flagSet, p *time.Duration) {
 	fs.ageVar(p, "events-retention", "HOOKSTREAM_EVENTS_RETENTION", retention.DefaultRetention,
 		"how long events rows are kept after their bucket closed (a bucket is half of it, in days): the dedupe window (at least 1d; unfinished events are kept until they finish)")
+}
+
+// registerAuditRetention is --audit-retention, of consume, dev and maintain.
+func registerAuditRetention(fs *flagSet, p *time.Duration) {
+	fs.ageVar(p, "audit-retention", "HOOKSTREAM_AUDIT_RETENTION", retention.DefaultAuditRetention,
+		"how long audit_log rows are kept: a partition (a week, or half of this in days) is dropped once wholly older, after tombstones on the audit topic for the keys whose last rows it held (at least 1d)")
+}
+
+// checkAuditRetention refuses an audit retention shorter than a day.
+func checkAuditRetention(d time.Duration) error {
+	if d < retention.MinRetention {
+		return fmt.Errorf("audit-retention (HOOKSTREAM_AUDIT_RETENTION): must be at least 1d, got %s", d)
+	}
+	return nil
 }
 
 // checkEventsRetention refuses a retention shorter than a bucket.
@@ -155,9 +171,10 @@ type processingOptions struct {
 	concurrency    int
 	batchWait      time.Duration
 	sessionTimeout time.Duration // 0: franz-go's default (45s)
-	// eventsRetention: retention.Config.Retention; the job runs when
-	// retentionJob.
+	// eventsRetention and auditRetention: retention.Config.Retention and
+	// AuditRetention; the job runs when retentionJob.
 	eventsRetention time.Duration
+	auditRetention  time.Duration
 	retentionJob    bool
 	// idleTransactionTimeout: 0 is idleTransactionTimeout.
 	idleTransactionTimeout time.Duration
@@ -205,7 +222,7 @@ func startProcessing(ctx context.Context, o processingOptions) (_ *processing, e
 	if o.concurrency < 1 {
 		return nil, fmt.Errorf("concurrency (HOOKSTREAM_CONCURRENCY): must be at least 1, got %d", o.concurrency)
 	}
-	if err := checkEventsRetention(o.eventsRetention); o.retentionJob && err != nil {
+	if err := errors.Join(checkEventsRetention(o.eventsRetention), checkAuditRetention(o.auditRetention)); o.retentionJob && err != nil {
 		return nil, err
 	}
 	o.topics = o.topics.WithDefaults()
@@ -262,11 +279,21 @@ func startProcessing(ctx context.Context, o processingOptions) (_ *processing, e
 	if err != nil {
 		return nil, err
 	}
+	// The audit topic's tombstones, before a partition of audit_log is
+	// dropped (docs/design.md, "Tombstones").
+	var tombstones *kgo.Client
+	if o.retentionJob {
+		if tombstones, err = kafka.NewProducer(kafka.Config{Brokers: o.brokers, ClientID: "hookstream-retention", Opts: o.kafkaOpts}); err != nil {
+			return nil, err
+		}
+		p.close = append(p.close, tombstones.Close)
+	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	p.cancel = cancel
 	runs := []func(context.Context) error{c.Run, relay.Run, sink.Run}
 	if o.retentionJob {
-		rcfg := retention.Config{Pool: pool, Retention: o.eventsRetention, Logger: o.log}
+		rcfg := retention.Config{Pool: pool, Retention: o.eventsRetention, AuditRetention: o.auditRetention,
+			Tombstones: tombstones, AuditTopic: o.topics.Audit, Logger: o.log}
 		runs = append(runs, func(ctx context.Context) error { return retention.Loop(ctx, rcfg, retentionInterval) })
 	}
 	for _, run := range runs {

@@ -130,7 +130,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		proc, err := startProcessing(ctx, processingOptions{
 			brokers: brokers, kafkaOpts: kafkaOpts, databaseURL: dbURL, sources: srcs, instance: s.instance,
 			group: p.group, concurrency: p.concurrency, batchWait: p.batchWait, sessionTimeout: p.sessionTimeout, log: log,
-			eventsRetention: p.eventsRetention, retentionJob: p.retentionJob,
+			eventsRetention: p.eventsRetention, auditRetention: p.auditRetention, retentionJob: p.retentionJob,
 			tracer: tr.Provider(),
 		})
 		if err != nil {

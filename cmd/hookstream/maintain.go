@@ -7,6 +7,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/hookstream/hookstream/internal/kafka"
 	"github.com/hookstream/hookstream/internal/retention"
 )
 
@@ -15,11 +16,13 @@ import (
 // on the consumers. Consumers that run the job take turns with it.
 func runMaintain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var s settings
-	var keep time.Duration
+	var keep, keepAudit time.Duration
 	fs := newFlagSet("maintain", stderr)
 	s.registerDatabase(fs)
+	s.registerKafka(fs)
 	s.registerLog(fs, "text")
 	registerEventsRetention(fs, &keep)
+	registerAuditRetention(fs, &keepAudit)
 	log, err := s.parse(fs, args, stderr)
 	if err != nil {
 		return err
@@ -27,7 +30,7 @@ func runMaintain(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if s.databaseURL == "" {
 		return errors.New("database-url (HOOKSTREAM_DATABASE_URL): required")
 	}
-	if err := checkEventsRetention(keep); err != nil {
+	if err := errors.Join(checkEventsRetention(keep), checkAuditRetention(keepAudit)); err != nil {
 		return err
 	}
 	pool, err := newPool(ctx, s.databaseURL, 2)
@@ -35,7 +38,31 @@ func runMaintain(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	defer pool.Close()
-	rep, err := retention.Run(ctx, retention.Config{Pool: pool, Retention: keep, Logger: log}, time.Now())
+	cfg := retention.Config{Pool: pool, Retention: keep, AuditRetention: keepAudit, Logger: log}
+	// Without brokers, audit_log partitions are made ahead but none is
+	// dropped: its tombstones could not be written (the round fails when
+	// one is due).
+	if len(s.brokers()) > 0 {
+		producer, err := kafka.NewProducer(s.kafkaConfig("hookstream-maintain"))
+		if err != nil {
+			return err
+		}
+		defer producer.Close()
+		cfg.Tombstones = producer
+	}
+	rep, err := retention.Run(ctx, cfg, time.Now())
+	for _, p := range rep.AuditCreated {
+		fmt.Fprintf(stdout, "created audit_log partition %s\n", p)
+	}
+	for _, p := range rep.AuditDropped {
+		fmt.Fprintf(stdout, "dropped audit_log partition %s\n", p)
+	}
+	if rep.Tombstones > 0 {
+		fmt.Fprintf(stdout, "wrote %d tombstones on the audit topic\n", rep.Tombstones)
+	}
+	if rep.AuditUnfinished != "" {
+		fmt.Fprintf(stdout, "the tombstones of audit_log partition %s go on at the next round\n", rep.AuditUnfinished)
+	}
 	if err != nil {
 		return err
 	}

@@ -17,7 +17,7 @@ func TestMaintainRunsARound(t *testing.T) {
 	t.Parallel()
 	dbURL := testenv.Postgres(t)
 	var stdout, stderr bytes.Buffer
-	if code := run(context.Background(), []string{"maintain", "--database-url", dbURL, "--events-retention", "3d"}, &stdout, &stderr); code != 0 {
+	if code := run(context.Background(), []string{"maintain", "--database-url", dbURL, "--events-retention", "3d", "--audit-retention", "90d"}, &stdout, &stderr); code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr.String())
 	}
 	if got := stdout.String(); got != "events bucket 0 is current\n" {

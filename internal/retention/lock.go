@@ -1,9 +1,12 @@
 // Package retention bounds hookstream's tables by time: events are
-// written into buckets (one partition of the events table each, a day by
-// default) and a bucket's partition is dropped once the events retention
-// has passed since it stopped being the current one, with the events in
-// it that are not finished moved forward first. docs/design.md,
-// "Retention", is the contract.
+// written into buckets (one partition of the events table each, half the
+// retention in days by default) and a bucket's partition is dropped once
+// the events retention has passed since it stopped being the current
+// one, with the events in it that are not finished moved forward first;
+// audit_log is partitioned by range of at, partitions are made a period
+// ahead and dropped once wholly older than the audit retention, after
+// tombstones on the audit topic for the keys whose last rows they held.
+// docs/design.md, "Retention", is the contract.
 package retention
 
 import (

@@ -9,6 +9,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/hookstream/hookstream/internal/wire"
 )
 
 // Config is what a round of Run needs.
@@ -32,6 +34,29 @@ type Config struct {
 	// as long: the detach stays pending and the next round finishes it.
 	// Default a minute.
 	DetachTimeout time.Duration
+	// AuditRetention is how long audit_log rows are kept: a partition of
+	// audit_log is dropped once its upper bound is older than that.
+	// Default 90 days (DefaultAuditRetention), at least MinRetention.
+	AuditRetention time.Duration
+	// AuditPeriod is the span of a new audit_log partition. Default
+	// AuditPeriodFor(AuditRetention).
+	AuditPeriod time.Duration
+	// Tombstones writes the audit topic's tombstones for the keys of a
+	// partition about to be dropped (docs/design.md, "Tombstones"). Nil:
+	// a round that has an audit_log partition to drop fails and keeps it.
+	Tombstones Producer
+	// AuditTopic is where tombstones go; default wire.DefaultAuditTopic.
+	AuditTopic string
+	// TombstoneBatch is how many keys a round reads, and writes as
+	// tombstones, at a time. Default DefaultTombstoneBatch.
+	TombstoneBatch int
+	// TombstoneBudget bounds the time a round spends writing tombstones
+	// (checked after each batch): past it, the round keeps where it
+	// stopped (audit_tombstone_progress) and ends, and the next round goes
+	// on, so a partition of many keys does not hold the rounds' lock, and
+	// the making of partitions ahead, for as long. Default
+	// DefaultTombstoneBudget; negative: no bound.
+	TombstoneBudget time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -61,6 +86,21 @@ func (c Config) withDefaults() Config {
 	if c.DetachTimeout == 0 {
 		c.DetachTimeout = DefaultDetachTimeout
 	}
+	if c.AuditRetention == 0 {
+		c.AuditRetention = DefaultAuditRetention
+	}
+	if c.AuditPeriod == 0 {
+		c.AuditPeriod = AuditPeriodFor(c.AuditRetention)
+	}
+	if c.AuditTopic == "" {
+		c.AuditTopic = wire.DefaultAuditTopic
+	}
+	if c.TombstoneBatch <= 0 {
+		c.TombstoneBatch = DefaultTombstoneBatch
+	}
+	if c.TombstoneBudget == 0 {
+		c.TombstoneBudget = DefaultTombstoneBudget
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -79,6 +119,17 @@ type Report struct {
 	// Moved the unfinished events it moved out of them first.
 	Dropped []int
 	Moved   int64
+	// AuditCreated and AuditDropped are the audit_log partitions the round
+	// created and dropped; Tombstones counts the tombstones it wrote.
+	AuditCreated []string
+	AuditDropped []string
+	Tombstones   int
+	// AuditUnfinished is the partition whose tombstones the round began
+	// or went on with and left for the next round (TombstoneBudget).
+	AuditUnfinished string
+	// CommitsPruned counts the rows of audit_commits the round deleted:
+	// published, and none of their transactions' rows left.
+	CommitsPruned int64
 }
 
 // maintainerLock is the session advisory lock one round holds, so that
@@ -90,12 +141,17 @@ const maintainerLock int64 = 0x686f6f6b736d6e74 // "hooksmnt"
 // current for a Period gives way to the next one (its partition made
 // first), and the partition of every bucket closed
 // longer than Retention ago is dropped, its unfinished events (anything
-// not PROCESSED) moved into the current bucket first. Every step can run
+// not PROCESSED) moved into the current bucket first. audit_log gets its
+// partitions a whole AuditPeriod ahead (first of all), and loses those
+// wholly older than AuditRetention (last, audit.go). Every step can run
 // again after a failure; a round another process is running is skipped.
 func Run(ctx context.Context, cfg Config, now time.Time) (Report, error) {
 	cfg = cfg.withDefaults()
 	if cfg.Retention < cfg.Period {
 		return Report{}, fmt.Errorf("retention: a retention of %s is shorter than a bucket's period (%s)", cfg.Retention, cfg.Period)
+	}
+	if cfg.AuditRetention < MinRetention || cfg.AuditPeriod < 24*time.Hour || cfg.AuditPeriod%(24*time.Hour) != 0 {
+		return Report{}, fmt.Errorf("retention: an audit retention of %s with partitions of %s: want at least a day, partitions of whole days", cfg.AuditRetention, cfg.AuditPeriod)
 	}
 	conn, err := cfg.Pool.Acquire(ctx)
 	if err != nil {
@@ -125,6 +181,13 @@ type job struct {
 
 func (j job) round(ctx context.Context) (Report, error) {
 	var rep Report
+	// audit_log's partitions ahead come first: a writer whose at no
+	// partition takes fails, and nothing below may hold them up.
+	created, err := j.auditAhead(ctx)
+	rep.AuditCreated = created
+	if err != nil {
+		return rep, err
+	}
 	cur, opened, err := j.current(ctx)
 	if err != nil {
 		return rep, err
@@ -160,7 +223,7 @@ func (j job) round(ctx context.Context) (Report, error) {
 		rep.Dropped = append(rep.Dropped, b)
 		j.cfg.Logger.Info("retention: dropped an events bucket", "bucket", b, "unfinished_moved", n)
 	}
-	return rep, nil
+	return rep, j.auditRound(ctx, &rep)
 }
 
 func (j job) current(ctx context.Context) (bucket int, opened time.Time, err error) {

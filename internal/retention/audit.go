@@ -1,0 +1,399 @@
+package retention
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/hookstream/hookstream/audit"
+)
+
+// The audit half (docs/design.md, "Retention", "Audit log"): audit_log is
+// partitioned by range of at (migration 10), in partitions of AuditPeriod
+// aligned to UTC midnight and named audit_log_pYYYYMMDD by their lower
+// bound (audit_log_p0: everything before the migration). A round keeps a
+// whole period of partitions ahead of now and drops each partition whose
+// upper bound is older than AuditRetention, after tombstones for the keys
+// of its rows that have no row in a later partition. Nothing in audit_log
+// is unfinished, so nothing moves; but a partition that still holds rows
+// the relay has not published stays until it has.
+
+// DefaultAuditRetention is Config.AuditRetention's default.
+const DefaultAuditRetention = 90 * 24 * time.Hour
+
+// AuditPeriodFor is the default AuditPeriod of an audit retention: a week,
+// or half the retention in whole days if that is less, at least a day.
+// Every look-up of audit_log that at does not bound probes each
+// partition's index (the relay's by xid for each commit, the signed-digest
+// replay check, an event's trail), so a few long partitions beat daily
+// ones: a week keeps 13 to 14 for 90 days. The price is that rows stay up
+// to a period longer than the retention.
+func AuditPeriodFor(retention time.Duration) time.Duration {
+	const day = 24 * time.Hour
+	return min(7*day, max(day, retention/2/day*day))
+}
+
+// DefaultTombstoneBatch is Config.TombstoneBatch's default.
+const DefaultTombstoneBatch = 5000
+
+// DefaultTombstoneBudget is Config.TombstoneBudget's default: half the
+// interval of the consumers' rounds.
+const DefaultTombstoneBudget = 5 * time.Minute
+
+// Producer writes the tombstones: a client with acks=all
+// (internal/kafka's NewProducer).
+type Producer interface {
+	ProduceSync(context.Context, ...*kgo.Record) kgo.ProduceResults
+}
+
+// auditPartition is an attached partition of audit_log and its bounds
+// (lo is the zero time for audit_log_p0's MINVALUE).
+type auditPartition struct {
+	name    string
+	lo, hi  time.Time
+	pending bool // a detach began and did not finish
+}
+
+func (j job) auditPartitions(ctx context.Context) ([]auditPartition, error) {
+	rows, err := j.conn.Query(ctx, `SELECT c.relname, i.inhdetachpending,
+       substring(b FROM 'FROM \(''([^'']+)''\)')::timestamptz, substring(b FROM 'TO \(''([^'']+)''\)')::timestamptz
+FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid, pg_get_expr(c.relpartbound, c.oid) b
+WHERE i.inhparent = 'audit_log'::regclass ORDER BY 4`)
+	if err != nil {
+		return nil, err
+	}
+	var out []auditPartition
+	var p auditPartition
+	var lo *time.Time
+	_, err = pgx.ForEachRow(rows, []any{&p.name, &p.pending, &lo, &p.hi}, func() error {
+		p.lo = time.Time{}
+		if lo != nil {
+			p.lo = *lo
+		}
+		out = append(out, p)
+		return nil
+	})
+	return out, err
+}
+
+func auditPartitionName(lo time.Time) string { return "audit_log_p" + lo.UTC().Format("20060102") }
+
+// auditAhead creates partitions after the last one until one ends at
+// least a whole AuditPeriod after now: a writer never finds no partition
+// for its at while rounds run at least every AuditPeriod. Each is a table
+// of its own, attached, which takes a lock that lets readers and writers
+// of audit_log go on (CREATE TABLE ... PARTITION OF would not).
+func (j job) auditAhead(ctx context.Context) (created []string, err error) {
+	parts, err := j.auditPartitions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var end time.Time
+	if len(parts) > 0 {
+		end = parts[len(parts)-1].hi
+	} else {
+		end = j.now.UTC().Truncate(24 * time.Hour)
+	}
+	for end.Before(j.now.Add(j.cfg.AuditPeriod)) {
+		lo, hi := end, end.Add(j.cfg.AuditPeriod)
+		name := pgx.Identifier{auditPartitionName(lo)}.Sanitize()
+		if err := pgx.BeginFunc(ctx, j.conn, func(tx pgx.Tx) error {
+			for _, q := range []string{
+				`DROP TABLE IF EXISTS ` + name,
+				`CREATE TABLE ` + name + ` (LIKE audit_log INCLUDING DEFAULTS INCLUDING CONSTRAINTS)`,
+			} {
+				if _, err := tx.Exec(ctx, q); err != nil {
+					return err
+				}
+			}
+			_, err := tx.Exec(ctx, fmt.Sprintf(`ALTER TABLE audit_log ATTACH PARTITION %s FOR VALUES FROM ('%s') TO ('%s')`,
+				name, lo.UTC().Format(time.RFC3339), hi.UTC().Format(time.RFC3339)))
+			return err
+		}); err != nil {
+			return created, fmt.Errorf("create the audit_log partition from %s: %w", lo.UTC().Format(time.DateOnly), err)
+		}
+		created = append(created, auditPartitionName(lo))
+		j.cfg.Logger.Info("retention: created an audit_log partition", "partition", auditPartitionName(lo), "until", hi)
+		end = hi
+	}
+	return created, nil
+}
+
+// auditFinish completes what an earlier round began and did not finish: a
+// detach left pending (its tombstones were written before it began), and
+// the drop of a partition detached already.
+func (j job) auditFinish(ctx context.Context) (dropped []string, err error) {
+	parts, err := j.auditPartitions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, p := range parts {
+		if p.pending {
+			errs = append(errs, j.detach(ctx, `ALTER TABLE audit_log DETACH PARTITION `+pgx.Identifier{p.name}.Sanitize()+` FINALIZE`))
+		}
+	}
+	// A table a round marked to drop, detached and did not drop (a table
+	// an operator detached to keep has no such mark).
+	rows, err := j.conn.Query(ctx, `SELECT c.relname FROM pg_class c
+WHERE c.relkind = 'r' AND NOT c.relispartition AND c.relname LIKE 'audit\_log\_p%' AND pg_table_is_visible(c.oid)
+  AND obj_description(c.oid, 'pg_class') = $1`, dropMark)
+	if err != nil {
+		return nil, errors.Join(append(errs, err)...)
+	}
+	detached, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, errors.Join(append(errs, err)...)
+	}
+	for _, name := range detached {
+		if err := j.dropMarked(ctx, name); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		dropped = append(dropped, name)
+		j.cfg.Logger.Info("retention: dropped an audit_log partition", "partition", name)
+	}
+	return dropped, errors.Join(errs...)
+}
+
+// dropMark is the comment on a partition whose tombstones are written
+// and which is being detached to be dropped.
+const dropMark = "hookstream retention: tombstones written, to be dropped"
+
+// auditExpired are the attached partitions whose upper bound is older
+// than AuditRetention, oldest first.
+func (j job) auditExpired(ctx context.Context) ([]auditPartition, error) {
+	parts, err := j.auditPartitions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []auditPartition
+	for _, p := range parts {
+		if !p.pending && !p.hi.After(j.now.Add(-j.cfg.AuditRetention)) {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// auditDrop writes the tombstones of p, then detaches and drops it. A
+// step that fails leaves p attached (or its detach pending), and the next
+// round does it again: tombstones written twice are one tombstone to a
+// reader.
+func (j job) auditDrop(ctx context.Context, p auditPartition, started time.Time) (tombstones int, err error) {
+	name := pgx.Identifier{p.name}.Sanitize()
+	var unpublished bool
+	if err := j.conn.QueryRow(ctx, `SELECT EXISTS (
+  SELECT 1 FROM audit_relay r JOIN audit_commits c ON c.commit_seq >= r.commit_seq
+  WHERE EXISTS (SELECT 1 FROM `+name+` a WHERE a.xid = c.xid AND (c.commit_seq > r.commit_seq OR a.seq > r.seq)))`).Scan(&unpublished); err != nil {
+		return 0, err
+	}
+	if unpublished {
+		return 0, fmt.Errorf("%s holds rows the audit relay has not published yet: kept until it has", p.name)
+	}
+	if j.cfg.Tombstones == nil {
+		return 0, fmt.Errorf("%s is due to be dropped, and this process has no Kafka producer for its tombstones (kafka-brokers)", p.name)
+	}
+	if tombstones, err = j.tombstones(ctx, p, started); err != nil {
+		return tombstones, fmt.Errorf("tombstones of %s: %w", p.name, err)
+	}
+	if _, err := j.conn.Exec(ctx, `COMMENT ON TABLE `+name+` IS '`+dropMark+`'`); err != nil {
+		return tombstones, err
+	}
+	// CONCURRENTLY: a plain detach would lock audit_log against readers.
+	if err := j.detach(ctx, `ALTER TABLE audit_log DETACH PARTITION `+name+` CONCURRENTLY`); err != nil {
+		return tombstones, fmt.Errorf("detach %s: %w", p.name, err)
+	}
+	return tombstones, j.dropMarked(ctx, p.name)
+}
+
+// dropMarked drops a partition detached after its tombstones, and the
+// position of its tombstone pass.
+func (j job) dropMarked(ctx context.Context, name string) error {
+	if _, err := j.conn.Exec(ctx, `DROP TABLE IF EXISTS `+pgx.Identifier{name}.Sanitize()); err != nil {
+		return err
+	}
+	_, err := j.conn.Exec(ctx, `DELETE FROM audit_tombstone_progress WHERE partition_name = $1`, name)
+	return err
+}
+
+// errBudget stops a tombstone pass that has spent the round's budget: the
+// partition stays, and the next round goes on where this one stopped.
+var errBudget = errors.New("the round's tombstone budget is spent")
+
+// tombstones writes a tombstone for the key (wire.AuditRecord.Key) of
+// every row of p that has no row in a later partition, a batch at a time,
+// each acknowledged before the next is read: the keys of an event
+// (source/event_id) in the order of p's index on them, each looked up in
+// the later partitions by theirs; then the keys of records about no event
+// (the request id), read by ranges of p's pages. A request id is the
+// server's id of one request, whose records are written during it, so no
+// later partition is searched for one (there is no index to search it
+// by). Where the pass stands is kept in audit_tombstone_progress after
+// every acknowledged batch; past TombstoneBudget it returns errBudget and
+// the next round resumes from there (a batch whose position was not kept
+// is written again: the same tombstones).
+func (j job) tombstones(ctx context.Context, p auditPartition, started time.Time) (int, error) {
+	name := pgx.Identifier{p.name}.Sanitize()
+	batch := j.cfg.TombstoneBatch
+	topic := j.cfg.AuditTopic
+	written := 0
+	// Every source and event id in the table is non-empty (the writers
+	// store an empty one as NULL), so ('', '') is before the first.
+	var src, id string
+	page := int64(-1)
+	var done bool
+	err := j.conn.QueryRow(ctx, `SELECT source, event_id, next_page, done FROM audit_tombstone_progress WHERE partition_name = $1`, p.name).Scan(&src, &id, &page, &done)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+	case err != nil:
+		return 0, err
+	case done:
+		return 0, nil
+	}
+	save := func() error {
+		_, err := j.conn.Exec(ctx, `INSERT INTO audit_tombstone_progress (partition_name, source, event_id, next_page, done)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (partition_name) DO UPDATE SET source = EXCLUDED.source, event_id = EXCLUDED.event_id,
+  next_page = EXCLUDED.next_page, done = EXCLUDED.done`, p.name, src, id, page, done)
+		return err
+	}
+	spent := func() bool { return j.cfg.TombstoneBudget > 0 && time.Since(started) >= j.cfg.TombstoneBudget }
+	for page < 0 {
+		rows, err := j.conn.Query(ctx, `SELECT k.source, k.event_id,
+       EXISTS (SELECT 1 FROM audit_log l WHERE l.source = k.source AND l.event_id = k.event_id AND l.at >= $4)
+FROM (SELECT DISTINCT source, event_id FROM `+name+`
+      WHERE (source, event_id) > ($1, $2)
+      ORDER BY source, event_id LIMIT $3) k
+ORDER BY k.source, k.event_id`, src, id, batch, p.hi)
+		if err != nil {
+			return written, err
+		}
+		var keys []string
+		var later bool
+		n := 0
+		if _, err := pgx.ForEachRow(rows, []any{&src, &id, &later}, func() error {
+			if n++; !later {
+				keys = append(keys, src+"/"+id)
+			}
+			return nil
+		}); err != nil {
+			return written, err
+		}
+		if err := audit.Tombstones(ctx, j.cfg.Tombstones, topic, keys); err != nil {
+			return written, err
+		}
+		written += len(keys)
+		if n < batch {
+			page = 0
+		}
+		if err := save(); err != nil {
+			return written, err
+		}
+		if spent() {
+			return written, errBudget
+		}
+	}
+	// Records about no event, whose key is the request id, and rows with
+	// an event id but no source ("/" + event_id), by ranges of pages.
+	var pages int64
+	if err := j.conn.QueryRow(ctx, `SELECT pg_relation_size($1::regclass) / current_setting('block_size')::bigint`, p.name).Scan(&pages); err != nil {
+		return written, err
+	}
+	const step = 1024 // pages: 8 MiB
+	for page < pages {
+		rows, err := j.conn.Query(ctx, `SELECT DISTINCT CASE WHEN event_id IS NULL THEN request_id ELSE '/' || event_id END FROM `+name+`
+WHERE ctid >= format('(%s,0)', $1::bigint)::tid AND ctid < format('(%s,0)', $2::bigint)::tid
+  AND (event_id IS NULL AND request_id <> '' OR event_id IS NOT NULL AND source IS NULL)`, page, page+step)
+		if err != nil {
+			return written, err
+		}
+		keys, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return written, err
+		}
+		for len(keys) > 0 {
+			n := min(len(keys), batch)
+			if err := audit.Tombstones(ctx, j.cfg.Tombstones, topic, keys[:n]); err != nil {
+				return written, err
+			}
+			written, keys = written+n, keys[n:]
+		}
+		page += step
+		if err := save(); err != nil {
+			return written, err
+		}
+		if page < pages && spent() {
+			return written, errBudget
+		}
+	}
+	done = true
+	return written, save()
+}
+
+// auditRound drops the expired partitions of audit_log (partitions ahead
+// are made at the round's start, auditAhead).
+func (j job) auditRound(ctx context.Context, rep *Report) error {
+	dropped, err := j.auditFinish(ctx)
+	rep.AuditDropped = append(rep.AuditDropped, dropped...)
+	if err != nil {
+		return err
+	}
+	old, err := j.auditExpired(ctx)
+	if err != nil {
+		return err
+	}
+	started := time.Now()
+	for _, p := range old {
+		n, err := j.auditDrop(ctx, p, started)
+		rep.Tombstones += n
+		if errors.Is(err, errBudget) {
+			// The next round goes on; pruning can wait for it.
+			rep.AuditUnfinished = p.name
+			j.cfg.Logger.Info("retention: the tombstones of an audit_log partition go on at the next round", "partition", p.name, "tombstones", n)
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		rep.AuditDropped = append(rep.AuditDropped, p.name)
+		j.cfg.Logger.Info("retention: dropped an audit_log partition", "partition", p.name, "until", p.hi, "tombstones", n)
+	}
+	n, err := j.pruneCommits(ctx)
+	rep.CommitsPruned = n
+	return err
+}
+
+// pruneCommitsBatch is how many audit_commits rows one statement of
+// pruneCommits deletes.
+const pruneCommitsBatch = 10000
+
+// pruneCommits deletes the rows of audit_commits (one per transaction that
+// wrote audit_log rows, migration 5) that nothing reads any more: behind
+// the relay's position (published; the relay reads from its position on)
+// and with a transaction id below every id left in audit_log, so none of
+// their rows remain (verify and the overview join audit_commits to rows
+// that exist). A transaction still running is not in audit_commits yet,
+// and commits after the relay's position. Ids only grow, so the oldest id
+// left is found from the (xid, seq) index of each partition.
+func (j job) pruneCommits(ctx context.Context) (int64, error) {
+	var total int64
+	for {
+		tag, err := j.conn.Exec(ctx, `DELETE FROM audit_commits WHERE commit_seq IN (
+  SELECT c.commit_seq FROM audit_commits c, audit_relay r
+  WHERE c.commit_seq < r.commit_seq
+    AND c.xid < coalesce((SELECT min(xid) FROM audit_log WHERE xid IS NOT NULL), '18446744073709551615'::xid8)
+  LIMIT $1)`, pruneCommitsBatch)
+		if err != nil {
+			return total, fmt.Errorf("prune audit_commits: %w", err)
+		}
+		total += tag.RowsAffected()
+		if tag.RowsAffected() < pruneCommitsBatch {
+			return total, nil
+		}
+	}
+}

@@ -386,6 +386,36 @@ func TestTravellingDecisionWrittenOnce(t *testing.T) {
 	tb.waitFor(time.Second, 1, `SELECT count(*) FROM audit_log WHERE action = 'ACCEPTED'`)
 }
 
+// TestDecisionWhereNoPartitionIs: a receiver's decision dated where
+// audit_log has no partition (its clock two centuries ahead) is written
+// at the consumer's time, the receiver's kept in detail.receiver_at, and
+// the events of the batch are processed; written as it came, it failed
+// the batch, and every batch after it, forever.
+func TestDecisionWhereNoPartitionIs(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	tb.topics = testenv.TopicsN(t, tb.brokers, 1)
+	id := uuid.Must(uuid.NewV7()).String()
+	future := time.Date(2226, 12, 1, 0, 0, 0, 0, time.UTC)
+	dec, err := json.Marshal(&wire.AuditRecord{SchemaVersion: wire.AuditSchemaVersion, AuditID: id, EventID: "f-0", Source: "generic",
+		CustomerID: "cus_f", Action: wire.ActionAccepted, HTTPStatus: 202, Actor: wire.ActorIngest, Instance: "rcv", At: future})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &kgo.Record{Topic: tb.topics.Events, Key: []byte("cus_f"), Value: []byte(`{"seq":0}`), Headers: []kgo.RecordHeader{
+		{Key: wire.HeaderEventID, Value: []byte("f-0")}, {Key: wire.HeaderSource, Value: []byte("generic")},
+		{Key: wire.HeaderCustomerID, Value: []byte("cus_f")}, {Key: wire.HeaderAudit, Value: dec}}}
+	if err := tb.producer.ProduceSync(context.Background(), rec).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	tb.produce("generic", "f-1", "cus_f", 1)
+	tb.flush()
+	tb.member(consumer.Config{})
+	tb.waitFor(time.Minute, 2, `SELECT count(*) FROM events WHERE status = 'PROCESSED'`)
+	tb.waitFor(time.Second, 1, `SELECT count(*) FROM audit_log WHERE audit_id = $1 AND action = 'ACCEPTED'
+  AND at > now() - interval '1 hour' AND at <= now() AND (detail->>'receiver_at')::timestamptz = $2`, id, future)
+}
+
 // TestSameEventInTwoPartitions: one event id produced under two customer
 // keys (so in two partitions, and in one batch) is processed once and
 // audited a duplicate once, instead of failing the batch's statement.

@@ -43,6 +43,10 @@ var (
 		Name: "hookstream_consumer_unreadable_decisions_total",
 		Help: "Events whose travelling receiver decision (audit-record header) could not be read or named another event; their ACCEPTED record is missing.",
 	})
+	redatedDecisions = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "hookstream_consumer_redated_decisions_total",
+		Help: "Receivers' decisions dated where audit_log has no partition (a receiver's clock far off, or older than the audit retention), written at the consumer's time with the receiver's in detail.receiver_at.",
+	})
 	malformedTotal = promauto.NewCounter(prometheus.CounterOpts{
 		Name: "hookstream_consumer_malformed_records_total",
 		Help: "Records of the events topic without hookstream metadata, sent to the dead-letter topic.",

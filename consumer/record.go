@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/hookstream/hookstream/internal/wire"
 )
@@ -62,7 +64,7 @@ var errClaimRace = errors.New("an event of the batch was recorded by someone els
 // records in tx, without committing. dups are events that came twice in
 // the batch.
 func (c *Consumer) record(ctx context.Context, tx pgx.Tx, res []result, dups []*Event) error {
-	if err := c.cfg.Audit.WriteIfAbsent(ctx, tx, c.decisions(res, dups)...); err != nil {
+	if err := c.writeDecisions(ctx, tx, c.decisions(res, dups)); err != nil {
 		return err
 	}
 	var recs []*wire.AuditRecord
@@ -144,6 +146,69 @@ func (c *Consumer) decisions(res []result, dups []*Event) []*wire.AuditRecord {
 		add(ev)
 	}
 	return out
+}
+
+// writeDecisions writes the receivers' decisions, inside a savepoint. A
+// decision dated where no partition of audit_log is (a receiver's clock
+// far ahead, or a decision older than the audit retention: docs/design.md,
+// "The audit log") would fail the batch, and every batch after it,
+// forever; it is written instead at this consumer's time, with the
+// receiver's in detail.receiver_at, and counted. Such a decision is no
+// longer found by its (audit_id, at), so a later delivery of its event
+// writes it again: a second row for a clock that is wrong, not a stall.
+func (c *Consumer) writeDecisions(ctx context.Context, tx pgx.Tx, recs []*wire.AuditRecord) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	err := savepoint(ctx, tx, func(sp pgx.Tx) error { return c.cfg.Audit.WriteIfAbsent(ctx, sp, recs...) })
+	if !noPartition(err) {
+		return err
+	}
+	for _, rec := range recs { // rare: one at a time, to find which
+		err := savepoint(ctx, tx, func(sp pgx.Tx) error { return c.cfg.Audit.WriteIfAbsent(ctx, sp, rec) })
+		if !noPartition(err) {
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		redated := *rec
+		redated.Detail = maps.Clone(rec.Detail)
+		if redated.Detail == nil {
+			redated.Detail = map[string]any{}
+		}
+		redated.Detail[wire.DetailReceiverAt] = rec.At.Format(time.RFC3339Nano)
+		redated.At = time.Now().UTC()
+		redatedDecisions.Inc()
+		c.cfg.Logger.Warn("a receiver's decision is dated where audit_log has no partition: written at the consumer's time",
+			"source", rec.Source, "event_id", rec.EventID, "audit_id", rec.AuditID, "receiver_at", rec.At)
+		if err := c.cfg.Audit.WriteIfAbsent(ctx, tx, &redated); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// savepoint runs f in a savepoint of tx, rolled back to if f fails.
+func savepoint(ctx context.Context, tx pgx.Tx, f func(pgx.Tx) error) error {
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	if err := f(sp); err != nil {
+		_ = sp.Rollback(ctx)
+		return err
+	}
+	return sp.Commit(ctx)
+}
+
+// noPartition reports whether err is PostgreSQL's "no partition of
+// relation found for row" (SQLSTATE 23514, check_violation, which the
+// audit_log's own CHECK on action shares: a decision of a newer
+// version's action is redated in vain, and then fails as before).
+func noPartition(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23514"
 }
 
 // writeProcessed records evs PROCESSED: inserted, or (stored) updated.

@@ -129,7 +129,7 @@ func (p *processingSettings) register(fs *flagSet) {
 	fs.durationVar(&p.sessionTimeout, "session-timeout", "HOOKSTREAM_SESSION_TIMEOUT", 45*time.Second, "how long the group waits for a member that stopped heartbeating (a crash) before giving its partitions to others")
 	registerEventsRetention(fs, &p.eventsRetention)
 	registerAuditRetention(fs, &p.auditRetention)
-	fs.boolVar(&p.retentionJob, "retention-job", "HOOKSTREAM_RETENTION_JOB", true, "run the retention of events and audit_log (buckets and partitions made ahead, dropped after events-retention and audit-retention) in this process; false when `hookstream maintain` runs from cron instead")
+	fs.boolVar(&p.retentionJob, "retention-job", "HOOKSTREAM_RETENTION_JOB", true, "run the retention of events and audit_log (buckets and partitions made ahead, dropped after events-retention and audit-retention) in this process; false when `hookstream maintain` runs from cron instead (audit_log's partitions are still made ahead here)")
 }
 
 // registerEventsRetention is --events-retention, of consume, dev and maintain.
@@ -222,7 +222,7 @@ func startProcessing(ctx context.Context, o processingOptions) (_ *processing, e
 	if o.concurrency < 1 {
 		return nil, fmt.Errorf("concurrency (HOOKSTREAM_CONCURRENCY): must be at least 1, got %d", o.concurrency)
 	}
-	if err := errors.Join(checkEventsRetention(o.eventsRetention), checkAuditRetention(o.auditRetention)); o.retentionJob && err != nil {
+	if err := errors.Join(checkEventsRetention(o.eventsRetention), checkAuditRetention(o.auditRetention)); err != nil {
 		return nil, err
 	}
 	o.topics = o.topics.WithDefaults()
@@ -291,11 +291,12 @@ func startProcessing(ctx context.Context, o processingOptions) (_ *processing, e
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	p.cancel = cancel
 	runs := []func(context.Context) error{c.Run, relay.Run, sink.Run}
-	if o.retentionJob {
-		rcfg := retention.Config{Pool: pool, Retention: o.eventsRetention, AuditRetention: o.auditRetention,
-			Tombstones: tombstones, AuditTopic: o.topics.Audit, Logger: o.log}
-		runs = append(runs, func(ctx context.Context) error { return retention.Loop(ctx, rcfg, retentionInterval) })
-	}
+	// Without the job, rounds still make audit_log's partitions ahead (and
+	// drop nothing): the process's own audit writes need them, whether or
+	// not a cron job runs `hookstream maintain`.
+	rcfg := retention.Config{Pool: pool, Retention: o.eventsRetention, AuditRetention: o.auditRetention,
+		Tombstones: tombstones, AuditTopic: o.topics.Audit, Logger: o.log, AheadOnly: !o.retentionJob}
+	runs = append(runs, func(ctx context.Context) error { return retention.Loop(ctx, rcfg, retentionInterval) })
 	for _, run := range runs {
 		p.wg.Add(1)
 		go func() {

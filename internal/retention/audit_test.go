@@ -399,3 +399,30 @@ func TestAuditTombstonesGoOnNextRound(t *testing.T) {
 		t.Errorf("%d progress rows left (%v), want none", left, err)
 	}
 }
+
+// TestAheadOnlyMakesPartitionsAndDropsNothing: a consumer whose drops are
+// left to a cron job (consume --retention-job=false) still makes
+// audit_log's partitions ahead, so its writes never depend on that job,
+// and drops nothing: neither an expired audit_log partition nor an events
+// bucket, and no bucket opens.
+func TestAheadOnlyMakesPartitionsAndDropsNothing(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t)
+	const day = 24 * time.Hour
+	cfg := retention.Config{Pool: pool, AuditRetention: 3 * day, AheadOnly: true}
+	start := t0(t, pool)
+	insertAudit(t, pool, "kept", "", start.Add(-time.Hour))
+	before := auditNames(auditPartitions(t, pool))
+	rep := run(t, cfg, start.Add(30*day))
+	after := auditNames(auditPartitions(t, pool))
+	if len(rep.AuditCreated) == 0 || len(after) != len(before)+len(rep.AuditCreated) || after[0] != "audit_log_p0" {
+		t.Errorf("30 days on: created %v, partitions %v -> %v; want partitions made ahead and none dropped", rep.AuditCreated, before, after)
+	}
+	last := auditPartitions(t, pool)
+	if hi := *last[len(last)-1].hi; hi.Before(start.Add(31 * day)) {
+		t.Errorf("the last partition ends %s, want at least a whole period after %s", hi, start.Add(30*day))
+	}
+	if rep.Opened || len(rep.Dropped) != 0 || len(rep.AuditDropped) != 0 {
+		t.Errorf("report %+v: want no bucket opened and nothing dropped", rep)
+	}
+}

@@ -57,6 +57,12 @@ type Config struct {
 	// the making of partitions ahead, for as long. Default
 	// DefaultTombstoneBudget; negative: no bound.
 	TombstoneBudget time.Duration
+	// AheadOnly makes a round only make audit_log's partitions ahead and
+	// drop nothing: what a consumer runs when the drops are left to a cron
+	// job (consume --retention-job=false). Writers of audit_log fail once
+	// the partitions made ahead run out, so they must not depend on a job
+	// someone may forget to schedule; the storage then grows, no more.
+	AheadOnly bool
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -185,7 +191,7 @@ func (j job) round(ctx context.Context) (Report, error) {
 	// partition takes fails, and nothing below may hold them up.
 	created, err := j.auditAhead(ctx)
 	rep.AuditCreated = created
-	if err != nil {
+	if err != nil || j.cfg.AheadOnly {
 		return rep, err
 	}
 	cur, opened, err := j.current(ctx)

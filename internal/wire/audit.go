@@ -75,6 +75,11 @@ type AuditRecord struct {
 // sent, recorded as it came (never a key, never the record's request_id).
 const DetailClientRequestID = "client_request_id"
 
+// DetailReceiverAt is the detail key of the time a receiver gave its
+// decision when the consumer wrote it at its own time instead: a time
+// where audit_log has no partition (consumer.writeDecisions).
+const DetailReceiverAt = "receiver_at"
+
 // DetailTraceID is the detail key of the trace id (32 hex digits) of
 // the request or the attempt that made the decision, when the process
 // that made it traces (docs/design.md, "Tracing"). The trace may not

@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kadm"
 
 	"github.com/hookstream/hookstream/audit"
 	"github.com/hookstream/hookstream/audit/audittest"
@@ -156,11 +157,18 @@ func TestRelayPublishesCommittedRowsOnceInOrder(t *testing.T) {
 // TestCompactionKeepsLatestPerEvent: after compaction the audit topic keeps
 // the latest record of each event, and the table keeps the whole history.
 //
-// It uses a private kfake broker to run the cleaner on demand
-// (Cluster.Compact) and an audit topic with a 1 ms min.compaction.lag.ms;
-// kfake also compacts the active segment, which real Kafka does not, so on
-// real Kafka the same assertion holds once the segment has rolled and the
-// cleaner has run.
+// It uses a private broker, whose configs it may change, and an audit
+// topic with a 1 ms min.compaction.lag.ms. On kfake it runs the cleaner on
+// demand (Cluster.Compact). On Apache Kafka (HOOKSTREAM_TEST_KAFKA=apache)
+// the cleaner runs on its own, and only on segments no longer written:
+// the topic gets segment.ms 1 and records 100 ms old, so that every
+// append rolls a new segment and the last record's is the only active
+// one, and the broker's cleaner looks for work every 100 ms instead of
+// 15 s. The lag stays an hour until the sink has copied every record
+// (with 1 ms the cleaner got there first, and the sink copied 5 of 7: a
+// reader behind by more than the lag misses what was compacted away, what
+// production's 7-day lag is for), then drops to 1 ms; the test waits for
+// the cleaner.
 func TestCompactionKeepsLatestPerEvent(t *testing.T) {
 	t.Parallel()
 	broker := testenv.NewKafka(t)
@@ -173,6 +181,14 @@ func TestCompactionKeepsLatestPerEvent(t *testing.T) {
 	tp := wire.Topics{Events: "c.events", DLQ: "c.dlq", Audit: "c.audit"}
 	if _, err := topics.Ensure(ctx, adm, topics.Config{Topics: tp, Partitions: 1, AuditPartitions: 1, AuditMinCompactionLag: time.Millisecond}); err != nil {
 		t.Fatal(err)
+	}
+	onKfake := broker.Kafka() != nil
+	if !onKfake {
+		// Apache Kafka's cleaner runs on its own: no compaction before the
+		// sink has read every record (a reader further behind than the
+		// lag misses what was compacted away: that is what the lag is for).
+		setTopicConfig(t, adm, tp.Audit, "min.compaction.lag.ms", "3600000")
+		rollEveryAppend(t, adm, tp.Audit)
 	}
 	pool, err := pgxpool.New(ctx, testenv.Postgres(t))
 	if err != nil {
@@ -207,6 +223,10 @@ func TestCompactionKeepsLatestPerEvent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// Older than segment.ms when the next one comes, however soon; not
+		// so old that the producer's delivery timeout, counted from it,
+		// gives up on it.
+		kr.Timestamp = time.Now().Add(-100 * time.Millisecond)
 		if err := producer.ProduceSync(ctx, kr).FirstErr(); err != nil {
 			t.Fatal(err)
 		}
@@ -226,8 +246,20 @@ func TestCompactionKeepsLatestPerEvent(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond) // polling for the state
 	}
-	broker.Kafka().Cluster().Compact()
-	got := readAll(t, broker.Addrs(), tp.Audit)
+	var got []wire.AuditRecord
+	if onKfake {
+		broker.Kafka().Cluster().Compact()
+		got = readAll(t, broker.Addrs(), tp.Audit)
+	} else {
+		setTopicConfig(t, adm, tp.Audit, "min.compaction.lag.ms", "1")
+		deadline := time.Now().Add(2 * time.Minute)
+		for {
+			if got = readAll(t, broker.Addrs(), tp.Audit); len(got) <= 3 || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(100 * time.Millisecond) // polling for the cleaner, which runs on its own
+		}
+	}
 	if len(got) != 3 {
 		t.Fatalf("after compaction the topic has %d records, want 3 (one per event)", len(got))
 	}
@@ -266,4 +298,64 @@ func TestRelayRunPublishesEveryRowOnceInOrder(t *testing.T) {
 	write(20) // a relay that starts again carries on from the stored position
 	audittest.Drain(t, relay, pool)
 	topicHolds(t, brokers, tp.Audit, want)
+}
+
+// rollEveryAppend makes Apache Kafka's cleaner see what kfake's Compact
+// does, soon: topic gets segment.ms 1 (with records older than that, each
+// append rolls the segment, so that only the last record's is active and
+// left alone), and the broker's cleaner, idle, looks for work every 100 ms
+// (log.cleaner.backoff.ms, a dynamic broker config; the broker is this
+// test's own).
+func rollEveryAppend(t *testing.T, adm *kadm.Client, topic string) {
+	t.Helper()
+	setTopicConfig(t, adm, topic, "segment.ms", "1")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	brs, err := adm.AlterBrokerConfigs(ctx, []kadm.AlterConfig{{Name: "log.cleaner.backoff.ms", Value: kadm.StringPtr("100")}})
+	if err == nil {
+		for _, r := range brs {
+			if r.Err != nil {
+				err = fmt.Errorf("%w: %s", r.Err, r.ErrMessage)
+			}
+		}
+	}
+	if err != nil {
+		t.Fatalf("log.cleaner.backoff.ms: %v", err)
+	}
+}
+
+// setTopicConfig sets one config of topic and returns once the broker
+// reports it, as it applies it to the partition's log.
+func setTopicConfig(t *testing.T, adm *kadm.Client, topic, key, value string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rs, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Name: key, Value: kadm.StringPtr(value)}}, topic)
+	if err == nil {
+		var r kadm.AlterConfigsResponse
+		if r, err = rs.On(topic, nil); err == nil {
+			err = r.Err
+		}
+	}
+	if err != nil {
+		t.Fatalf("%s of %s: %v", key, topic, err)
+	}
+	for {
+		rcs, err := adm.DescribeTopicConfigs(ctx, topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rc, err := rcs.On(topic, nil); err == nil && rc.Err == nil {
+			for _, c := range rc.Configs {
+				if c.Key == key && c.MaybeValue() == value {
+					return
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s of %s not %s after a minute", key, topic, value)
+		case <-time.After(20 * time.Millisecond): // the broker applies configs from the metadata log; nothing to wait on
+		}
+	}
 }

@@ -16,9 +16,10 @@ import (
 // never a 2xx; once the broker is back, requests are accepted again and
 // exactly the accepted events are in the topic.
 //
-// It uses a private kfake broker because the test must stop and restart it;
-// nothing in it depends on kfake behaviour — a real broker that goes away
-// gives the client the same connection errors.
+// It uses a private broker because the test stops and restarts it: kfake,
+// closed and started again, or with HOOKSTREAM_TEST_KAFKA=apache a
+// one-node Apache Kafka cluster, its node killed (SIGKILL) and started
+// again with its data.
 func TestBrokerOutage(t *testing.T) {
 	t.Parallel()
 	broker := testenv.NewKafka(t)

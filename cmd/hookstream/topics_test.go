@@ -25,7 +25,8 @@ func runTopicsOn(t *testing.T, brokers []string, flags ...string) (int, string, 
 	return code, stdout.String(), stderr.String()
 }
 
-// On one broker (kfake) the topics get one replica, one in sync; the
+// On one broker (kfake, or with HOOKSTREAM_TEST_KAFKA=apache a one-node
+// Apache Kafka cluster) the topics get one replica, one in sync; the
 // output says so, and a second run finds them as asked, with no warning.
 func TestTopicsCommandOnOneBroker(t *testing.T) {
 	t.Parallel()

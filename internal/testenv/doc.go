@@ -35,11 +35,13 @@
 // replicas and min.insync.replicas 2, like production.
 //
 // NewKafka, KafkaCluster and NewPostgres are different: services of one
-// test, which it stops and starts (outage and restart tests). NewKafka is
-// always the in-process kfake broker and NewPostgres a devstack
-// PostgreSQL, whatever the environment says, because the test must
-// control their lifetime. KafkaCluster is an Apache Kafka cluster whose
-// nodes the test kills and restarts one at a time; it needs
+// test, which it stops and starts (outage and restart tests), never the
+// shared or external ones, because the test must control their lifetime.
+// NewKafka is a broker that goes away and comes back with its data: an
+// in-process kfake broker, or with HOOKSTREAM_TEST_KAFKA=apache a one-node
+// Apache Kafka cluster of the test's own, killed and started again.
+// NewPostgres is a devstack PostgreSQL. KafkaCluster is an Apache Kafka
+// cluster whose nodes the test kills and restarts one at a time; it needs
 // HOOKSTREAM_TEST_KAFKA=apache and skips the test without it.
 //
 // HOOKSTREAM_TEST_DOCKER=1 (make test-docker) requires step 2 for both:

@@ -79,7 +79,8 @@ func topicsReadyEverywhere(ctx context.Context, cl *kgo.Client, partitions int32
 // new cluster waits for the brokers to obtain producer ids from the
 // controller (COORDINATOR_LOAD_IN_PROGRESS meanwhile), which can outlast
 // the 5 s produce timeout of a test's receiver: a cluster is handed to
-// the tests ready, as kfake is.
+// the tests ready, as kfake is; and empty, as kfake is: the warm-up topic
+// is deleted (a test that lists a private broker's topics found it).
 func warmUp(ctx context.Context, brokers []string) error {
 	adm, cl, err := kafka.NewAdmin(kafka.Config{Brokers: brokers})
 	if err != nil {
@@ -104,6 +105,43 @@ func warmUp(ctx context.Context, brokers []string) error {
 	defer prod.Close()
 	if err := prod.ProduceSync(ctx, &kgo.Record{Topic: topic, Value: []byte("warm")}).FirstErr(); err != nil {
 		return fmt.Errorf("warm-up produce: %w", err)
+	}
+	dr, err := adm.DeleteTopic(ctx, topic)
+	if err == nil {
+		err = dr.Err
+	}
+	if err != nil {
+		return fmt.Errorf("delete the warm-up topic: %w", err)
+	}
+	for {
+		err := topicGoneEverywhere(ctx, cl, topic)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the warm-up topic, deleted: %w", err)
+		case <-time.After(100 * time.Millisecond): // metadata propagation has no event to wait on
+		}
+	}
+}
+
+// topicGoneEverywhere: no broker lists topic any more.
+func topicGoneEverywhere(ctx context.Context, cl *kgo.Client, topic string) error {
+	bs, err := kadm.NewClient(cl).ListBrokers(ctx)
+	if err != nil {
+		return err
+	}
+	for _, b := range bs {
+		resp, err := kmsg.NewPtrMetadataRequest().RequestWith(ctx, cl.Broker(int(b.NodeID)))
+		if err != nil {
+			return fmt.Errorf("broker %d: %w", b.NodeID, err)
+		}
+		for _, t := range resp.Topics {
+			if t.Topic != nil && *t.Topic == topic {
+				return fmt.Errorf("broker %d still lists %s", b.NodeID, topic)
+			}
+		}
 	}
 	return nil
 }

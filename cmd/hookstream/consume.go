@@ -222,7 +222,9 @@ func startProcessing(ctx context.Context, o processingOptions) (_ *processing, e
 	if o.concurrency < 1 {
 		return nil, fmt.Errorf("concurrency (HOOKSTREAM_CONCURRENCY): must be at least 1, got %d", o.concurrency)
 	}
-	if err := errors.Join(checkEventsRetention(o.eventsRetention), checkAuditRetention(o.auditRetention)); err != nil {
+	// Zero is unset (options built in code, the job off): the defaults.
+	set := o.retentionJob || o.eventsRetention != 0 || o.auditRetention != 0
+	if err := errors.Join(checkEventsRetention(o.eventsRetention), checkAuditRetention(o.auditRetention)); set && err != nil {
 		return nil, err
 	}
 	o.topics = o.topics.WithDefaults()

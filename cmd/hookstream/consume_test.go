@@ -29,7 +29,13 @@ func TestConsumeServesHealthAndKafkaClientMetrics(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	testTopics(ctx, t, broker.Addrs(), 3)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var logs testenv.LogBuffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	defer func() {
+		if t.Failed() {
+			t.Logf("the process's log:\n%s", logs.String())
+		}
+	}()
 	proc, err := startProcessing(ctx, processingOptions{
 		brokers: broker.Addrs(), databaseURL: dbURL, instance: "metrics-test", group: "hookstream", concurrency: 2, log: log,
 	})

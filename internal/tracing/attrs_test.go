@@ -30,7 +30,7 @@ func TestDBAttrs(t *testing.T) {
 	str := func(op string, cs ...string) string {
 		var parts []string
 		for _, kv := range DBAttrs(op, cs...) {
-			parts = append(parts, string(kv.Key)+"="+kv.Value.Emit())
+			parts = append(parts, string(kv.Key)+"="+kv.Value.String())
 		}
 		return strings.Join(parts, " ")
 	}

@@ -405,15 +405,18 @@ func TestDecisionWhereNoPartitionIs(t *testing.T) {
 	rec := &kgo.Record{Topic: tb.topics.Events, Key: []byte("cus_f"), Value: []byte(`{"seq":0}`), Headers: []kgo.RecordHeader{
 		{Key: wire.HeaderEventID, Value: []byte("f-0")}, {Key: wire.HeaderSource, Value: []byte("generic")},
 		{Key: wire.HeaderCustomerID, Value: []byte("cus_f")}, {Key: wire.HeaderAudit, Value: dec}}}
-	if err := tb.producer.ProduceSync(context.Background(), rec).FirstErr(); err != nil {
+	// Twice in one batch: one decision, written once (each copy redated
+	// at its own time was two rows).
+	if err := tb.producer.ProduceSync(context.Background(), rec, rec).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
 	tb.produce("generic", "f-1", "cus_f", 1)
 	tb.flush()
-	tb.member(consumer.Config{})
+	tb.member(consumer.Config{BatchWait: time.Second})
 	tb.waitFor(time.Minute, 2, `SELECT count(*) FROM events WHERE status = 'PROCESSED'`)
 	tb.waitFor(time.Second, 1, `SELECT count(*) FROM audit_log WHERE audit_id = $1 AND action = 'ACCEPTED'
   AND at > now() - interval '1 hour' AND at <= now() AND (detail->>'receiver_at')::timestamptz = $2`, id, future)
+	tb.waitFor(time.Second, 1, `SELECT count(*) FROM audit_log WHERE audit_id = $1`, id)
 }
 
 // TestSameEventInTwoPartitions: one event id produced under two customer

@@ -164,6 +164,7 @@ func (c *Consumer) writeDecisions(ctx context.Context, tx pgx.Tx, recs []*wire.A
 	if !noPartition(err) {
 		return err
 	}
+	now := time.Now().UTC()    // one time for them all: an event twice in the batch is one decision
 	for _, rec := range recs { // rare: one at a time, to find which
 		err := savepoint(ctx, tx, func(sp pgx.Tx) error { return c.cfg.Audit.WriteIfAbsent(ctx, sp, rec) })
 		if !noPartition(err) {
@@ -178,7 +179,7 @@ func (c *Consumer) writeDecisions(ctx context.Context, tx pgx.Tx, recs []*wire.A
 			redated.Detail = map[string]any{}
 		}
 		redated.Detail[wire.DetailReceiverAt] = rec.At.Format(time.RFC3339Nano)
-		redated.At = time.Now().UTC()
+		redated.At = now
 		redatedDecisions.Inc()
 		c.cfg.Logger.Warn("a receiver's decision is dated where audit_log has no partition: written at the consumer's time",
 			"source", rec.Source, "event_id", rec.EventID, "audit_id", rec.AuditID, "receiver_at", rec.At)

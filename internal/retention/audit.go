@@ -186,6 +186,9 @@ func (j job) auditExpired(ctx context.Context) ([]auditPartition, error) {
 // reader.
 func (j job) auditDrop(ctx context.Context, p auditPartition, started time.Time) (tombstones int, err error) {
 	name := pgx.Identifier{p.name}.Sanitize()
+	if err := j.close(ctx, p.name); err != nil {
+		return 0, fmt.Errorf("close %s to writers: %w", p.name, err)
+	}
 	var unpublished bool
 	if err := j.conn.QueryRow(ctx, `SELECT EXISTS (
   SELECT 1 FROM audit_relay r JOIN audit_commits c ON c.commit_seq >= r.commit_seq
@@ -209,6 +212,40 @@ func (j job) auditDrop(ctx context.Context, p auditPartition, started time.Time)
 		return tombstones, fmt.Errorf("detach %s: %w", p.name, err)
 	}
 	return tombstones, j.dropMarked(ctx, p.name)
+}
+
+// closedConstraint is the name of the CHECK (false) that closes an
+// expired partition to writers.
+const closedConstraint = "audit_log_expired"
+
+// close closes partition name to writers before anything is read from it
+// for its drop: a CHECK (false), NOT VALID (nothing is scanned), added
+// under a short lock_timeout, so that it waits for the transactions
+// writing into it (a round that times out tries again at the next). A
+// writer that committed into it after the check for unpublished rows, or
+// after the tombstone pass went past its key, would otherwise be dropped
+// unpublished and without its tombstone. Once closed, a write routed
+// there is refused with 23514, which the consumer answers by writing at
+// its own time and the sink by quarantining: the partition is older than
+// the retention, so its rows are going anyway.
+func (j job) close(ctx context.Context, name string) error {
+	var closed bool
+	if err := j.conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = $1::regclass AND conname = $2)`,
+		name, closedConstraint).Scan(&closed); err != nil || closed {
+		return err
+	}
+	tx, err := j.conn.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '`+exclusiveLockTimeout+`'`); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `ALTER TABLE `+pgx.Identifier{name}.Sanitize()+` ADD CONSTRAINT `+closedConstraint+` CHECK (false) NOT VALID`); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
 }
 
 // dropMarked drops a partition detached after its tombstones, and the
@@ -243,7 +280,10 @@ func (j job) tombstones(ctx context.Context, p auditPartition, started time.Time
 	topic := j.cfg.AuditTopic
 	written := 0
 	// Every source and event id in the table is non-empty (the writers
-	// store an empty one as NULL), so ('', '') is before the first.
+	// store an empty one as NULL), so ('', '') is before the first. Rows
+	// without either are the second pass's: a row comparison is decided
+	// by its first unequal pair, so ('s', NULL) > ('', '') holds, and a
+	// rejection (a source, no event id) would otherwise come here.
 	var src, id string
 	page := int64(-1)
 	var done bool
@@ -267,7 +307,7 @@ ON CONFLICT (partition_name) DO UPDATE SET source = EXCLUDED.source, event_id = 
 		rows, err := j.conn.Query(ctx, `SELECT k.source, k.event_id,
        EXISTS (SELECT 1 FROM audit_log l WHERE l.source = k.source AND l.event_id = k.event_id AND l.at >= $4)
 FROM (SELECT DISTINCT source, event_id FROM `+name+`
-      WHERE (source, event_id) > ($1, $2)
+      WHERE (source, event_id) > ($1, $2) AND source IS NOT NULL AND event_id IS NOT NULL
       ORDER BY source, event_id LIMIT $3) k
 ORDER BY k.source, k.event_id`, src, id, batch, p.hi)
 		if err != nil {

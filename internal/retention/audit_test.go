@@ -5,10 +5,12 @@ import (
 	"errors"
 	"slices"
 	"sort"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -424,5 +426,99 @@ func TestAheadOnlyMakesPartitionsAndDropsNothing(t *testing.T) {
 	}
 	if rep.Opened || len(rep.Dropped) != 0 || len(rep.AuditDropped) != 0 {
 		t.Errorf("report %+v: want no bucket opened and nothing dropped", rep)
+	}
+}
+
+// keyProducer acknowledges every record and keeps its key.
+type keyProducer struct {
+	mu   sync.Mutex
+	keys []string
+}
+
+func (p *keyProducer) ProduceSync(_ context.Context, recs ...*kgo.Record) kgo.ProduceResults {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(kgo.ProduceResults, len(recs))
+	for i, r := range recs {
+		p.keys = append(p.keys, string(r.Key))
+		out[i] = kgo.ProduceResult{Record: r}
+	}
+	return out
+}
+
+// TestRejectionOfAKnownSourceIsTombstonedByItsRequestID: a receiver's
+// REJECTED record names its source and no event id. The event keys' pass
+// once read it (a row comparison of ('s', NULL) with (”, ”) holds) and
+// failed to scan the NULL, every round: the partition was never dropped.
+// Its key is its request id.
+func TestRejectionOfAKnownSourceIsTombstonedByItsRequestID(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t)
+	const day = 24 * time.Hour
+	p := &keyProducer{}
+	cfg := retention.Config{Pool: pool, AuditRetention: 3 * day, Tombstones: p}
+	start := t0(t, pool)
+	insertAudit(t, pool, "evt", "", start.Add(-time.Hour))
+	exec(t, pool, `INSERT INTO audit_log (audit_id, source, event_id, request_id, action, actor, instance, at, xid)
+VALUES (gen_random_uuid(), 's', NULL, 'req-rejected', 'REJECTED', 'ingest', 'test', $1, NULL)`, start.Add(-time.Hour))
+	rep := run(t, cfg, start.Add(3*day+time.Hour))
+	if !slices.Contains(rep.AuditDropped, "audit_log_p0") {
+		t.Errorf("dropped %v, want audit_log_p0", rep.AuditDropped)
+	}
+	sort.Strings(p.keys)
+	if want := []string{"req-rejected", "s/evt"}; !slices.Equal(p.keys, want) {
+		t.Errorf("tombstones %v, want %v", p.keys, want)
+	}
+}
+
+// TestWriterOpenAcrossTheDropKeepsItsRow: a transaction writing into an
+// expired partition (a consumer's travelling decision from a backlog
+// older than a short audit retention) while a round drops it. The round
+// once checked for unpublished rows, wrote tombstones and detached — the
+// detach waiting for the writer, which committed — and dropped the row
+// unpublished, without its tombstone. Now the round first closes the
+// partition to writers, waiting for them (and failing, to try again,
+// when one stays open); a committed row not yet published keeps the
+// partition until the relay has published it.
+func TestWriterOpenAcrossTheDropKeepsItsRow(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t)
+	ctx := context.Background()
+	const day = 24 * time.Hour
+	start := t0(t, pool)
+	insertAudit(t, pool, "published", "", start.Add(-time.Hour))
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, `INSERT INTO audit_log (audit_id, source, event_id, action, actor, instance, at)
+VALUES (gen_random_uuid(), 's', 'late', 'ACCEPTED', 'ingest', 'test', $1)`, start.Add(-2*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	p := &keyProducer{}
+	cfg := retention.Config{Pool: pool, AuditRetention: 3 * day, Tombstones: p, DetachTimeout: 30 * time.Second}
+	expiry := start.Add(3*day + time.Hour)
+	if _, err := retention.Run(ctx, cfg, expiry); err == nil {
+		t.Error("a round while a writer of the expired partition is open: no error")
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := retention.Run(ctx, cfg, expiry); err == nil {
+		t.Error("a round while the partition holds a row the relay has not published: no error")
+	}
+	var rows int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM audit_log WHERE event_id = 'late'`).Scan(&rows); err != nil || rows != 1 {
+		t.Errorf("the late row: %d (%v), want kept", rows, err)
+	}
+	if len(p.keys) != 0 {
+		t.Errorf("tombstones %v before the partition can go", p.keys)
+	}
+	// Closed: a write into it is refused, as one no partition takes.
+	_, err = pool.Exec(ctx, `INSERT INTO audit_log (audit_id, source, event_id, action, actor, instance, at)
+VALUES (gen_random_uuid(), 's', 'later', 'ACCEPTED', 'ingest', 'test', $1)`, start.Add(-3*time.Hour))
+	if pgErr := (*pgconn.PgError)(nil); !errors.As(err, &pgErr) || pgErr.Code != "23514" {
+		t.Errorf("a write into the closed partition: %v, want 23514", err)
 	}
 }

@@ -95,8 +95,14 @@ ALTER TABLE audit_log_p0 DROP CONSTRAINT audit_log_p0_at;
 -- +goose Down
 -- Every partition's rows back into one table: a copy, as long as the
 -- table. Its key is audit_id again, with migration 9's index beside it.
+-- Writers wait first (readers go on): a row committed after the copy's
+-- snapshot would go with the partitioned table. One row per audit_id, the
+-- first written: the partitioned table lets one audit_id have two times
+-- (a receiver's decision the consumer redated and wrote again,
+-- docs/design.md, "The audit log").
+LOCK TABLE audit_log IN EXCLUSIVE MODE;
 CREATE TABLE audit_log_flat (LIKE audit_log INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
-INSERT INTO audit_log_flat SELECT * FROM audit_log;
+INSERT INTO audit_log_flat SELECT DISTINCT ON (audit_id) * FROM audit_log ORDER BY audit_id, seq;
 ALTER SEQUENCE audit_log_seq_seq OWNED BY audit_log_flat.seq;
 DROP TABLE audit_log;
 ALTER TABLE audit_log_flat RENAME TO audit_log;

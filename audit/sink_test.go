@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -97,28 +98,7 @@ func TestSinkQuarantinesWhatTheTableRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	sink, err := audit.NewSink(audit.SinkConfig{Brokers: brokers, Pool: pool, Topic: tp.Audit, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { _ = sink.Run(sctx); close(done) }()
-	defer func() { stop(); <-done }()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var n int
-		if err := pool.QueryRow(ctx, `SELECT count(*) FROM audit_log WHERE audit_id = $1`, good.AuditID).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if n == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the good record did not reach audit_log: the sink is stuck behind the refused ones")
-		}
-		time.Sleep(20 * time.Millisecond) // polling for the state
-	}
+	defer runSinkUntil(t, brokers, pool, tp.Audit, good.AuditID, "the good record did not reach audit_log: the sink is stuck behind the refused ones")()
 
 	for _, p := range poison {
 		var reason, message string
@@ -191,28 +171,7 @@ func TestCopiesOfARecordAreOneRow(t *testing.T) {
 	marker.Actor = wire.ActorIngest
 	produce(marker) // after both copies: the sink has read them once it is in
 
-	sink, err := audit.NewSink(audit.SinkConfig{Brokers: brokers, Pool: pool, Topic: tp.Audit, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { _ = sink.Run(sctx); close(done) }()
-	defer func() { stop(); <-done }()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var n int
-		if err := pool.QueryRow(ctx, `SELECT count(*) FROM audit_log WHERE audit_id = $1`, marker.AuditID).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if n == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the marker did not reach audit_log")
-		}
-		time.Sleep(20 * time.Millisecond) // polling for the state
-	}
+	defer runSinkUntil(t, brokers, pool, tp.Audit, marker.AuditID, "the marker did not reach audit_log")()
 	rows, err := pool.Query(ctx, `SELECT at FROM audit_log WHERE audit_id = $1`, rec.AuditID)
 	if err != nil {
 		t.Fatal(err)
@@ -227,5 +186,37 @@ func TestCopiesOfARecordAreOneRow(t *testing.T) {
 	var q int
 	if err := pool.QueryRow(ctx, `SELECT count(*) FROM audit_quarantine`).Scan(&q); err != nil || q != 0 {
 		t.Errorf("%d quarantined (%v), want none", q, err)
+	}
+}
+
+// runSinkUntil runs a sink of topic until the record auditID is in
+// audit_log (failing the test with msg after 30 s), and returns what
+// stops it.
+func runSinkUntil(t *testing.T, brokers []string, pool *pgxpool.Pool, topic, auditID, msg string) (stop func()) {
+	t.Helper()
+	ctx := context.Background()
+	sink, err := audit.NewSink(audit.SinkConfig{Brokers: brokers, Pool: pool, Topic: topic, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { _ = sink.Run(sctx); close(done) }()
+	stop = func() { cancel(); <-done }
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM audit_log WHERE audit_id = $1`, auditID).Scan(&n); err != nil {
+			stop()
+			t.Fatal(err)
+		}
+		if n == 1 {
+			return stop
+		}
+		if time.Now().After(deadline) {
+			stop()
+			t.Fatal(msg)
+		}
+		time.Sleep(20 * time.Millisecond) // polling for the state
 	}
 }

@@ -27,7 +27,7 @@ func TestAuditLogDownKeepsAConcurrentWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer w.Close(ctx)
+	defer func() { _ = w.Close(ctx) }()
 	tx, err := w.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -232,3 +232,21 @@ func scheduleRefused(seed uint64, cust string, seq int) bool {
 	}
 	return h%300 == 7
 }
+
+// TestScheduleIsTheSeeds: a seed draws the same schedule every time (so a
+// failing run is rerun by its seed), and another seed another schedule.
+func TestScheduleIsTheSeeds(t *testing.T) {
+	t.Parallel()
+	cfg := scheduleConfig{seed: 7, duration: 10 * time.Minute, rate: 80, customers: 150}
+	a, b := describeSteps(planSchedule(cfg)), describeSteps(planSchedule(cfg))
+	if a != b {
+		t.Errorf("seed 7 drew two schedules:\n%s\n---\n%s", a, b)
+	}
+	if len(planSchedule(cfg)) < 50 {
+		t.Errorf("10 minutes of seed 7: %d steps, want a fault every few seconds", len(planSchedule(cfg)))
+	}
+	cfg.seed = 8
+	if c := describeSteps(planSchedule(cfg)); c == a {
+		t.Error("seeds 7 and 8 drew the same schedule")
+	}
+}

@@ -275,104 +275,144 @@ var errBudget = errors.New("the round's tombstone budget is spent")
 // the next round resumes from there (a batch whose position was not kept
 // is written again: the same tombstones).
 func (j job) tombstones(ctx context.Context, p auditPartition, started time.Time) (int, error) {
-	name := pgx.Identifier{p.name}.Sanitize()
-	batch := j.cfg.TombstoneBatch
-	topic := j.cfg.AuditTopic
-	written := 0
-	// Every source and event id in the table is non-empty (the writers
-	// store an empty one as NULL), so ('', '') is before the first. Rows
-	// without either are the second pass's: a row comparison is decided
-	// by its first unequal pair, so ('s', NULL) > ('', '') holds, and a
-	// rejection (a source, no event id) would otherwise come here.
-	var src, id string
-	page := int64(-1)
-	var done bool
-	err := j.conn.QueryRow(ctx, `SELECT source, event_id, next_page, done FROM audit_tombstone_progress WHERE partition_name = $1`, p.name).Scan(&src, &id, &page, &done)
+	t := &tombstonePass{j: j, p: p, name: pgx.Identifier{p.name}.Sanitize(), started: started, page: -1}
+	err := j.conn.QueryRow(ctx, `SELECT source, event_id, next_page, done FROM audit_tombstone_progress WHERE partition_name = $1`, p.name).Scan(&t.src, &t.id, &t.page, &t.done)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 	case err != nil:
 		return 0, err
-	case done:
+	case t.done:
 		return 0, nil
 	}
-	save := func() error {
-		_, err := j.conn.Exec(ctx, `INSERT INTO audit_tombstone_progress (partition_name, source, event_id, next_page, done)
+	if err := t.eventKeys(ctx); err != nil {
+		return t.written, err
+	}
+	if err := t.requestIDs(ctx); err != nil {
+		return t.written, err
+	}
+	t.done = true
+	return t.written, t.save(ctx)
+}
+
+// tombstonePass is where a partition's tombstone pass stands: the last
+// event key acknowledged (src, id), then the next page of the request-id
+// pass (page; -1 while the event keys' pass runs).
+type tombstonePass struct {
+	j       job
+	p       auditPartition
+	name    string // p's, quoted
+	started time.Time
+	// Every source and event id in the table is non-empty (the writers
+	// store an empty one as NULL), so ('', '') is before the first.
+	src, id string
+	page    int64
+	done    bool
+	written int
+}
+
+// save keeps where the pass stands in audit_tombstone_progress.
+func (t *tombstonePass) save(ctx context.Context) error {
+	_, err := t.j.conn.Exec(ctx, `INSERT INTO audit_tombstone_progress (partition_name, source, event_id, next_page, done)
 VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (partition_name) DO UPDATE SET source = EXCLUDED.source, event_id = EXCLUDED.event_id,
-  next_page = EXCLUDED.next_page, done = EXCLUDED.done`, p.name, src, id, page, done)
-		return err
+  next_page = EXCLUDED.next_page, done = EXCLUDED.done`, t.p.name, t.src, t.id, t.page, t.done)
+	return err
+}
+
+// spent reports whether the round's tombstone budget is spent.
+func (t *tombstonePass) spent() bool {
+	return t.j.cfg.TombstoneBudget > 0 && time.Since(t.started) >= t.j.cfg.TombstoneBudget
+}
+
+// write writes keys' tombstones, a batch at a time.
+func (t *tombstonePass) write(ctx context.Context, keys []string) error {
+	for len(keys) > 0 {
+		n := min(len(keys), t.j.cfg.TombstoneBatch)
+		if err := audit.Tombstones(ctx, t.j.cfg.Tombstones, t.j.cfg.AuditTopic, keys[:n]); err != nil {
+			return err
+		}
+		t.written, keys = t.written+n, keys[n:]
 	}
-	spent := func() bool { return j.cfg.TombstoneBudget > 0 && time.Since(started) >= j.cfg.TombstoneBudget }
-	for page < 0 {
-		rows, err := j.conn.Query(ctx, `SELECT k.source, k.event_id,
+	return nil
+}
+
+// eventKeys is the first pass: the keys of events (source/event_id) in
+// the order of p's index on them, each without a row in a later
+// partition. Rows without a source or an event id are the second pass's:
+// a row comparison is decided by its first unequal pair, so ('s', NULL) >
+// (”, ”) holds, and a rejection (a source, no event id) would otherwise
+// come here.
+func (t *tombstonePass) eventKeys(ctx context.Context) error {
+	batch := t.j.cfg.TombstoneBatch
+	for t.page < 0 {
+		rows, err := t.j.conn.Query(ctx, `SELECT k.source, k.event_id,
        EXISTS (SELECT 1 FROM audit_log l WHERE l.source = k.source AND l.event_id = k.event_id AND l.at >= $4)
-FROM (SELECT DISTINCT source, event_id FROM `+name+`
+FROM (SELECT DISTINCT source, event_id FROM `+t.name+`
       WHERE (source, event_id) > ($1, $2) AND source IS NOT NULL AND event_id IS NOT NULL
       ORDER BY source, event_id LIMIT $3) k
-ORDER BY k.source, k.event_id`, src, id, batch, p.hi)
+ORDER BY k.source, k.event_id`, t.src, t.id, batch, t.p.hi)
 		if err != nil {
-			return written, err
+			return err
 		}
 		var keys []string
 		var later bool
 		n := 0
-		if _, err := pgx.ForEachRow(rows, []any{&src, &id, &later}, func() error {
+		if _, err := pgx.ForEachRow(rows, []any{&t.src, &t.id, &later}, func() error {
 			if n++; !later {
-				keys = append(keys, src+"/"+id)
+				keys = append(keys, t.src+"/"+t.id)
 			}
 			return nil
 		}); err != nil {
-			return written, err
+			return err
 		}
-		if err := audit.Tombstones(ctx, j.cfg.Tombstones, topic, keys); err != nil {
-			return written, err
+		if err := t.write(ctx, keys); err != nil {
+			return err
 		}
-		written += len(keys)
 		if n < batch {
-			page = 0
+			t.page = 0
 		}
-		if err := save(); err != nil {
-			return written, err
+		if err := t.save(ctx); err != nil {
+			return err
 		}
-		if spent() {
-			return written, errBudget
+		if t.spent() {
+			return errBudget
 		}
 	}
-	// Records about no event, whose key is the request id, and rows with
-	// an event id but no source ("/" + event_id), by ranges of pages.
+	return nil
+}
+
+// requestIDs is the second pass: records about no event, whose key is the
+// request id, and rows with an event id but no source ("/" + event_id),
+// by ranges of p's pages.
+func (t *tombstonePass) requestIDs(ctx context.Context) error {
 	var pages int64
-	if err := j.conn.QueryRow(ctx, `SELECT pg_relation_size($1::regclass) / current_setting('block_size')::bigint`, p.name).Scan(&pages); err != nil {
-		return written, err
+	if err := t.j.conn.QueryRow(ctx, `SELECT pg_relation_size($1::regclass) / current_setting('block_size')::bigint`, t.p.name).Scan(&pages); err != nil {
+		return err
 	}
 	const step = 1024 // pages: 8 MiB
-	for page < pages {
-		rows, err := j.conn.Query(ctx, `SELECT DISTINCT CASE WHEN event_id IS NULL THEN request_id ELSE '/' || event_id END FROM `+name+`
+	for t.page < pages {
+		rows, err := t.j.conn.Query(ctx, `SELECT DISTINCT CASE WHEN event_id IS NULL THEN request_id ELSE '/' || event_id END FROM `+t.name+`
 WHERE ctid >= format('(%s,0)', $1::bigint)::tid AND ctid < format('(%s,0)', $2::bigint)::tid
-  AND (event_id IS NULL AND request_id <> '' OR event_id IS NOT NULL AND source IS NULL)`, page, page+step)
+  AND (event_id IS NULL AND request_id <> '' OR event_id IS NOT NULL AND source IS NULL)`, t.page, t.page+step)
 		if err != nil {
-			return written, err
+			return err
 		}
 		keys, err := pgx.CollectRows(rows, pgx.RowTo[string])
 		if err != nil {
-			return written, err
+			return err
 		}
-		for len(keys) > 0 {
-			n := min(len(keys), batch)
-			if err := audit.Tombstones(ctx, j.cfg.Tombstones, topic, keys[:n]); err != nil {
-				return written, err
-			}
-			written, keys = written+n, keys[n:]
+		if err := t.write(ctx, keys); err != nil {
+			return err
 		}
-		page += step
-		if err := save(); err != nil {
-			return written, err
+		t.page += step
+		if err := t.save(ctx); err != nil {
+			return err
 		}
-		if page < pages && spent() {
-			return written, errBudget
+		if t.page < pages && t.spent() {
+			return errBudget
 		}
 	}
-	done = true
-	return written, save()
+	return nil
 }
 
 // auditRound drops the expired partitions of audit_log (partitions ahead

@@ -17,6 +17,7 @@ import (
 	"github.com/hookstream/hookstream/internal/kafka"
 	"github.com/hookstream/hookstream/internal/retention"
 	"github.com/hookstream/hookstream/internal/testenv"
+	"github.com/hookstream/hookstream/internal/wire"
 )
 
 type auditPart struct {
@@ -133,13 +134,7 @@ func tombstoneKeys(t *testing.T, brokers []string, topic string, n int) []string
 func TestAuditPartitionsAheadAndDroppedBehind(t *testing.T) {
 	t.Parallel()
 	pool := newPool(t)
-	brokers := testenv.Kafka(t)
-	tp := testenv.TopicsN(t, brokers, 1)
-	producer, err := kafka.NewProducer(kafka.Config{Brokers: brokers})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer producer.Close()
+	producer, tp := auditProducer(t)
 	check := &checkingProducer{p: producer, pool: pool, part: "audit_log_p0"}
 	const day = 24 * time.Hour
 	// Partitions of a day: half a retention of three days.
@@ -188,7 +183,7 @@ func TestAuditPartitionsAheadAndDroppedBehind(t *testing.T) {
 	if rep.Tombstones != 3 {
 		t.Errorf("%d tombstones, want 3", rep.Tombstones)
 	}
-	if got, want := tombstoneKeys(t, brokers, tp.Audit, 3), []string{"req-gone", "s/also-gone", "s/gone"}; !slices.Equal(got, want) {
+	if got, want := tombstoneKeys(t, testenv.Kafka(t), tp.Audit, 3), []string{"req-gone", "s/also-gone", "s/gone"}; !slices.Equal(got, want) {
 		t.Errorf("tombstones %q, want %q (not s/kept: it has a later row)", got, want)
 	}
 	var rows int
@@ -214,13 +209,7 @@ func TestAuditDropWaitsForTombstonesAndDetach(t *testing.T) {
 	t.Parallel()
 	pool := newPool(t)
 	ctx := context.Background()
-	brokers := testenv.Kafka(t)
-	tp := testenv.TopicsN(t, brokers, 1)
-	producer, err := kafka.NewProducer(kafka.Config{Brokers: brokers})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer producer.Close()
+	producer, tp := auditProducer(t)
 	check := &checkingProducer{p: producer, pool: pool, part: "audit_log_p0", fail: errors.New("not acknowledged")}
 	const day = 24 * time.Hour
 	cfg := retention.Config{Pool: pool, AuditRetention: 3 * day, Tombstones: check, AuditTopic: tp.Audit, DetachTimeout: 200 * time.Millisecond}
@@ -268,7 +257,7 @@ func TestAuditDropWaitsForTombstonesAndDetach(t *testing.T) {
 	if !slices.Contains(rep.AuditDropped, "audit_log_p0") || slices.Contains(auditNames(auditPartitions(t, pool)), "audit_log_p0") {
 		t.Errorf("once the transaction ended: %+v; want audit_log_p0 dropped", rep)
 	}
-	if keys := tombstoneKeys(t, brokers, tp.Audit, 1); !slices.Equal(keys, []string{"s/gone"}) {
+	if keys := tombstoneKeys(t, testenv.Kafka(t), tp.Audit, 1); !slices.Equal(keys, []string{"s/gone"}) {
 		t.Errorf("tombstones %q, want s/gone", keys)
 	}
 	if check.detached {
@@ -354,13 +343,7 @@ VALUES (gen_random_uuid(), 's', 'e', 'PROCESSED', 'consumer', 'test', $1)`, at)
 func TestAuditTombstonesGoOnNextRound(t *testing.T) {
 	t.Parallel()
 	pool := newPool(t)
-	brokers := testenv.Kafka(t)
-	tp := testenv.TopicsN(t, brokers, 1)
-	producer, err := kafka.NewProducer(kafka.Config{Brokers: brokers})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer producer.Close()
+	producer, tp := auditProducer(t)
 	const day = 24 * time.Hour
 	cfg := retention.Config{Pool: pool, AuditRetention: 3 * day, Tombstones: producer, AuditTopic: tp.Audit,
 		TombstoneBatch: 2, TombstoneBudget: time.Nanosecond}
@@ -393,7 +376,7 @@ func TestAuditTombstonesGoOnNextRound(t *testing.T) {
 		t.Errorf("%d rounds, %d tombstones; want 4 rounds and %d", rounds, total, len(want))
 	}
 	sort.Strings(want)
-	if got := tombstoneKeys(t, brokers, tp.Audit, len(want)); !slices.Equal(got, want) {
+	if got := tombstoneKeys(t, testenv.Kafka(t), tp.Audit, len(want)); !slices.Equal(got, want) {
 		t.Errorf("tombstones %q, want %q", got, want)
 	}
 	var left int
@@ -521,4 +504,18 @@ VALUES (gen_random_uuid(), 's', 'later', 'ACCEPTED', 'ingest', 'test', $1)`, sta
 	if pgErr := (*pgconn.PgError)(nil); !errors.As(err, &pgErr) || pgErr.Code != "23514" {
 		t.Errorf("a write into the closed partition: %v, want 23514", err)
 	}
+}
+
+// auditProducer is a Kafka producer on the test broker, closed when the
+// test ends, and topics of the test's own.
+func auditProducer(t *testing.T) (*kgo.Client, wire.Topics) {
+	t.Helper()
+	brokers := testenv.Kafka(t)
+	tp := testenv.TopicsN(t, brokers, 1)
+	producer, err := kafka.NewProducer(kafka.Config{Brokers: brokers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(producer.Close)
+	return producer, tp
 }

@@ -26,20 +26,51 @@ func waitTopicsReady(ctx context.Context, brokers []string, partitions int32, to
 		return err
 	}
 	defer cl.Close()
+	if err := untilEveryBroker(ctx, cl, topics, func(resp *kmsg.MetadataResponse) error { return topicsReady(resp, partitions) }); err != nil {
+		return fmt.Errorf("topics not ready on every broker: %w", err)
+	}
+	return nil
+}
+
+// topicsReady: each topic of resp has its partitions, each with a leader
+// and all its replicas in sync.
+func topicsReady(resp *kmsg.MetadataResponse, partitions int32) error {
+	for _, t := range resp.Topics {
+		var name string
+		if t.Topic != nil {
+			name = *t.Topic
+		}
+		if t.ErrorCode != 0 || int32(len(t.Partitions)) != partitions {
+			return fmt.Errorf("%s: error %d, %d partitions", name, t.ErrorCode, len(t.Partitions))
+		}
+		for _, p := range t.Partitions {
+			if p.ErrorCode != 0 || p.Leader < 0 || len(p.ISR) != len(p.Replicas) {
+				return fmt.Errorf("%s/%d: error %d, leader %d, in sync %v of %v",
+					name, p.Partition, p.ErrorCode, p.Leader, p.ISR, p.Replicas)
+			}
+		}
+	}
+	return nil
+}
+
+// untilEveryBroker asks every broker for the metadata of topics (nil: of
+// all) until check accepts each one's answer, again every 100 ms (metadata
+// propagation has no event to wait on) until ctx ends.
+func untilEveryBroker(ctx context.Context, cl *kgo.Client, topics []string, check func(*kmsg.MetadataResponse) error) error {
 	for {
-		err := topicsReadyEverywhere(ctx, cl, partitions, topics)
+		err := everyBroker(ctx, cl, topics, check)
 		if err == nil {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("topics not ready on every broker: %w", err)
-		case <-time.After(100 * time.Millisecond): // metadata propagation has no event to wait on
+			return err
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }
 
-func topicsReadyEverywhere(ctx context.Context, cl *kgo.Client, partitions int32, topics []string) error {
+func everyBroker(ctx context.Context, cl *kgo.Client, topics []string, check func(*kmsg.MetadataResponse) error) error {
 	bs, err := kadm.NewClient(cl).ListBrokers(ctx)
 	if err != nil {
 		return err
@@ -52,23 +83,11 @@ func topicsReadyEverywhere(ctx context.Context, cl *kgo.Client, partitions int32
 			req.Topics = append(req.Topics, rt)
 		}
 		resp, err := req.RequestWith(ctx, cl.Broker(int(b.NodeID)))
+		if err == nil {
+			err = check(resp)
+		}
 		if err != nil {
 			return fmt.Errorf("broker %d: %w", b.NodeID, err)
-		}
-		for _, t := range resp.Topics {
-			var name string
-			if t.Topic != nil {
-				name = *t.Topic
-			}
-			if t.ErrorCode != 0 || int32(len(t.Partitions)) != partitions {
-				return fmt.Errorf("broker %d: %s: error %d, %d partitions", b.NodeID, name, t.ErrorCode, len(t.Partitions))
-			}
-			for _, p := range t.Partitions {
-				if p.ErrorCode != 0 || p.Leader < 0 || len(p.ISR) != len(p.Replicas) {
-					return fmt.Errorf("broker %d: %s/%d: error %d, leader %d, in sync %v of %v",
-						b.NodeID, name, p.Partition, p.ErrorCode, p.Leader, p.ISR, p.Replicas)
-				}
-			}
 		}
 	}
 	return nil
@@ -113,35 +132,16 @@ func warmUp(ctx context.Context, brokers []string) error {
 	if err != nil {
 		return fmt.Errorf("delete the warm-up topic: %w", err)
 	}
-	for {
-		err := topicGoneEverywhere(ctx, cl, topic)
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("the warm-up topic, deleted: %w", err)
-		case <-time.After(100 * time.Millisecond): // metadata propagation has no event to wait on
-		}
-	}
-}
-
-// topicGoneEverywhere: no broker lists topic any more.
-func topicGoneEverywhere(ctx context.Context, cl *kgo.Client, topic string) error {
-	bs, err := kadm.NewClient(cl).ListBrokers(ctx)
-	if err != nil {
-		return err
-	}
-	for _, b := range bs {
-		resp, err := kmsg.NewPtrMetadataRequest().RequestWith(ctx, cl.Broker(int(b.NodeID)))
-		if err != nil {
-			return fmt.Errorf("broker %d: %w", b.NodeID, err)
-		}
+	gone := func(resp *kmsg.MetadataResponse) error {
 		for _, t := range resp.Topics {
 			if t.Topic != nil && *t.Topic == topic {
-				return fmt.Errorf("broker %d still lists %s", b.NodeID, topic)
+				return fmt.Errorf("still lists %s", topic)
 			}
 		}
+		return nil
+	}
+	if err := untilEveryBroker(ctx, cl, nil, gone); err != nil {
+		return fmt.Errorf("the warm-up topic, deleted: %w", err)
 	}
 	return nil
 }

@@ -84,9 +84,7 @@ func auditPartitionName(lo time.Time) string { return "audit_log_p" + lo.UTC().F
 
 // auditAhead creates partitions after the last one until one ends at
 // least a whole AuditPeriod after now: a writer never finds no partition
-// for its at while rounds run at least every AuditPeriod. Each is a table
-// of its own, attached, which takes a lock that lets readers and writers
-// of audit_log go on (CREATE TABLE ... PARTITION OF would not).
+// for its at while rounds run at least every AuditPeriod (attachNew).
 func (j job) auditAhead(ctx context.Context) (created []string, err error) {
 	parts, err := j.auditPartitions(ctx)
 	if err != nil {
@@ -100,20 +98,8 @@ func (j job) auditAhead(ctx context.Context) (created []string, err error) {
 	}
 	for end.Before(j.now.Add(j.cfg.AuditPeriod)) {
 		lo, hi := end, end.Add(j.cfg.AuditPeriod)
-		name := pgx.Identifier{auditPartitionName(lo)}.Sanitize()
-		if err := pgx.BeginFunc(ctx, j.conn, func(tx pgx.Tx) error {
-			for _, q := range []string{
-				`DROP TABLE IF EXISTS ` + name,
-				`CREATE TABLE ` + name + ` (LIKE audit_log INCLUDING DEFAULTS INCLUDING CONSTRAINTS)`,
-			} {
-				if _, err := tx.Exec(ctx, q); err != nil {
-					return err
-				}
-			}
-			_, err := tx.Exec(ctx, fmt.Sprintf(`ALTER TABLE audit_log ATTACH PARTITION %s FOR VALUES FROM ('%s') TO ('%s')`,
-				name, lo.UTC().Format(time.RFC3339), hi.UTC().Format(time.RFC3339)))
-			return err
-		}); err != nil {
+		bound := fmt.Sprintf(`FROM ('%s') TO ('%s')`, lo.UTC().Format(time.RFC3339), hi.UTC().Format(time.RFC3339))
+		if err := j.attachNew(ctx, "audit_log", auditPartitionName(lo), bound); err != nil {
 			return created, fmt.Errorf("create the audit_log partition from %s: %w", lo.UTC().Format(time.DateOnly), err)
 		}
 		created = append(created, auditPartitionName(lo))

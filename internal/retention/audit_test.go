@@ -272,7 +272,7 @@ func TestAuditDropKeepsUnpublishedRows(t *testing.T) {
 	pool := newPool(t)
 	ctx := context.Background()
 	const day = 24 * time.Hour
-	cfg := retention.Config{Pool: pool, AuditRetention: 3 * day, Tombstones: nopProducer{}}
+	cfg := retention.Config{Pool: pool, AuditRetention: 3 * day, Tombstones: &keyProducer{}}
 	start := t0(t, pool)
 	// Written as the consumer writes: with its transaction's id, counted
 	// by the commit clock; the relay's cursor is still at the start.
@@ -289,16 +289,6 @@ VALUES (gen_random_uuid(), 's', 'e', 'PROCESSED', 'consumer', 'test', $1)`, star
 	}
 }
 
-type nopProducer struct{}
-
-func (nopProducer) ProduceSync(_ context.Context, recs ...*kgo.Record) kgo.ProduceResults {
-	out := make(kgo.ProduceResults, len(recs))
-	for i, r := range recs {
-		out[i] = kgo.ProduceResult{Record: r}
-	}
-	return out
-}
-
 // audit_commits loses the rows of transactions that are published and
 // none of whose audit_log rows are left, and keeps the others: one with a
 // row in a later partition, the relay's position, and one not published.
@@ -307,7 +297,7 @@ func TestAuditCommitsPruned(t *testing.T) {
 	pool := newPool(t)
 	ctx := context.Background()
 	const day = 24 * time.Hour
-	cfg := retention.Config{Pool: pool, AuditRetention: 3 * day, Tombstones: nopProducer{}}
+	cfg := retention.Config{Pool: pool, AuditRetention: 3 * day, Tombstones: &keyProducer{}}
 	start := t0(t, pool)
 	write := func(at time.Time) {
 		t.Helper()

@@ -248,16 +248,31 @@ func (j job) ensurePartition(ctx context.Context, b int) error {
 WHERE i.inhparent = 'events'::regclass AND c.relname = $1)`, partitionName(b)).Scan(&exists); err != nil || exists {
 		return err
 	}
-	name := pgx.Identifier{partitionName(b)}.Sanitize()
+	if err := j.attachNew(ctx, "events", partitionName(b), fmt.Sprintf("IN (%d)", b), fmt.Sprintf("bucket = %d", b)); err != nil {
+		return fmt.Errorf("create the partition of bucket %d: %w", b, err)
+	}
+	return nil
+}
+
+// attachNew makes name a new partition of parent FOR VALUES bound, in one
+// transaction: a table of its own like parent (a leftover of an earlier
+// try dropped first), with checks (the bound, so that attaching scans
+// nothing), then attached, which takes a lock that lets readers and
+// writers of parent go on (CREATE TABLE ... PARTITION OF would not).
+func (j job) attachNew(ctx context.Context, parent, name, bound string, checks ...string) error {
+	table := pgx.Identifier{name}.Sanitize()
+	qs := []string{
+		`DROP TABLE IF EXISTS ` + table,
+		`CREATE TABLE ` + table + ` (LIKE ` + parent + ` INCLUDING DEFAULTS INCLUDING CONSTRAINTS)`,
+	}
+	for _, c := range checks {
+		qs = append(qs, `ALTER TABLE `+table+` ADD CHECK (`+c+`)`)
+	}
+	qs = append(qs, `ALTER TABLE `+parent+` ATTACH PARTITION `+table+` FOR VALUES `+bound)
 	return pgx.BeginFunc(ctx, j.conn, func(tx pgx.Tx) error {
-		for _, q := range []string{
-			`DROP TABLE IF EXISTS ` + name,
-			`CREATE TABLE ` + name + ` (LIKE events INCLUDING DEFAULTS INCLUDING CONSTRAINTS)`,
-			fmt.Sprintf(`ALTER TABLE %s ADD CHECK (bucket = %d)`, name, b),
-			fmt.Sprintf(`ALTER TABLE events ATTACH PARTITION %s FOR VALUES IN (%d)`, name, b),
-		} {
+		for _, q := range qs {
 			if _, err := tx.Exec(ctx, q); err != nil {
-				return fmt.Errorf("create the partition of bucket %d: %w", b, err)
+				return err
 			}
 		}
 		return nil

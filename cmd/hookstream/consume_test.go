@@ -30,7 +30,7 @@ func TestConsumeServesHealthAndKafkaClientMetrics(t *testing.T) {
 	defer cancel()
 	testTopics(ctx, t, broker.Addrs(), 3)
 	var logs testenv.LogBuffer
-	log := slog.New(slog.NewTextHandler(&logs, nil))
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	defer func() {
 		if t.Failed() {
 			t.Logf("the process's log:\n%s", logs.String())

@@ -8,9 +8,10 @@
 # 1. A private PostgreSQL (internal/tools/pgserver, as dev's) in SCALE_DIR
 #    (default ~/.cache/hookstream/scale), kept between runs. Its database
 #    scale_full holds EVENTS PROCESSED events over DAYS days, in buckets of
-#    7 days (the retention job's for the default 14-day retention), written
-#    in bulk by internal/tools/fillevents (not through HTTP), once: it is
-#    filled again only when EVENTS or DAYS change.
+#    DAYS/2 days (the retention job's period for a retention of DAYS, the
+#    shortest that keeps them all), written in bulk by
+#    internal/tools/fillevents (not through HTTP), once: it is filled again
+#    only when EVENTS, DAYS or BUCKET_DAYS change.
 # 2. scale_empty: a database created anew for each run.
 # 3. ROUNDS (default 2) rounds, the order alternating: on each database,
 #    scripts/bench-ingest.sh 64 12s (receiver against bare gin, one pair)
@@ -22,6 +23,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 events=${1:-100000000}
 days=${2:-30}
+bucket_days=${BUCKET_DAYS:-$(( days / 2 > 0 ? days / 2 : 1 ))}
 dir=${SCALE_DIR:-$HOME/.cache/hookstream/scale}
 mkdir -p "$dir"
 . scripts/lib.sh
@@ -34,13 +36,13 @@ base=$(head -1 "$work/pg.url")
 db() { printf '%s\n' "$base" | sed "s#/postgres\([?]\|\$\)#/$1\1#"; }
 sql() { psql "$base" -qAtc "$1"; }
 
-want="$events/$days"
+want="$events/$days/$bucket_days"
 if [ "$(psql "$(db scale_full)" -qAtc 'SELECT note FROM scale_fill' 2>/dev/null || true)" != "$want" ]; then
   echo "filling scale_full with $events events over $days days (once; kept in $dir) ..."
   sql "DROP DATABASE IF EXISTS scale_full WITH (FORCE)"
   sql "CREATE DATABASE scale_full"
   "$work/hookstream" migrate --database-url "$(db scale_full)"
-  "$work/fillevents" --database-url "$(db scale_full)" --events "$events" --days "$days"
+  "$work/fillevents" --database-url "$(db scale_full)" --events "$events" --days "$days" --bucket-days "$bucket_days"
   psql "$(db scale_full)" -qc "CREATE TABLE scale_fill (note text); INSERT INTO scale_fill VALUES ('$want')"
 fi
 psql "$(db scale_full)" -qAtc "SELECT 'scale_full: ' || sum(c.reltuples)::bigint || ' events in ' || count(*) || ' partitions, '

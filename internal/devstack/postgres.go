@@ -51,6 +51,10 @@ type PostgresConfig struct {
 	// remove it (the sticky /tmp does, for the user's own directory).
 	// Default false.
 	Ephemeral bool
+	// Settings are server settings ("name=value", as postgres -c takes
+	// them) for this start, after the ones StartPostgres sets: the scale
+	// benchmark sizes its server's memory and WAL like a production one.
+	Settings []string
 	// Logf reports what is done (initdb, a relocated data directory, an
 	// orphaned server restarted); nil discards it.
 	Logf func(format string, args ...any)
@@ -350,6 +354,9 @@ func (p *Postgres) start(ctx context.Context) error {
 	}
 	if p.cfg.NoSync {
 		opts = append(opts, "-c fsync=off", "-c full_page_writes=off")
+	}
+	for _, kv := range p.cfg.Settings {
+		opts = append(opts, "-c "+shellQuote(kv))
 	}
 	// Only the part of the log written by this start explains its failure.
 	logStart := int64(0)

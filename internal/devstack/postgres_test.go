@@ -477,3 +477,29 @@ func TestPostgresNeedsPassword(t *testing.T) {
 		t.Errorf("%d rows after securing the cluster, want 1", n)
 	}
 }
+
+// Settings reach the server, a value with a space and a quote intact
+// (pg_ctl pastes its options into a shell command).
+func TestPostgresSettings(t *testing.T) {
+	t.Parallel()
+	needBinaries(t)
+	ctx := ctxFor(t, 2*time.Minute)
+	pg, err := StartPostgres(ctx, PostgresConfig{DataDir: dataDir(t), NoSync: true,
+		Settings: []string{"work_mem=7MB", "application_name=it's a test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = pg.Close(ctx) }()
+	conn, err := pgx.Connect(ctx, pg.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close(ctx) }()
+	var workMem, name string
+	if err := conn.QueryRow(ctx, `SELECT current_setting('work_mem'), (SELECT reset_val FROM pg_settings WHERE name = 'application_name')`).Scan(&workMem, &name); err != nil {
+		t.Fatal(err)
+	}
+	if workMem != "7MB" || name != "it's a test" {
+		t.Errorf("work_mem %q, application_name %q; want 7MB and it's a test", workMem, name)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"log"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -20,10 +21,18 @@ import (
 func main() {
 	dir := flag.String("data-dir", "", "the server's directory (created on first use)")
 	port := flag.Int("port", 0, "port on 127.0.0.1 (0: a free one)")
+	var settings []string
+	flag.Func("set", "a server setting name=value for this start (repeatable)", func(kv string) error {
+		if !strings.Contains(kv, "=") {
+			return fmt.Errorf("%q is not name=value", kv)
+		}
+		settings = append(settings, kv)
+		return nil
+	})
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	pg, err := devstack.StartPostgres(ctx, devstack.PostgresConfig{DataDir: *dir, Port: *port, Logf: log.Printf})
+	pg, err := devstack.StartPostgres(ctx, devstack.PostgresConfig{DataDir: *dir, Port: *port, Settings: settings, Logf: log.Printf})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -203,8 +203,11 @@ func (a *api) listEvents(c *gin.Context) {
 		return
 	}
 	limit := f.limit
-	rows, err := a.cfg.Pool.Query(c.Request.Context(), `SELECT `+eventColumns+` FROM events WHERE `+eventFilterSQL+`
-ORDER BY updated_at DESC, source DESC, event_id DESC LIMIT $1`, f.args()...)
+	sql, args := f.query()
+	// Planned for its values each time, never a cached generic plan: a
+	// plan for the average customer is not the one for the biggest.
+	args = append([]any{pgx.QueryExecModeExec}, args...)
+	rows, err := a.cfg.Pool.Query(c.Request.Context(), sql, args...)
 	if err != nil {
 		fail(c, http.StatusServiceUnavailable, "unavailable", "database unavailable")
 		return

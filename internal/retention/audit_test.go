@@ -3,6 +3,7 @@ package retention_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sort"
 	"sync"
@@ -508,4 +509,97 @@ func auditProducer(t *testing.T) (*kgo.Client, wire.Topics) {
 	}
 	t.Cleanup(producer.Close)
 	return producer, tp
+}
+
+// perKeyTombstones are the keys the rule of "Tombstones" gives for
+// audit_log_p0, ending at hi, computed key by key: every event key of its
+// rows with no row at or after hi, and the request-id keys.
+func perKeyTombstones(t *testing.T, pool *pgxpool.Pool, hi time.Time) []string {
+	t.Helper()
+	rows, err := pool.Query(context.Background(), `SELECT DISTINCT p.source || '/' || p.event_id FROM audit_log_p0 p
+WHERE p.source IS NOT NULL AND p.event_id IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM audit_log l WHERE l.source = p.source AND l.event_id = p.event_id AND l.at >= $1)
+UNION
+SELECT CASE WHEN event_id IS NULL THEN request_id ELSE '/' || event_id END FROM audit_log_p0
+WHERE event_id IS NULL AND request_id <> '' OR event_id IS NOT NULL AND source IS NULL
+ORDER BY 1`, hi)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys
+}
+
+// TestSetBasedTombstonesAreThePerKeyRule: the event keys' pass answers
+// "no later row" for a page of keys at once, from range scans of the later
+// partitions over the page's range. On a mix of keys — with and without
+// later rows (in the next partition or one further on), in several
+// sources, later rows at the first and last key of a page and just
+// outside it, later keys between a page's that the expiring partition
+// does not have, rows with a source and no event id, request ids — and
+// at every page size from a key a page to all of them in one, its
+// tombstones are exactly those of the per-key rule.
+func TestSetBasedTombstonesAreThePerKeyRule(t *testing.T) {
+	t.Parallel()
+	const day = 24 * time.Hour
+	for _, batch := range []int{1, 2, 3, 4, 5, 7, 1000} {
+		t.Run(fmt.Sprint(batch), func(t *testing.T) {
+			t.Parallel()
+			pool := newPool(t)
+			start := t0(t, pool)
+			old, next, further := start.Add(-time.Hour), start.Add(time.Hour), start.Add(8*day)
+			write := func(source, eventID, requestID string, at time.Time) {
+				t.Helper()
+				exec(t, pool, `INSERT INTO audit_log (audit_id, source, event_id, request_id, action, actor, instance, at, xid)
+VALUES (gen_random_uuid(), NULLIF($1, ''), NULLIF($2, ''), NULLIF($3, ''), 'ACCEPTED', 'ingest', 'test', $4, NULL)`, source, eventID, requestID, at)
+			}
+			for _, s := range []string{"a", "b", "c"} {
+				for i := range 9 {
+					id := fmt.Sprintf("e%d", i)
+					write(s, id, "", old)
+					if i%3 == 0 {
+						write(s, id, "", old.Add(-time.Minute)) // a key of two rows
+					}
+					switch {
+					case s == "b" && i%2 == 0:
+						write(s, id, "", next)
+					case s == "c" && i%4 == 1:
+						write(s, id, "", further)
+					}
+				}
+				// Later keys the expiring partition does not have: before,
+				// between and after its keys.
+				write(s, "d", "", next)
+				write(s, "e4x", "", further)
+				write(s, "z", "", next)
+				write(s, "", "req-later-"+s, next) // a source, no event id
+			}
+			write("a", "e0", "", further) // the very first key
+			write("c", "e8", "", next)    // the very last key
+			write("bb", "e1", "", next)   // a source between two of the partition's
+			write("a", "", "req-rejected", old)
+			write("", "", "req-gone", old)
+			write("", "e-no-source", "", old)
+			want := perKeyTombstones(t, pool, start)
+			if len(want) < 20 || slices.Contains(want, "a/e0") || slices.Contains(want, "b/e0") || !slices.Contains(want, "b/e1") {
+				t.Fatalf("the per-key rule gives %q: the mix is not what the test means", want)
+			}
+			p := &keyProducer{}
+			cfg := retention.Config{Pool: pool, AuditRetention: 3 * day, Tombstones: p, TombstoneBatch: batch, TombstoneBudget: -1}
+			if rep := run(t, cfg, start.Add(3*day+time.Hour)); !slices.Contains(rep.AuditDropped, "audit_log_p0") {
+				t.Fatalf("round %+v, want audit_log_p0 dropped", rep)
+			}
+			got := slices.Clone(p.keys)
+			sort.Strings(got)
+			if got = slices.Compact(got); !slices.Equal(got, want) {
+				t.Errorf("tombstones %q\nthe per-key rule: %q", got, want)
+			}
+			if len(p.keys) != len(want) {
+				t.Errorf("%d tombstones written for %d keys", len(p.keys), len(want))
+			}
+		})
+	}
 }

@@ -437,13 +437,15 @@ FROM (SELECT 1) one LEFT JOIN e ON true`
 // 7 times slower, measured). So the range is one source's ($1) from $2 to
 // the last event id, or, when the page ends in a later source, the rest
 // of $1's, the sources between, and the last source's up to the last
-// event id. The conditions on $1 and e alone are checked once, before the
-// scan.
+// event id. Which of these apply is decided by index conditions on
+// source too ($1 is never after e's source), not by a filter: the
+// index's preprocessing finds a contradiction before reading anything,
+// and no node stands between the scan and the rows.
 var pageRange = []string{
-	`source = $1 AND event_id > $2 AND event_id <= (SELECT event_id FROM e) AND $1 = (SELECT source FROM e)`,
-	`source = $1 AND event_id > $2 AND $1 < (SELECT source FROM e)`,
+	`source = $1 AND source >= (SELECT source FROM e) AND event_id > $2 AND event_id <= (SELECT event_id FROM e)`,
+	`source = $1 AND source < (SELECT source FROM e) AND event_id > $2`,
 	`source > $1 AND source < (SELECT source FROM e)`,
-	`source = (SELECT source FROM e) AND event_id <= (SELECT event_id FROM e) AND $1 < (SELECT source FROM e)`,
+	`source = (SELECT source FROM e) AND source > $1 AND event_id <= (SELECT event_id FROM e)`,
 }
 
 // requestIDs is the second pass: records about no event, whose key is the

@@ -23,9 +23,9 @@ ORDER BY k.source, k.event_id`
 // TestNoLaterRowSpeed times the event keys' "no later row" test of the
 // oldest audit_log partition, a page of DefaultTombstoneBatch keys at a
 // time, by the per-key look-up and by noLaterRowSQL, on the database at
-// $HOOKSTREAM_TOMBSTONE_SPEED_URL (a filled one: docs/design.md, "A
-// round's budget"), and checks that both find the same keys. Nothing is
-// written. Skipped without the variable.
+// $HOOKSTREAM_TOMBSTONE_SPEED_URL (filled by testdata/tombstone-speed.sql:
+// docs/design.md, "A round's budget"), and checks that both find the same
+// keys. Nothing is written. Skipped without the variable.
 func TestNoLaterRowSpeed(t *testing.T) {
 	url := os.Getenv("HOOKSTREAM_TOMBSTONE_SPEED_URL")
 	if url == "" {

@@ -2,8 +2,10 @@ package consumer_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -160,4 +162,90 @@ func TestWritersReadCommitted(t *testing.T) {
 	if got := <-levels; got != "read committed" {
 		t.Errorf("the handler's transaction is %q, want read committed", got)
 	}
+}
+
+// TestRetentionRoundsUnderTraffic: retention rounds on a fast clock (a
+// day a round, retention and period a day: every round opens a bucket
+// and drops one that closed a retention before) run between chunks of
+// traffic while the consumer works: two customers fail for good (DEAD,
+// then PARKED behind it), every seventh event fails once and is retried
+// (FAILED, its customer parked meanwhile), the rest go through at once.
+// Rounds move the unfinished events out of the buckets they drop, while
+// the consumer claims, retries and drains. No (source, event_id) is ever
+// in two buckets; once the broken customers' blockers are replayed,
+// every event has been handled exactly once, each customer's in order:
+// no unfinished event went with a dropped bucket.
+func TestRetentionRoundsUnderTraffic(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	ctx := context.Background()
+	var broken, failedOnce sync.Map
+	broken.Store("cus_b0", true)
+	broken.Store("cus_b1", true)
+	tb.start(consumer.HandlerFunc(func(ctx context.Context, tx pgx.Tx, ev *consumer.Event) error {
+		if _, bad := broken.Load(ev.CustomerID); bad {
+			return consumer.Permanent(errors.New("410 gone"))
+		}
+		if strings.HasSuffix(ev.EventID, "-f") {
+			if _, again := failedOnce.LoadOrStore(ev.EventID, true); !again {
+				return errors.New("503 once")
+			}
+		}
+		return recordingHandler(ctx, tx, ev)
+	}), consumer.RetryPolicy{MaxAttempts: 5, InitialBackoff: 20 * time.Millisecond, MaxBackoff: 40 * time.Millisecond})
+
+	var now time.Time
+	if err := tb.pool.QueryRow(ctx, `SELECT opened_at FROM event_buckets WHERE bucket = 0`).Scan(&now); err != nil {
+		t.Fatal(err)
+	}
+	// Audit partitions are kept: this test is about events' buckets, and
+	// dropping audit_log's needs the audit topic's tombstones.
+	cfg := retention.Config{Pool: tb.pool, Retention: retention.MinRetention, AuditRetention: 10 * 365 * 24 * time.Hour}
+	const chunks, perChunk = 30, 24
+	customers := []string{"cus_b0", "cus_b1", "cus_0", "cus_1", "cus_2", "cus_3", "cus_4", "cus_5"}
+	seq := map[string]int{}
+	var dropped, moved int64
+	for c := range chunks {
+		for i := range perChunk {
+			cust := customers[(c*perChunk+i)%len(customers)]
+			id := fmt.Sprintf("%s-%d", cust, seq[cust])
+			if (c*perChunk+i)%7 == 0 {
+				id += "-f"
+			}
+			tb.produce("generic", id, cust, seq[cust])
+			seq[cust]++
+		}
+		tb.flush()
+		now = now.Add(retention.MinRetention)
+		rep, err := retention.Run(ctx, cfg, now)
+		if err != nil {
+			t.Fatalf("round %d: %v", c, err)
+		}
+		dropped += int64(len(rep.Dropped))
+		moved += rep.Moved
+		tb.waitFor(time.Second, 0, `SELECT count(*) FROM (SELECT FROM events GROUP BY source, event_id HAVING count(*) > 1) twice`)
+	}
+	if dropped < chunks/2 || moved == 0 {
+		t.Errorf("%d rounds dropped %d buckets and moved %d unfinished events; want many drops and some moves", chunks, dropped, moved)
+	}
+
+	broken.Clear()
+	rows, err := tb.pool.Query(ctx, `SELECT event_id FROM events WHERE status = 'DEAD'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || len(dead) != 2 {
+		t.Fatalf("DEAD events %v (%v), want the first of each broken customer", dead, err)
+	}
+	for _, id := range dead {
+		if err := consumer.Replay(ctx, consumer.ReplayConfig{Pool: tb.pool, Audit: audit.Writer{}, Instance: "test"}, "generic", id, "fixed"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tb.waitFor(time.Minute, chunks*perChunk, `SELECT count(DISTINCT event_id) FROM handled`)
+	tb.waitFor(time.Second, chunks*perChunk, `SELECT count(*) FROM handled`)
+	tb.waitFor(time.Second, 0, `SELECT count(*) FROM events WHERE status <> 'PROCESSED'`)
+	tb.waitFor(time.Second, 0, `SELECT count(*) FROM (SELECT customer_id FROM handled GROUP BY customer_id
+  HAVING array_agg(seq ORDER BY n) <> array_agg(seq ORDER BY seq)) out_of_order`)
 }

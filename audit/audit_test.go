@@ -58,11 +58,7 @@ func services(t *testing.T) ([]string, wire.Topics, *pgxpool.Pool) {
 	t.Helper()
 	brokers := testenv.Kafka(t)
 	tp := testenv.TopicsN(t, brokers, 1)
-	pool, err := pgxpool.New(context.Background(), testenv.Postgres(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool := testenv.PostgresPool(t)
 	return brokers, tp, pool
 }
 
@@ -190,11 +186,7 @@ func TestCompactionKeepsLatestPerEvent(t *testing.T) {
 		setTopicConfig(t, adm, tp.Audit, "min.compaction.lag.ms", "3600000")
 		rollEveryAppend(t, adm, tp.Audit)
 	}
-	pool, err := pgxpool.New(ctx, testenv.Postgres(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	pool := testenv.PostgresPool(t)
 	// The receiver's records reach the table through the sink.
 	sink, err := audit.NewSink(audit.SinkConfig{Brokers: broker.Addrs(), Pool: pool, Topic: tp.Audit, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {

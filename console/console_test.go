@@ -64,11 +64,7 @@ type testBundle struct {
 // must match the document, or the test fails.
 func setup(t *testing.T, acfg admin.Config) *testBundle {
 	t.Helper()
-	pool, err := pgxpool.New(context.Background(), testenv.Postgres(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool := testenv.PostgresPool(t)
 	tb := &testBundle{t: t, pool: pool, clock: &clock{now: time.Now()}}
 	acfg.Token, acfg.Pool, acfg.Instance = token, pool, "test"
 	acfg.Logger = slog.New(slog.DiscardHandler)

@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/hookstream/hookstream/internal/testenv"
 	"github.com/hookstream/hookstream/internal/wire"
 )
@@ -19,11 +17,7 @@ import (
 func TestFenceLocks(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, testenv.Postgres(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool := testenv.PostgresPool(t)
 	c := &Consumer{cfg: Config{Pool: pool, Group: "fence-test", Topics: wire.Topics{}.WithDefaults()}}
 	taken, err := c.take(ctx, []int32{0})
 	if err != nil {

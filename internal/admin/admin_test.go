@@ -37,11 +37,7 @@ func setup(t *testing.T, cfg admin.Config, withDB bool) *testBundle {
 	t.Helper()
 	tb := &testBundle{t: t, logs: &testenv.LogBuffer{}}
 	if withDB {
-		pool, err := pgxpool.New(context.Background(), testenv.Postgres(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(pool.Close)
+		pool := testenv.PostgresPool(t)
 		tb.pool = pool
 	}
 	cfg.Token, cfg.Pool, cfg.Instance = token, tb.pool, "test"

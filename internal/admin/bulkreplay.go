@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -37,13 +38,13 @@ type Skipped struct {
 // oldest update first, from one snapshot (so that the count is never
 // below the events listed).
 func (a *api) selectReplayable(ctx context.Context, f *replayFilter) (matched int, events []BulkEvent, err error) {
-	args := f.args()
+	where, args := f.where()
 	err = pgx.BeginTxFunc(ctx, a.cfg.Pool, pgx.TxOptions{AccessMode: pgx.ReadOnly, IsoLevel: pgx.RepeatableRead}, func(tx pgx.Tx) error {
-		if err := tx.QueryRow(ctx, `SELECT count(*) FROM events WHERE `+replayFilterSQL, args[:5]...).Scan(&matched); err != nil {
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM events WHERE `+where, args...).Scan(&matched); err != nil {
 			return err
 		}
 		rows, _ := tx.Query(ctx, `SELECT source, event_id, customer_id, event_type, status, updated_at FROM events
-WHERE `+replayFilterSQL+` ORDER BY updated_at, source, event_id LIMIT $6`, args...)
+WHERE `+where+` ORDER BY updated_at, source, event_id LIMIT `+strconv.Itoa(f.limit), args...)
 		events = []BulkEvent{}
 		var e BulkEvent
 		_, err := pgx.ForEachRow(rows, []any{&e.Source, &e.EventID, &e.CustomerID, &e.EventType, &e.Status, &e.UpdatedAt}, func() error {

@@ -140,6 +140,11 @@ func TestBulkReplayByCustomerAndByRange(t *testing.T) {
 	if p.Matched != 2 || !slices.Equal(p.ids(), []string{"e1", "e2"}) {
 		t.Fatalf("preview of c1: %+v", p)
 	}
+	for src, want := range map[string]int{"generic": 2, "stripe": 0} {
+		if p := decodeBulk(t, tb.get("/admin/replay/preview?customer_id=c1&source="+src), http.StatusOK); p.Matched != want || len(p.Events) != want {
+			t.Errorf("preview of c1 from %s: %+v, want %d", src, p, want)
+		}
+	}
 	if s := tb.statuses(); s["e1"] != "DEAD" || s["e2"] != "FAILED" || len(tb.reasons("e1")) != 0 {
 		t.Fatalf("the preview changed something: %v %q", s, tb.reasons("e1"))
 	}

@@ -21,11 +21,7 @@ import (
 func TestListingReadsAboutAPage(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, testenv.Postgres(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool := testenv.PostgresPool(t)
 	for _, q := range []string{`CREATE TABLE events_b1 PARTITION OF events FOR VALUES IN (1)`,
 		`INSERT INTO events (source, event_id, customer_id, event_type, status, updated_at, bucket)
 SELECT 'src_' || (i % 3), 'evt_' || i, 'cus_' || (i % 1000), 'type',

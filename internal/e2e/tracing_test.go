@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
-	"github.com/jackc/pgx/v5/pgxpool"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
@@ -79,12 +78,7 @@ func startTraced(t *testing.T) *tracedStack {
 	t.Helper()
 	brokers := testenv.Kafka(t)
 	st := &stack{t: t, brokers: brokers, topics: testenv.Topics(t, brokers), client: http.DefaultClient}
-	var err error
-	st.pool, err = pgxpool.New(context.Background(), testenv.Postgres(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.pool.Close)
+	st.pool = testenv.PostgresPool(t)
 	exp := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
 	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })

@@ -134,7 +134,7 @@ func tombstoneKeys(t *testing.T, brokers []string, topic string, n int) []string
 // partition: an event's (source/event_id) and a request's (its id).
 func TestAuditPartitionsAheadAndDroppedBehind(t *testing.T) {
 	t.Parallel()
-	pool := newPool(t)
+	pool := testenv.PostgresPool(t)
 	producer, tp := auditProducer(t)
 	check := &checkingProducer{p: producer, pool: pool, part: "audit_log_p0"}
 	const day = 24 * time.Hour
@@ -208,7 +208,7 @@ func TestAuditPartitionsAheadAndDroppedBehind(t *testing.T) {
 // round after that transaction drops the partition.
 func TestAuditDropWaitsForTombstonesAndDetach(t *testing.T) {
 	t.Parallel()
-	pool := newPool(t)
+	pool := testenv.PostgresPool(t)
 	ctx := context.Background()
 	producer, tp := auditProducer(t)
 	check := &checkingProducer{p: producer, pool: pool, part: "audit_log_p0", fail: errors.New("not acknowledged")}
@@ -270,7 +270,7 @@ func TestAuditDropWaitsForTombstonesAndDetach(t *testing.T) {
 // past its retention: dropping it would lose them from the topic.
 func TestAuditDropKeepsUnpublishedRows(t *testing.T) {
 	t.Parallel()
-	pool := newPool(t)
+	pool := testenv.PostgresPool(t)
 	ctx := context.Background()
 	const day = 24 * time.Hour
 	cfg := retention.Config{Pool: pool, AuditRetention: 3 * day, Tombstones: &keyProducer{}}
@@ -295,7 +295,7 @@ VALUES (gen_random_uuid(), 's', 'e', 'PROCESSED', 'consumer', 'test', $1)`, star
 // row in a later partition, the relay's position, and one not published.
 func TestAuditCommitsPruned(t *testing.T) {
 	t.Parallel()
-	pool := newPool(t)
+	pool := testenv.PostgresPool(t)
 	ctx := context.Background()
 	const day = 24 * time.Hour
 	cfg := retention.Config{Pool: pool, AuditRetention: 3 * day, Tombstones: &keyProducer{}}
@@ -333,7 +333,7 @@ VALUES (gen_random_uuid(), 's', 'e', 'PROCESSED', 'consumer', 'test', $1)`, at)
 // partition goes with the round that writes the last.
 func TestAuditTombstonesGoOnNextRound(t *testing.T) {
 	t.Parallel()
-	pool := newPool(t)
+	pool := testenv.PostgresPool(t)
 	producer, tp := auditProducer(t)
 	const day = 24 * time.Hour
 	cfg := retention.Config{Pool: pool, AuditRetention: 3 * day, Tombstones: producer, AuditTopic: tp.Audit,
@@ -383,7 +383,7 @@ func TestAuditTombstonesGoOnNextRound(t *testing.T) {
 // bucket, and no bucket opens.
 func TestAheadOnlyMakesPartitionsAndDropsNothing(t *testing.T) {
 	t.Parallel()
-	pool := newPool(t)
+	pool := testenv.PostgresPool(t)
 	const day = 24 * time.Hour
 	cfg := retention.Config{Pool: pool, AuditRetention: 3 * day, AheadOnly: true}
 	start := t0(t, pool)
@@ -427,7 +427,7 @@ func (p *keyProducer) ProduceSync(_ context.Context, recs ...*kgo.Record) kgo.Pr
 // Its key is its request id.
 func TestRejectionOfAKnownSourceIsTombstonedByItsRequestID(t *testing.T) {
 	t.Parallel()
-	pool := newPool(t)
+	pool := testenv.PostgresPool(t)
 	const day = 24 * time.Hour
 	p := &keyProducer{}
 	cfg := retention.Config{Pool: pool, AuditRetention: 3 * day, Tombstones: p}
@@ -456,7 +456,7 @@ VALUES (gen_random_uuid(), 's', NULL, 'req-rejected', 'REJECTED', 'ingest', 'tes
 // partition until the relay has published it.
 func TestWriterOpenAcrossTheDropKeepsItsRow(t *testing.T) {
 	t.Parallel()
-	pool := newPool(t)
+	pool := testenv.PostgresPool(t)
 	ctx := context.Background()
 	const day = 24 * time.Hour
 	start := t0(t, pool)
@@ -548,7 +548,7 @@ func TestSetBasedTombstonesAreThePerKeyRule(t *testing.T) {
 	for _, batch := range []int{1, 2, 3, 4, 5, 7, 1000} {
 		t.Run(fmt.Sprint(batch), func(t *testing.T) {
 			t.Parallel()
-			pool := newPool(t)
+			pool := testenv.PostgresPool(t)
 			start := t0(t, pool)
 			old, next, further := start.Add(-time.Hour), start.Add(time.Hour), start.Add(8*day)
 			write := func(source, eventID, requestID string, at time.Time) {

@@ -18,16 +18,6 @@ import (
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-func newPool(t *testing.T) *pgxpool.Pool {
-	t.Helper()
-	pool, err := pgxpool.New(context.Background(), testenv.Postgres(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	return pool
-}
-
 // opened is when bucket 0 became current (the migration's time).
 func opened(t *testing.T, pool *pgxpool.Pool) time.Time {
 	t.Helper()
@@ -90,7 +80,7 @@ WHERE i.inhparent = 'events'::regclass ORDER BY c.relname`)
 // it that are not finished move into the current bucket and stay.
 func TestBucketsRotateAndDropKeepingUnfinished(t *testing.T) {
 	t.Parallel()
-	pool := newPool(t)
+	pool := testenv.PostgresPool(t)
 	cfg := retention.Config{Pool: pool}
 	t0 := opened(t, pool)
 	exec(t, pool, `INSERT INTO events (source, event_id, customer_id, status) VALUES
@@ -144,7 +134,7 @@ func TestBucketsRotateAndDropKeepingUnfinished(t *testing.T) {
 // while its bucket is kept, and a first delivery once it is dropped.
 func TestDuplicateInsideAndOutsideTheWindow(t *testing.T) {
 	t.Parallel()
-	pool := newPool(t)
+	pool := testenv.PostgresPool(t)
 	cfg := retention.Config{Pool: pool, Retention: 2 * time.Hour, Period: time.Hour}
 	t0 := opened(t, pool)
 	exec(t, pool, `INSERT INTO events (source, event_id, customer_id, status) VALUES ('s', 'evt', 'c', 'PROCESSED')`)
@@ -178,7 +168,7 @@ func TestDuplicateInsideAndOutsideTheWindow(t *testing.T) {
 // the bucket it found, and the switch waits for it.
 func TestOpeningWaitsForWriters(t *testing.T) {
 	t.Parallel()
-	pool := newPool(t)
+	pool := testenv.PostgresPool(t)
 	ctx := context.Background()
 	t0 := opened(t, pool)
 	tx, err := pool.Begin(ctx)
@@ -262,7 +252,7 @@ func (p *planTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEnd
 // status, not read the whole day's partition (mostly PROCESSED rows).
 func TestMoveReadsOnlyUnfinishedEvents(t *testing.T) {
 	t.Parallel()
-	pool := newPool(t)
+	pool := testenv.PostgresPool(t)
 	t0 := opened(t, pool)
 	exec(t, pool, `INSERT INTO events (source, event_id, customer_id, status, kafka_partition, kafka_offset)
 SELECT 's', 'e' || i, 'c' || (i % 100), CASE WHEN i % 10000 = 0 THEN 'FAILED' ELSE 'PROCESSED' END, 0, i
@@ -300,7 +290,7 @@ FROM generate_series(1, 50000) AS i`)
 // buckets; the first round after that transaction ends finishes the drop.
 func TestDetachWaitIsBounded(t *testing.T) {
 	t.Parallel()
-	pool := newPool(t)
+	pool := testenv.PostgresPool(t)
 	ctx := context.Background()
 	cfg := retention.Config{Pool: pool, DetachTimeout: 200 * time.Millisecond}
 	t0 := opened(t, pool)

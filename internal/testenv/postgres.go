@@ -69,6 +69,18 @@ func Postgres(t testing.TB) string {
 	return u
 }
 
+// PostgresPool is a pool on a database of this test's own (Postgres),
+// closed when the test ends, before the database is dropped.
+func PostgresPool(t testing.TB) *pgxpool.Pool {
+	t.Helper()
+	pool, err := pgxpool.New(context.Background(), Postgres(t))
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
 // preparePostgres gets the server and makes the migrated template.
 func preparePostgres() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -25,39 +26,10 @@ import (
 )
 
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var s settings
-	var dataDir, kafkaListen string
-	var consume bool
-	var p processingSettings
-	fs := newFlagSet("dev", stderr)
-	s.registerKafka(fs)
-	s.registerDatabase(fs)
-	s.registerServer(fs, "127.0.0.1:8080")
-	s.registerPartitions(fs)
-	s.registerDurability(fs)
-	s.registerLog(fs, "text")
-	fs.stringVar(&dataDir, "data-dir", "HOOKSTREAM_DATA_DIR", ".hookstream", "where the embedded broker and PostgreSQL keep their data")
-	p.register(fs)
-	fs.BoolVar(&consume, "consume", true, "also run the consumer, audit relay and audit sink (false: the receiver alone, for benchmarks)")
-	fs.stringVar(&kafkaListen, "kafka-listen", "HOOKSTREAM_KAFKA_LISTEN", "127.0.0.1:9092", "address of the embedded broker (when HOOKSTREAM_KAFKA_BROKERS is unset)")
-	log, err := s.parse(fs, args, stderr)
+	o, log, err := parseDev(args, stderr)
 	if err != nil {
 		return err
 	}
-	dataDir, err = filepath.Abs(dataDir)
-	if err != nil {
-		return fmt.Errorf("data-dir: %w", err)
-	}
-	// The data dir holds events, the generic secret and the private
-	// PostgreSQL's password: on a shared machine it is this user's alone
-	// (0700; 0710 for the postgres group when PostgreSQL runs as that
-	// user), and so is every file dev and the embedded broker write in it
-	// (umask 077: kfake creates its files 0644).
-	if err := devstack.PrivateDir(dataDir, s.databaseURL == ""); err != nil {
-		return fmt.Errorf("data-dir: %w", err)
-	}
-	syscall.Umask(0o077)
-
 	// Everything started here is stopped in reverse order on the way out.
 	var cleanups []func()
 	defer func() {
@@ -65,49 +37,25 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			cleanups[i]()
 		}
 	}()
-
-	brokers, kafkaOpts := s.brokers(), s.kafkaOpts
-	if len(brokers) == 0 {
-		if len(kafkaOpts) > 0 {
-			return errors.New("kafka-tls, kafka-sasl-* (HOOKSTREAM_KAFKA_TLS…, HOOKSTREAM_KAFKA_SASL_…): apply to the brokers of HOOKSTREAM_KAFKA_BROKERS; the embedded broker speaks plaintext")
-		}
-		k, err := devstack.StartKafka(ctx, devstack.KafkaConfig{DataDir: filepath.Join(dataDir, "kafka"), ListenAddr: kafkaListen})
-		if err != nil {
-			return fmt.Errorf("embedded broker: %w", err)
-		}
-		cleanups = append(cleanups, k.Close)
-		brokers = k.Addrs()
-		log.Info("embedded Kafka-protocol broker (kfake) started", "addr", strings.Join(brokers, ","), "data", filepath.Join(dataDir, "kafka"))
+	s, p := &o.settings, &o.processing
+	brokers, stopKafka, err := o.startKafka(ctx, log)
+	if err != nil {
+		return err
 	}
-	dbURL := s.databaseURL
-	dbShown := redact.URL(dbURL)
-	if dbURL == "" {
-		pg, err := devstack.StartPostgres(ctx, devstack.PostgresConfig{
-			DataDir: filepath.Join(dataDir, "postgres"),
-			Logf:    func(f string, a ...any) { log.Info(fmt.Sprintf(f, a...)) },
-		})
-		if err != nil {
-			return fmt.Errorf("private PostgreSQL: %w", err)
-		}
-		cleanups = append(cleanups, func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			if err := pg.Stop(sctx); err != nil {
-				log.Error("stopping PostgreSQL", "error", err)
-			}
-		})
-		dbURL = pg.URL()
-		dbShown = redact.URL(dbURL) + " (password in " + pg.PasswordFile() + ")"
-		log.Info("private PostgreSQL started", "url", redact.URL(dbURL), "password_file", pg.PasswordFile(), "data", filepath.Join(dataDir, "postgres"))
+	cleanups = append(cleanups, stopKafka)
+	dbURL, dbShown, stopPostgres, err := o.startPostgres(ctx, log)
+	if err != nil {
+		return err
 	}
+	cleanups = append(cleanups, stopPostgres)
 	if _, err := migrate.Up(ctx, dbURL); err != nil {
 		return err
 	}
-	if err := ensureTopics(ctx, kafka.Config{Brokers: brokers, ClientID: "hookstream-topics", Opts: kafkaOpts}, s.topicsConfig(), io.Discard, func(msg string) { log.Warn(msg) }); err != nil {
+	if err := ensureTopics(ctx, kafka.Config{Brokers: brokers, ClientID: "hookstream-topics", Opts: s.kafkaOpts}, s.topicsConfig(), io.Discard, func(msg string) { log.Warn(msg) }); err != nil {
 		return err
 	}
 
-	srcs, genericSecret, err := devSources(s.sourcesFile, dataDir)
+	srcs, genericSecret, err := devSources(s.sourcesFile, o.dataDir)
 	if err != nil {
 		return err
 	}
@@ -118,7 +66,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	cleanups = append(cleanups, stopTracing) // after the roles below have stopped
 	st, err := startReceiver(ctx, receiverOptions{
-		brokers: brokers, kafkaOpts: kafkaOpts, databaseURL: dbURL, addr: s.httpAddr, sources: srcs,
+		brokers: brokers, kafkaOpts: s.kafkaOpts, databaseURL: dbURL, addr: s.httpAddr, sources: srcs,
 		instance: s.instance, produceTimeout: s.produceTimeout, shutdownGrace: s.shutdownGrace, adminToken: s.adminToken, adminAddr: s.adminAddr, trustedProxies: s.proxies, log: log,
 		tracer: tr.Provider(),
 	})
@@ -126,9 +74,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	cleanups = append(cleanups, st.stop)
-	if consume {
+	if o.consume {
 		proc, err := startProcessing(ctx, processingOptions{
-			brokers: brokers, kafkaOpts: kafkaOpts, databaseURL: dbURL, sources: srcs, instance: s.instance,
+			brokers: brokers, kafkaOpts: s.kafkaOpts, databaseURL: dbURL, sources: srcs, instance: s.instance,
 			group: p.group, concurrency: p.concurrency, batchWait: p.batchWait, sessionTimeout: p.sessionTimeout, log: log,
 			eventsRetention: p.eventsRetention, auditRetention: p.auditRetention, retentionJob: p.retentionJob,
 			tracer: tr.Provider(),
@@ -138,7 +86,108 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		cleanups = append(cleanups, proc.stop)
 	}
+	if err := printDevBanner(stdout, st, brokers, dbShown, genericSecret, s.adminToken != ""); err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+	case <-st.server.Stopped():
+	}
+	log.Info("shutting down")
+	return nil
+}
 
+// devOptions are dev's flags.
+type devOptions struct {
+	settings
+	processing           processingSettings
+	dataDir, kafkaListen string
+	consume              bool
+}
+
+// parseDev reads dev's flags and makes the data directory private to
+// this user.
+func parseDev(args []string, stderr io.Writer) (*devOptions, *slog.Logger, error) {
+	o := &devOptions{}
+	s := &o.settings
+	fs := newFlagSet("dev", stderr)
+	s.registerKafka(fs)
+	s.registerDatabase(fs)
+	s.registerServer(fs, "127.0.0.1:8080")
+	s.registerPartitions(fs)
+	s.registerDurability(fs)
+	s.registerLog(fs, "text")
+	fs.stringVar(&o.dataDir, "data-dir", "HOOKSTREAM_DATA_DIR", ".hookstream", "where the embedded broker and PostgreSQL keep their data")
+	o.processing.register(fs)
+	fs.BoolVar(&o.consume, "consume", true, "also run the consumer, audit relay and audit sink (false: the receiver alone, for benchmarks)")
+	fs.stringVar(&o.kafkaListen, "kafka-listen", "HOOKSTREAM_KAFKA_LISTEN", "127.0.0.1:9092", "address of the embedded broker (when HOOKSTREAM_KAFKA_BROKERS is unset)")
+	log, err := s.parse(fs, args, stderr)
+	if err != nil {
+		return nil, nil, err
+	}
+	if o.dataDir, err = filepath.Abs(o.dataDir); err != nil {
+		return nil, nil, fmt.Errorf("data-dir: %w", err)
+	}
+	// The data dir holds events, the generic secret and the private
+	// PostgreSQL's password: on a shared machine it is this user's alone
+	// (0700; 0710 for the postgres group when PostgreSQL runs as that
+	// user), and so is every file dev and the embedded broker write in it
+	// (umask 077: kfake creates its files 0644).
+	if err := devstack.PrivateDir(o.dataDir, s.databaseURL == ""); err != nil {
+		return nil, nil, fmt.Errorf("data-dir: %w", err)
+	}
+	syscall.Umask(0o077)
+	return o, log, nil
+}
+
+// startKafka starts the embedded broker unless brokers were given, and
+// returns the brokers and what stops it.
+func (o *devOptions) startKafka(ctx context.Context, log *slog.Logger) ([]string, func(), error) {
+	if brokers := o.brokers(); len(brokers) > 0 {
+		return brokers, func() {}, nil
+	}
+	if len(o.kafkaOpts) > 0 {
+		return nil, nil, errors.New("kafka-tls, kafka-sasl-* (HOOKSTREAM_KAFKA_TLS…, HOOKSTREAM_KAFKA_SASL_…): apply to the brokers of HOOKSTREAM_KAFKA_BROKERS; the embedded broker speaks plaintext")
+	}
+	dir := filepath.Join(o.dataDir, "kafka")
+	k, err := devstack.StartKafka(ctx, devstack.KafkaConfig{DataDir: dir, ListenAddr: o.kafkaListen})
+	if err != nil {
+		return nil, nil, fmt.Errorf("embedded broker: %w", err)
+	}
+	log.Info("embedded Kafka-protocol broker (kfake) started", "addr", strings.Join(k.Addrs(), ","), "data", dir)
+	return k.Addrs(), k.Close, nil
+}
+
+// startPostgres starts the private PostgreSQL unless a database was
+// given, and returns its URL, the URL as shown (no password), and what
+// stops it.
+func (o *devOptions) startPostgres(ctx context.Context, log *slog.Logger) (url, shown string, stop func(), err error) {
+	if o.databaseURL != "" {
+		return o.databaseURL, redact.URL(o.databaseURL), func() {}, nil
+	}
+	dir := filepath.Join(o.dataDir, "postgres")
+	pg, err := devstack.StartPostgres(ctx, devstack.PostgresConfig{
+		DataDir: dir,
+		Logf:    func(f string, a ...any) { log.Info(fmt.Sprintf(f, a...)) },
+	})
+	if err != nil {
+		return "", "", nil, fmt.Errorf("private PostgreSQL: %w", err)
+	}
+	stop = func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := pg.Stop(sctx); err != nil {
+			log.Error("stopping PostgreSQL", "error", err)
+		}
+	}
+	url = pg.URL()
+	log.Info("private PostgreSQL started", "url", redact.URL(url), "password_file", pg.PasswordFile(), "data", dir)
+	return url, redact.URL(url) + " (password in " + pg.PasswordFile() + ")", stop, nil
+}
+
+// printDevBanner tells the user where everything is and how to send a
+// first event.
+func printDevBanner(stdout io.Writer, st *receiverStack, brokers []string, dbShown, genericSecret string, withAdmin bool) error {
 	url := "http://" + displayAddr(st.server.Addr())
 	fmt.Fprintf(stdout, "\nhookstream dev is running at %s\n", url)
 	fmt.Fprintf(stdout, "  Kafka:      %s (topics hookstream.events, hookstream.dlq, hookstream.audit)\n", strings.Join(brokers, ","))
@@ -155,18 +204,12 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		adminURL = "http://" + displayAddr(st.admin.Addr())
 		fmt.Fprintf(stdout, "  Metrics:    %s/metrics\n", adminURL)
 	}
-	if s.adminToken != "" {
+	if withAdmin {
 		fmt.Fprintf(stdout, "  Admin API:  %s/admin/ (Authorization: Bearer $HOOKSTREAM_ADMIN_TOKEN)\n", adminURL)
 		fmt.Fprintf(stdout, "  Console:    %s/console/ (log in with $HOOKSTREAM_ADMIN_TOKEN)\n", adminURL)
 	}
 	fmt.Fprintln(stdout, "Send it twice: once it is processed the second answer is 409 (duplicate).")
 	fmt.Fprintln(stdout, "Press Ctrl-C to stop.")
-
-	select {
-	case <-ctx.Done():
-	case <-st.server.Stopped():
-	}
-	log.Info("shutting down")
 	return nil
 }
 

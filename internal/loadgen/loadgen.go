@@ -124,44 +124,8 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	pad := strings.Repeat("x", cfg.PayloadBytes)
-	seqs := make([]int, cfg.Customers)
-	var previous []Sent // ids already sent, for duplicates
-	rng := rand.New(rand.NewPCG(1, 2))
-	n := 0
-	next := func() (job, bool) {
-		if cfg.Events > 0 && n >= cfg.Events {
-			return job{}, false
-		}
-		n++
-		r := rng.Float64()
-		var s Sent
-		switch {
-		case r < cfg.Bad:
-			s = Sent{EventID: fmt.Sprintf("%s-bad-%d", cfg.RunID, n), Customer: "cus_" + strconv.Itoa(rng.IntN(cfg.Customers)), Seq: -1, Kind: "bad"}
-		case r < cfg.Bad+cfg.Duplicates && len(previous) > 0:
-			s = previous[rng.IntN(len(previous))]
-			s.Kind = "duplicate"
-		default:
-			c := rng.IntN(cfg.Customers)
-			s = Sent{EventID: fmt.Sprintf("%s-%d", cfg.RunID, n), Customer: "cus_" + strconv.Itoa(c), Seq: seqs[c], Kind: "new"}
-			seqs[c]++
-			previous = append(previous, s)
-		}
-		cust, _ := strconv.Atoi(strings.TrimPrefix(s.Customer, "cus_"))
-		body := []byte(fmt.Sprintf(`{"event_id":%q,"customer_id":%q,"event_type":"bench.event","payload":{"seq":%d,"pad":%q}}`, s.EventID, s.Customer, s.Seq, pad))
-		h := signer.Sign(s.EventID, body, time.Now())
-		h.Set("Content-Type", "application/json")
-		if s.Kind == "bad" {
-			if n%2 == 0 {
-				body = append(body, '}') // signed, then broken: the signature no longer matches
-			} else {
-				h = http.Header{"Content-Type": {"application/json"}, cfg.Header: {strings.Repeat("0", 64)}}
-			}
-		}
-		return job{worker: cust % cfg.Concurrency, sent: s, body: body, headers: h}, true
-	}
-
+	g := &generator{cfg: &cfg, signer: signer, pad: strings.Repeat("x", cfg.PayloadBytes),
+		seqs: make([]int, cfg.Customers), rng: rand.New(rand.NewPCG(1, 2))}
 	// One queue per connection: a customer's events are sent one after the
 	// other, each after the previous one's answer, as a provider does, so
 	// their order in Kafka is their sequence order.
@@ -176,114 +140,189 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	}
 	defer cancel()
 	start := time.Now()
-	go func() {
-		defer func() {
-			for _, q := range queues {
-				close(q)
-			}
-		}()
-		interval := time.Duration(0)
-		if cfg.Rate > 0 {
-			interval = time.Duration(float64(time.Second) / cfg.Rate)
-		}
-		due := start
-		for {
-			j, ok := next()
-			if !ok {
-				return
-			}
-			if interval > 0 {
-				due = due.Add(interval)
-				if d := time.Until(due); d > 0 {
-					select {
-					case <-time.After(d):
-					case <-runCtx.Done():
-						return
-					}
-				}
-				j.due = due
-			}
-			select {
-			case queues[j.worker] <- j:
-			case <-runCtx.Done():
-				return
-			}
-		}
-	}()
-
+	go g.feed(runCtx, queues, start)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Concurrency, MaxConnsPerHost: cfg.Concurrency}, Timeout: 30 * time.Second}
-	var mu sync.Mutex
-	var sent []Sent
-	var lat []time.Duration
-	var bytesSent atomic.Int64
-	var done atomic.Int64
+	rec := &recorder{}
 	var wg sync.WaitGroup
 	url := strings.TrimRight(cfg.Target, "/") + "/webhooks/" + cfg.Source
 	for w := range cfg.Concurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for j := range queues[w] {
-				t0 := time.Now()
-				if !j.due.IsZero() {
-					t0 = j.due // open loop: latency counts from when it was due
-				}
-				req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(j.body))
-				if err != nil {
-					continue
-				}
-				req.Header = j.headers
-				resp, err := client.Do(req)
-				if err == nil {
-					_, _ = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					j.sent.Status = resp.StatusCode
-				}
-				d := time.Since(t0)
-				bytesSent.Add(int64(len(j.body)))
-				done.Add(1)
-				mu.Lock()
-				sent = append(sent, j.sent)
-				lat = append(lat, d)
-				mu.Unlock()
+				rec.add(j.sent, post(ctx, client, url, &j), len(j.body))
 			}
-		}()
+		})
 	}
 	if cfg.Progress != nil {
 		stopProgress := make(chan struct{})
 		defer close(stopProgress)
-		go func() {
-			t := time.NewTicker(time.Second)
-			defer t.Stop()
-			last := int64(0)
-			for {
-				select {
-				case <-stopProgress:
-					return
-				case <-t.C:
-					d := done.Load()
-					fmt.Fprintf(cfg.Progress, "\r%8d requests  %7d req/s  %s", d, d-last, time.Since(start).Round(time.Second))
-					last = d
-				}
-			}
-		}()
+		go rec.progress(cfg.Progress, start, stopProgress)
 	}
 	wg.Wait()
 	el := time.Since(start)
 	if cfg.Progress != nil {
 		fmt.Fprintln(cfg.Progress)
 	}
-	sum := &Summary{Requests: len(sent), Seconds: el.Seconds(), StatusCounts: map[string]int{}, BytesSent: bytesSent.Load(), Sent: sent}
-	sum.RequestsPerSecond = float64(len(sent)) / el.Seconds()
-	for _, s := range sent {
+	return rec.summary(el), nil
+}
+
+// generator makes the requests of a run: new events in each customer's
+// sequence, duplicates of events already made, and bad requests, in the
+// proportions of cfg, the same for every run of a seed.
+type generator struct {
+	cfg      *Config
+	signer   signature.Signer
+	pad      string
+	seqs     []int  // each customer's next sequence number
+	previous []Sent // events already made, for duplicates
+	rng      *rand.Rand
+	n        int
+}
+
+// next is the next request, false when cfg.Events are made.
+func (g *generator) next() (job, bool) {
+	cfg := g.cfg
+	if cfg.Events > 0 && g.n >= cfg.Events {
+		return job{}, false
+	}
+	g.n++
+	n := g.n
+	r := g.rng.Float64()
+	var s Sent
+	switch {
+	case r < cfg.Bad:
+		s = Sent{EventID: fmt.Sprintf("%s-bad-%d", cfg.RunID, n), Customer: "cus_" + strconv.Itoa(g.rng.IntN(cfg.Customers)), Seq: -1, Kind: "bad"}
+	case r < cfg.Bad+cfg.Duplicates && len(g.previous) > 0:
+		s = g.previous[g.rng.IntN(len(g.previous))]
+		s.Kind = "duplicate"
+	default:
+		c := g.rng.IntN(cfg.Customers)
+		s = Sent{EventID: fmt.Sprintf("%s-%d", cfg.RunID, n), Customer: "cus_" + strconv.Itoa(c), Seq: g.seqs[c], Kind: "new"}
+		g.seqs[c]++
+		g.previous = append(g.previous, s)
+	}
+	cust, _ := strconv.Atoi(strings.TrimPrefix(s.Customer, "cus_"))
+	body := []byte(fmt.Sprintf(`{"event_id":%q,"customer_id":%q,"event_type":"bench.event","payload":{"seq":%d,"pad":%q}}`, s.EventID, s.Customer, s.Seq, g.pad))
+	h := g.signer.Sign(s.EventID, body, time.Now())
+	h.Set("Content-Type", "application/json")
+	if s.Kind == "bad" {
+		if n%2 == 0 {
+			body = append(body, '}') // signed, then broken: the signature no longer matches
+		} else {
+			h = http.Header{"Content-Type": {"application/json"}, cfg.Header: {strings.Repeat("0", 64)}}
+		}
+	}
+	return job{worker: cust % cfg.Concurrency, sent: s, body: body, headers: h}, true
+}
+
+// feed queues the requests to their workers, at cfg.Rate from start if
+// set (open loop: each stamped with when it was due), until they are made
+// or ctx ends, then closes the queues.
+func (g *generator) feed(ctx context.Context, queues []chan job, start time.Time) {
+	defer func() {
+		for _, q := range queues {
+			close(q)
+		}
+	}()
+	interval := time.Duration(0)
+	if g.cfg.Rate > 0 {
+		interval = time.Duration(float64(time.Second) / g.cfg.Rate)
+	}
+	due := start
+	for {
+		j, ok := g.next()
+		if !ok {
+			return
+		}
+		if interval > 0 {
+			due = due.Add(interval)
+			if d := time.Until(due); d > 0 {
+				select {
+				case <-time.After(d):
+				case <-ctx.Done():
+					return
+				}
+			}
+			j.due = due
+		}
+		select {
+		case queues[j.worker] <- j:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// post sends j and records its answer's status in j.sent (none on a
+// transport error), and returns its latency: from when it was due, in an
+// open loop, else from when it was sent.
+func post(ctx context.Context, client *http.Client, url string, j *job) time.Duration {
+	t0 := time.Now()
+	if !j.due.IsZero() {
+		t0 = j.due
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(j.body))
+	if err != nil {
+		return time.Since(t0)
+	}
+	req.Header = j.headers
+	resp, err := client.Do(req)
+	if err == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		j.sent.Status = resp.StatusCode
+	}
+	return time.Since(t0)
+}
+
+// recorder collects what the workers sent and how long each took.
+type recorder struct {
+	mu        sync.Mutex
+	sent      []Sent
+	lat       []time.Duration
+	bytesSent atomic.Int64
+	done      atomic.Int64
+}
+
+func (r *recorder) add(s Sent, d time.Duration, bytes int) {
+	r.bytesSent.Add(int64(bytes))
+	r.done.Add(1)
+	r.mu.Lock()
+	r.sent = append(r.sent, s)
+	r.lat = append(r.lat, d)
+	r.mu.Unlock()
+}
+
+// progress writes the requests done and their rate to w every second
+// until stop is closed.
+func (r *recorder) progress(w io.Writer, start time.Time, stop <-chan struct{}) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	last := int64(0)
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			d := r.done.Load()
+			fmt.Fprintf(w, "\r%8d requests  %7d req/s  %s", d, d-last, time.Since(start).Round(time.Second))
+			last = d
+		}
+	}
+}
+
+// summary of a run that took el; call it once the workers are done.
+func (r *recorder) summary(el time.Duration) *Summary {
+	sum := &Summary{Requests: len(r.sent), Seconds: el.Seconds(), StatusCounts: map[string]int{}, BytesSent: r.bytesSent.Load(), Sent: r.sent}
+	sum.RequestsPerSecond = float64(len(r.sent)) / el.Seconds()
+	for _, s := range r.sent {
 		k := strconv.Itoa(s.Status)
 		if s.Status == 0 {
 			k = "error"
 		}
 		sum.StatusCounts[k]++
 	}
-	sum.LatencyMs = percentiles(lat)
-	return sum, nil
+	sum.LatencyMs = percentiles(r.lat)
+	return sum
 }
 
 // percentiles of every sample (sorted in place), in milliseconds.

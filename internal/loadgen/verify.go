@@ -56,134 +56,170 @@ func Verify(ctx context.Context, cfg VerifyConfig, sum *Summary) (*Verification,
 	if cfg.Wait <= 0 {
 		cfg.Wait = 5 * time.Minute
 	}
-	v := &Verification{Violations: []string{}}
-	accepted := map[string]Sent{}
-	var bad []string
+	vr := &verifier{cfg: cfg, v: &Verification{Violations: []string{}}, accepted: map[string]Sent{},
+		deadline: time.Now().Add(cfg.Wait)}
 	for _, s := range sum.Sent {
 		switch {
 		case s.Status == 202 && s.Kind != "bad":
-			accepted[s.EventID] = s
+			vr.accepted[s.EventID] = s
 		case s.Kind == "bad":
-			bad = append(bad, s.EventID)
-			v.Rejected++
+			vr.bad = append(vr.bad, s.EventID)
+			vr.v.Rejected++
 		}
 	}
-	v.Accepted = len(accepted)
-	ids := make([]string, 0, len(accepted))
-	for id := range accepted {
-		ids = append(ids, id)
+	vr.v.Accepted = len(vr.accepted)
+	for id := range vr.accepted {
+		vr.ids = append(vr.ids, id)
 	}
-	deadline := time.Now().Add(cfg.Wait)
+	for _, check := range []func(context.Context) error{vr.processed, vr.endToEnd, vr.once, vr.rejected, vr.order, vr.audit} {
+		if err := check(ctx); err != nil {
+			return nil, err
+		}
+	}
+	vr.v.OK = len(vr.v.Violations) == 0
+	return vr.v, nil
+}
+
+// verifier checks a run's events in the database, each check adding to
+// v's violations.
+type verifier struct {
+	cfg      VerifyConfig
+	v        *Verification
+	accepted map[string]Sent // by event id: the events answered 202
+	ids      []string        // the accepted events' ids
+	bad      []string        // the ids of the bad requests
+	deadline time.Time       // until when to wait for the pipeline
+}
+
+// processed waits until every accepted event is PROCESSED, or the
+// deadline, and reports those that are not.
+func (vr *verifier) processed(ctx context.Context) error {
 	var notDone []string
 	for {
-		rows, err := cfg.Pool.Query(ctx, `SELECT event_id, status FROM events WHERE source = $1 AND event_id = ANY($2)`, cfg.Source, ids)
+		rows, err := vr.cfg.Pool.Query(ctx, `SELECT event_id, status FROM events WHERE source = $1 AND event_id = ANY($2)`, vr.cfg.Source, vr.ids)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		status := map[string]string{}
 		var id, st string
 		if _, err := pgx.ForEachRow(rows, []any{&id, &st}, func() error { status[id] = st; return nil }); err != nil {
-			return nil, err
+			return err
 		}
 		notDone = notDone[:0]
-		for _, id := range ids {
+		for _, id := range vr.ids {
 			if status[id] != "PROCESSED" {
 				notDone = append(notDone, id+" ("+orNone(status[id])+")")
 			}
 		}
-		v.Processed = len(ids) - len(notDone)
-		if len(notDone) == 0 || time.Now().After(deadline) {
+		vr.v.Processed = len(vr.ids) - len(notDone)
+		if len(notDone) == 0 || time.Now().After(vr.deadline) {
 			break
 		}
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		case <-time.After(200 * time.Millisecond): // polling for the consumer to catch up
 		}
 	}
 	sort.Strings(notDone)
-	rows, err := cfg.Pool.Query(ctx, `SELECT (extract(epoch FROM processed_at - received_at) * 1e6)::bigint FROM events
-WHERE source = $1 AND event_id = ANY($2) AND status = 'PROCESSED' AND received_at IS NOT NULL`, cfg.Source, ids)
+	for _, s := range limit(notDone, 20) {
+		vr.v.Violations = append(vr.v.Violations, "accepted but not PROCESSED: "+s)
+	}
+	return nil
+}
+
+// endToEnd is the percentiles of received to processed.
+func (vr *verifier) endToEnd(ctx context.Context) error {
+	rows, err := vr.cfg.Pool.Query(ctx, `SELECT (extract(epoch FROM processed_at - received_at) * 1e6)::bigint FROM events
+WHERE source = $1 AND event_id = ANY($2) AND status = 'PROCESSED' AND received_at IS NOT NULL`, vr.cfg.Source, vr.ids)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	var us int64
 	var e2e []time.Duration
 	if _, err := pgx.ForEachRow(rows, []any{&us}, func() error { e2e = append(e2e, time.Duration(us)*time.Microsecond); return nil }); err != nil {
-		return nil, err
+		return err
 	}
-	v.EndToEndMs = percentiles(e2e)
-	for _, s := range limit(notDone, 20) {
-		v.Violations = append(v.Violations, "accepted but not PROCESSED: "+s)
-	}
+	vr.v.EndToEndMs = percentiles(e2e)
+	return nil
+}
 
-	rows, err = cfg.Pool.Query(ctx, `SELECT event_id, count(*) FROM audit_log WHERE source = $1 AND action = 'PROCESSED' AND event_id = ANY($2) GROUP BY event_id HAVING count(*) > 1`, cfg.Source, ids)
+// once: no accepted event was audited PROCESSED twice.
+func (vr *verifier) once(ctx context.Context) error {
+	rows, err := vr.cfg.Pool.Query(ctx, `SELECT event_id, count(*) FROM audit_log WHERE source = $1 AND action = 'PROCESSED' AND event_id = ANY($2) GROUP BY event_id HAVING count(*) > 1`, vr.cfg.Source, vr.ids)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	var id string
 	var n int
-	if _, err := pgx.ForEachRow(rows, []any{&id, &n}, func() error {
-		v.Violations = append(v.Violations, fmt.Sprintf("processed %d times: %s", n, id))
+	_, err = pgx.ForEachRow(rows, []any{&id, &n}, func() error {
+		vr.v.Violations = append(vr.v.Violations, fmt.Sprintf("processed %d times: %s", n, id))
 		return nil
-	}); err != nil {
-		return nil, err
-	}
-	rows, err = cfg.Pool.Query(ctx, `SELECT event_id FROM events WHERE source = $1 AND event_id = ANY($2)`, cfg.Source, bad)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := pgx.ForEachRow(rows, []any{&id}, func() error {
-		v.Violations = append(v.Violations, "a rejected request was processed: "+id)
-		return nil
-	}); err != nil {
-		return nil, err
-	}
+	})
+	return err
+}
 
-	// Order: each customer's PROCESSED records, in the order they were
-	// written, follow the customer's sequence numbers.
-	rows, err = cfg.Pool.Query(ctx, `SELECT event_id FROM audit_log WHERE source = $1 AND action = 'PROCESSED' AND event_id = ANY($2) ORDER BY seq`, cfg.Source, ids)
+// rejected: no bad request made an event.
+func (vr *verifier) rejected(ctx context.Context) error {
+	rows, err := vr.cfg.Pool.Query(ctx, `SELECT event_id FROM events WHERE source = $1 AND event_id = ANY($2)`, vr.cfg.Source, vr.bad)
 	if err != nil {
-		return nil, err
+		return err
 	}
+	var id string
+	_, err = pgx.ForEachRow(rows, []any{&id}, func() error {
+		vr.v.Violations = append(vr.v.Violations, "a rejected request was processed: "+id)
+		return nil
+	})
+	return err
+}
+
+// order: each customer's PROCESSED records, in the order they were
+// written, follow the customer's sequence numbers.
+func (vr *verifier) order(ctx context.Context) error {
+	rows, err := vr.cfg.Pool.Query(ctx, `SELECT event_id FROM audit_log WHERE source = $1 AND action = 'PROCESSED' AND event_id = ANY($2) ORDER BY seq`, vr.cfg.Source, vr.ids)
+	if err != nil {
+		return err
+	}
+	var id string
 	last := map[string]int{}
-	if _, err := pgx.ForEachRow(rows, []any{&id}, func() error {
-		s := accepted[id]
+	_, err = pgx.ForEachRow(rows, []any{&id}, func() error {
+		s := vr.accepted[id]
 		if prev, ok := last[s.Customer]; ok && s.Seq < prev {
-			v.Violations = append(v.Violations, fmt.Sprintf("customer %s: %s (seq %d) processed after seq %d", s.Customer, id, s.Seq, prev))
+			vr.v.Violations = append(vr.v.Violations, fmt.Sprintf("customer %s: %s (seq %d) processed after seq %d", s.Customer, id, s.Seq, prev))
 		}
 		last[s.Customer] = max(last[s.Customer], s.Seq)
 		return nil
-	}); err != nil {
-		return nil, err
-	}
+	})
+	return err
+}
 
-	// The audit trail: topic and table hold the same records once the relay
-	// and the sink have caught up.
+// audit: topic and table hold the same records once the relay and the
+// sink have caught up (waiting for them until the deadline).
+func (vr *verifier) audit(ctx context.Context) error {
+	cfg := vr.cfg
 	for {
 		rep, err := audit.Verify(ctx, audit.VerifyConfig{Pool: cfg.Pool, Brokers: cfg.Brokers, KafkaOpts: cfg.KafkaOpts,
 			Topics: wire.Topics{Events: cfg.EventsTopic, Audit: cfg.AuditTopic}, Group: cfg.Group, Since: cfg.Since.Add(-time.Minute)})
 		if err != nil {
-			return nil, err
+			return err
 		}
-		v.Audit = rep
-		if (rep.OK() && rep.Pending == 0) || time.Now().After(deadline) {
+		vr.v.Audit = rep
+		if (rep.OK() && rep.Pending == 0) || time.Now().After(vr.deadline) {
 			break
 		}
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		case <-time.After(500 * time.Millisecond): // polling for the relay and sink
 		}
 	}
-	for _, a := range limit(v.Audit.MissingFromTable, 10) {
-		v.Violations = append(v.Violations, "audit record in the topic but not the table: "+a)
+	for _, a := range limit(vr.v.Audit.MissingFromTable, 10) {
+		vr.v.Violations = append(vr.v.Violations, "audit record in the topic but not the table: "+a)
 	}
-	for _, a := range limit(v.Audit.MissingFromTopic, 10) {
-		v.Violations = append(v.Violations, "audit record in the table but not the topic: "+a)
+	for _, a := range limit(vr.v.Audit.MissingFromTopic, 10) {
+		vr.v.Violations = append(vr.v.Violations, "audit record in the table but not the topic: "+a)
 	}
-	v.OK = len(v.Violations) == 0
-	return v, nil
+	return nil
 }
 
 func limit(s []string, n int) []string {

@@ -243,23 +243,7 @@ func startProcessing(ctx context.Context, o processingOptions) (_ *processing, e
 	}
 	p.close = append(p.close, pool.Close)
 	p.pool = pool
-	policies := map[string]consumer.RetryPolicy{}
-	for _, s := range o.sources {
-		policies[s.Name] = consumer.RetryPolicy{MaxAttempts: s.Retry.MaxAttempts, InitialBackoff: s.Retry.InitialBackoff, MaxBackoff: s.Retry.MaxBackoff, MaxElapsed: s.Retry.MaxElapsed}
-	}
-	// Every client gets the TLS and SASL options and exports its metrics
-	// (each its own kprom hook: kprom keeps one client's collectors).
-	kopts := append([]kgo.Opt{kafka.Metrics()}, o.kafkaOpts...)
-	if o.sessionTimeout > 0 {
-		kopts = append(kopts, kgo.SessionTimeout(o.sessionTimeout))
-	}
-	c, err := consumer.New(consumer.Config{
-		KafkaOpts: kopts,
-		Brokers:   o.brokers, Pool: pool, Deliverer: consumer.NewDestinations(o.sources, nil, o.concurrency), Audit: audit.Writer{},
-		Group: o.group, Topics: o.topics, Concurrency: o.concurrency, BatchWait: o.batchWait, Instance: o.instance, Logger: o.log,
-		Retry:          func(source string) consumer.RetryPolicy { return policies[source] },
-		TracerProvider: o.tracer,
-	})
+	c, err := newConsumer(o, pool)
 	if err != nil {
 		return nil, err
 	}
@@ -281,24 +265,13 @@ func startProcessing(ctx context.Context, o processingOptions) (_ *processing, e
 	if err != nil {
 		return nil, err
 	}
-	// The audit topic's tombstones, before a partition of audit_log is
-	// dropped (docs/design.md, "Tombstones").
-	var tombstones *kgo.Client
-	if o.retentionJob {
-		if tombstones, err = kafka.NewProducer(kafka.Config{Brokers: o.brokers, ClientID: "hookstream-retention", Opts: o.kafkaOpts}); err != nil {
-			return nil, err
-		}
-		p.close = append(p.close, tombstones.Close)
+	rounds, err := p.retentionRounds(o, pool)
+	if err != nil {
+		return nil, err
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	p.cancel = cancel
-	runs := []func(context.Context) error{c.Run, relay.Run, sink.Run}
-	// Without the job, rounds still make audit_log's partitions ahead (and
-	// drop nothing): the process's own audit writes need them, whether or
-	// not a cron job runs `hookstream maintain`.
-	rcfg := retention.Config{Pool: pool, Retention: o.eventsRetention, AuditRetention: o.auditRetention,
-		Tombstones: tombstones, AuditTopic: o.topics.Audit, Logger: o.log, AheadOnly: !o.retentionJob}
-	runs = append(runs, func(ctx context.Context) error { return retention.Loop(ctx, rcfg, retentionInterval) })
+	runs := []func(context.Context) error{c.Run, relay.Run, sink.Run, rounds}
 	for _, run := range runs {
 		p.wg.Add(1)
 		go func() {
@@ -309,6 +282,47 @@ func startProcessing(ctx context.Context, o processingOptions) (_ *processing, e
 		}()
 	}
 	return p, nil
+}
+
+// newConsumer is the consumer of o: each source's retry policy, the
+// Kafka options of every client (TLS, SASL, metrics: each its own kprom
+// hook, since kprom keeps one client's collectors).
+func newConsumer(o processingOptions, pool *pgxpool.Pool) (*consumer.Consumer, error) {
+	policies := map[string]consumer.RetryPolicy{}
+	for _, s := range o.sources {
+		policies[s.Name] = consumer.RetryPolicy{MaxAttempts: s.Retry.MaxAttempts, InitialBackoff: s.Retry.InitialBackoff, MaxBackoff: s.Retry.MaxBackoff, MaxElapsed: s.Retry.MaxElapsed}
+	}
+	kopts := append([]kgo.Opt{kafka.Metrics()}, o.kafkaOpts...)
+	if o.sessionTimeout > 0 {
+		kopts = append(kopts, kgo.SessionTimeout(o.sessionTimeout))
+	}
+	return consumer.New(consumer.Config{
+		KafkaOpts: kopts,
+		Brokers:   o.brokers, Pool: pool, Deliverer: consumer.NewDestinations(o.sources, nil, o.concurrency), Audit: audit.Writer{},
+		Group: o.group, Topics: o.topics, Concurrency: o.concurrency, BatchWait: o.batchWait, Instance: o.instance, Logger: o.log,
+		Retry:          func(source string) consumer.RetryPolicy { return policies[source] },
+		TracerProvider: o.tracer,
+	})
+}
+
+// retentionRounds runs the retention rounds. Without the job they still
+// make audit_log's partitions ahead (and drop nothing): the process's own
+// audit writes need them, whether or not a cron job runs `hookstream
+// maintain`. With it, a producer writes the audit topic's tombstones
+// before a partition of audit_log is dropped (docs/design.md,
+// "Tombstones").
+func (p *processing) retentionRounds(o processingOptions, pool *pgxpool.Pool) (func(context.Context) error, error) {
+	var tombstones *kgo.Client
+	if o.retentionJob {
+		var err error
+		if tombstones, err = kafka.NewProducer(kafka.Config{Brokers: o.brokers, ClientID: "hookstream-retention", Opts: o.kafkaOpts}); err != nil {
+			return nil, err
+		}
+		p.close = append(p.close, tombstones.Close)
+	}
+	rcfg := retention.Config{Pool: pool, Retention: o.eventsRetention, AuditRetention: o.auditRetention,
+		Tombstones: tombstones, AuditTopic: o.topics.Audit, Logger: o.log, AheadOnly: !o.retentionJob}
+	return func(ctx context.Context) error { return retention.Loop(ctx, rcfg, retentionInterval) }, nil
 }
 
 // stop abandons unfinished work safely (it rolls back and is redone by the

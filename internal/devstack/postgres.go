@@ -97,6 +97,33 @@ const serverUser = "postgres"
 // this config; a server that a live process owns is left alone, with an
 // error wrapping ErrDataDirInUse.
 func StartPostgres(ctx context.Context, cfg PostgresConfig) (*Postgres, error) {
+	p, err := newPostgres(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if p.lock, err = lockDir(p.dir); err != nil {
+		return nil, fmt.Errorf("postgres: %w (another `hookstream dev`? give each its own --data-dir)", err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			_ = p.release(context.WithoutCancel(ctx))
+		}
+	}()
+	if err := p.prepare(ctx); err != nil {
+		return nil, err
+	}
+	if err := p.startOnAPort(ctx); err != nil {
+		return nil, err
+	}
+	ok = true
+	return p, nil
+}
+
+// newPostgres checks cfg and finds where the server's files go (following
+// a link the data directory is), creating nothing but the socket
+// directory.
+func newPostgres(cfg PostgresConfig) (*Postgres, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("postgres: DataDir is required")
 	}
@@ -141,75 +168,73 @@ func StartPostgres(ctx context.Context, cfg PostgresConfig) (*Postgres, error) {
 			return nil, fmt.Errorf("postgres: socket directory: %w", err)
 		}
 	}
-	if p.lock, err = lockDir(dir); err != nil {
-		return nil, fmt.Errorf("postgres: %w (another `hookstream dev`? give each its own --data-dir)", err)
-	}
-	ok := false
-	defer func() {
-		if !ok {
-			_ = p.release(context.WithoutCancel(ctx))
-		}
-	}()
+	return p, nil
+}
+
+// prepare makes the locked directory a server ready to start: its files
+// the server user's, the binaries of its version found, the watchdog of
+// an ephemeral one started, the cluster created or its password kept, an
+// orphaned server stopped.
+func (p *Postgres) prepare(ctx context.Context) error {
 	// chown -R: every file must be the server user's, including what root
 	// created here (the lock file, the socket directory, files of an
 	// earlier run as another user), and the watchdog must be able to
 	// remove them all.
 	if err := p.chownTree(); err != nil {
-		return nil, err
+		return err
 	}
+	var err error
 	if p.bin, err = findBinaries(pgVersion(p.pgdata), os.Getenv("PATH"), binGlobs); err != nil {
-		return nil, err
+		return err
 	}
-	if cfg.Ephemeral {
+	if p.cfg.Ephemeral {
 		if p.watchdog, err = startWatchdog(p); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	newPassword, err := p.loadPassword()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	created, err := p.initdb(ctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if created { // initdb set the password and wrote pg_hba.conf
 		newPassword = false
 	}
 	running, err := p.running(ctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if running {
 		// We hold the lock, so whoever started it is gone: an orphan of a
 		// killed `hookstream dev` or test binary. It may run with other
 		// settings (its port); restart it rather than guess.
-		cfg.Logf("stopping a PostgreSQL server left running in %s by a process that exited", p.pgdata)
+		p.cfg.Logf("stopping a PostgreSQL server left running in %s by a process that exited", p.pgdata)
 		if err := p.stop(ctx); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	if err := p.secure(ctx, newPassword); err != nil {
-		return nil, err
-	}
+	return p.secure(ctx, newPassword)
+}
+
+// startOnAPort starts the server on the configured port, or on a free one
+// (a free port was only free a moment ago; when another process took it
+// meanwhile, it picks another, three times at most).
+func (p *Postgres) startOnAPort(ctx context.Context) error {
 	for attempt := 1; ; attempt++ {
-		if cfg.Port == 0 {
+		if p.cfg.Port == 0 {
+			var err error
 			if p.port, err = freePort(); err != nil {
-				return nil, fmt.Errorf("postgres: %w", err)
+				return fmt.Errorf("postgres: %w", err)
 			}
 		}
-		err = p.start(ctx)
-		// A free port was only free a moment ago; when another process
-		// took it meanwhile, pick another.
-		if err == nil || cfg.Port != 0 || attempt == 3 || !errors.Is(err, errPortInUse) {
-			break
+		err := p.start(ctx)
+		if err == nil || p.cfg.Port != 0 || attempt == 3 || !errors.Is(err, errPortInUse) {
+			return err
 		}
 	}
-	if err != nil {
-		return nil, err
-	}
-	ok = true
-	return p, nil
 }
 
 // URL is a connection URL for the superuser and the postgres database,

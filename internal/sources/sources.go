@@ -223,6 +223,17 @@ func (s *Source) Validate(field func(string) string) error {
 	if !nameRE.MatchString(s.Name) {
 		return fmt.Errorf("%s: %q must be 1-63 of a-z, 0-9, '_' or '-', starting with a letter or digit", field("name"), s.Name)
 	}
+	for _, check := range []func(func(string) string) error{s.validateSignature, s.validateLocators,
+		s.validateLimits, s.validateDestination, s.validateRetry} {
+		if err := check(field); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validateSignature: the scheme, the timestamp tolerance and the secrets.
+func (s *Source) validateSignature(field func(string) string) error {
 	if s.Scheme == "" {
 		return fmt.Errorf("%s: required (one of %s; \"none\" disables verification and must be explicit)", field("scheme"), strings.Join(signature.Schemes, ", "))
 	}
@@ -241,9 +252,12 @@ func (s *Source) Validate(field func(string) string) error {
 	if _, err := signature.NewVerifier(s.SignatureConfig()); err != nil {
 		return fmt.Errorf("%s: %w", field("scheme"), err)
 	}
-	if err := s.checkSecretLengths(field); err != nil {
-		return err
-	}
+	return s.checkSecretLengths(field)
+}
+
+// validateLocators: where the event id (the scheme's own if not given),
+// customer id and event type are.
+func (s *Source) validateLocators(field func(string) string) error {
 	if s.EventID.IsZero() {
 		h, p, ok := signature.NaturalEventID(s.Scheme)
 		if !ok {
@@ -263,6 +277,11 @@ func (s *Source) Validate(field func(string) string) error {
 			return fmt.Errorf("%s: required (a header or a JSON pointer where the customer id is)", field(l.name))
 		}
 	}
+	return nil
+}
+
+// validateLimits: the body size, the rate limit and the duplicate status.
+func (s *Source) validateLimits(field func(string) string) error {
 	if s.MaxBodyBytes == 0 {
 		s.MaxBodyBytes = DefaultMaxBodyBytes
 	}
@@ -286,6 +305,11 @@ func (s *Source) Validate(field func(string) string) error {
 	if s.DuplicateStatus != 409 && s.DuplicateStatus != 200 {
 		return fmt.Errorf("%s: must be 409 or 200, got %d", field("duplicate_status"), s.DuplicateStatus)
 	}
+	return nil
+}
+
+// validateDestination: its URL and timeout.
+func (s *Source) validateDestination(field func(string) string) error {
 	if d := s.Destination; d != nil {
 		u, err := url.Parse(d.URL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -298,6 +322,11 @@ func (s *Source) Validate(field func(string) string) error {
 			return fmt.Errorf("%s: must be positive", field("destination.timeout"))
 		}
 	}
+	return nil
+}
+
+// validateRetry: the retry policy.
+func (s *Source) validateRetry(field func(string) string) error {
 	r := &s.Retry
 	if r.MaxAttempts == 0 {
 		r.MaxAttempts = DefaultMaxAttempts

@@ -149,7 +149,9 @@ func parseEventFilter(c *gin.Context) (*eventFilter, bool) {
 	if v := c.Query("cursor"); v != "" {
 		raw, err := base64.RawURLEncoding.DecodeString(v)
 		f.after = &cursor{}
-		if err != nil || json.Unmarshal(raw, f.after) != nil {
+		// Its source and event id reach PostgreSQL as text, which holds
+		// no NUL (JSON's \u0000): a 503 from the driver otherwise.
+		if err != nil || json.Unmarshal(raw, f.after) != nil || !storable(f.after.Source) || !storable(f.after.EventID) {
 			return bad("cursor is not one this API returned")
 		}
 	}

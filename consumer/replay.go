@@ -80,7 +80,9 @@ type requeued struct {
 // and a customer without a block gets one, DRAINING and due now. A
 // replay and a provider's re-send of the event both come here, so neither
 // is ever dropped. Locks are taken block first, then event, as everywhere.
-func requeue(ctx context.Context, tx pgx.Tx, source, eventID string) (*requeued, error) {
+// With selectedAt, an event updated since then (not as it was selected)
+// is ErrNotReplayable too.
+func requeue(ctx context.Context, tx pgx.Tx, source, eventID string, selectedAt *time.Time) (*requeued, error) {
 	rq := &requeued{}
 	err := tx.QueryRow(ctx, `SELECT customer_id FROM events WHERE source = $1 AND event_id = $2`, source, eventID).Scan(&rq.customer)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -95,15 +97,20 @@ func requeue(ctx context.Context, tx pgx.Tx, source, eventID string) (*requeued,
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return nil, err
 	}
+	var updatedAt time.Time
 	err = tx.QueryRow(ctx, `SELECT event_type, status, attempts, kafka_partition, kafka_offset,
-  coalesce(headers->>'traceparent', ''), coalesce(headers->>'tracestate', '') FROM events
+  coalesce(headers->>'traceparent', ''), coalesce(headers->>'tracestate', ''), updated_at FROM events
 WHERE source = $1 AND event_id = $2 FOR UPDATE`, source, eventID).Scan(&rq.eventType, &rq.status, &rq.attempts, &rq.partition, &rq.offset,
-		&rq.traceparent, &rq.tracestate)
+		&rq.traceparent, &rq.tracestate, &updatedAt)
 	if err != nil {
 		return nil, err
 	}
 	if rq.status != "FAILED" && rq.status != "DEAD" {
 		return nil, fmt.Errorf("%w: %s/%s is %s", ErrNotReplayable, source, eventID, rq.status)
+	}
+	if selectedAt != nil && !updatedAt.Equal(*selectedAt) {
+		return nil, fmt.Errorf("%w: %s/%s changed since it was selected (now %s, updated %s)", ErrNotReplayable, source, eventID,
+			rq.status, updatedAt.UTC().Format(time.RFC3339Nano))
 	}
 	rq.retryNow = blocker != nil && *blocker == eventID
 	switch {
@@ -129,7 +136,7 @@ VALUES ($1, $2, 'DRAINING', $3, now())`, source, rq.customer, rq.partition)
 // event (the receiver produced it again, marked redrive): the event is
 // requeued, and the returned record says how.
 func (c *Consumer) redrive(ctx context.Context, tx pgx.Tx, ev *Event) (*wire.AuditRecord, error) {
-	rq, err := requeue(ctx, tx, ev.Source, ev.EventID)
+	rq, err := requeue(ctx, tx, ev.Source, ev.EventID, nil)
 	if errors.Is(err, ErrNotReplayable) {
 		return c.auditRecord(ev, wire.ActionDuplicate, "already_handled", nil), nil
 	}
@@ -147,12 +154,25 @@ func (c *Consumer) redrive(ctx context.Context, tx pgx.Tx, ev *Event) (*wire.Aud
 // Replay re-drives a FAILED or DEAD event (requeue), audited REPLAYED in
 // the same transaction. The owner of the event's partition runs it.
 func Replay(ctx context.Context, cfg ReplayConfig, source, eventID, reason string) error {
+	return replay(ctx, cfg, source, eventID, reason, nil)
+}
+
+// ReplaySelected is Replay of an event selected as it was at updatedAt
+// (a bulk replay's selection): an event updated since, even if FAILED or
+// DEAD again (another operator replayed it, the consumer retried it), is
+// ErrNotReplayable, so that it is not re-driven in a state nobody chose
+// to replay, nor twice for one decision.
+func ReplaySelected(ctx context.Context, cfg ReplayConfig, source, eventID, reason string, updatedAt time.Time) error {
+	return replay(ctx, cfg, source, eventID, reason, &updatedAt)
+}
+
+func replay(ctx context.Context, cfg ReplayConfig, source, eventID, reason string, selectedAt *time.Time) error {
 	cfg = cfg.withDefaults()
 	return pgx.BeginTxFunc(ctx, cfg.Pool, retention.WriterTx, func(tx pgx.Tx) error {
 		if err := retention.HoldBuckets(ctx, tx); err != nil {
 			return err
 		}
-		rq, err := requeue(ctx, tx, source, eventID)
+		rq, err := requeue(ctx, tx, source, eventID, selectedAt)
 		if err != nil {
 			return err
 		}
@@ -229,7 +249,7 @@ func Unpark(ctx context.Context, cfg ReplayConfig, customer string, opt UnparkOp
 			if blocker == "" {
 				return fmt.Errorf("%w: %s is %s", ErrNotParked, customer, state)
 			}
-			rq, err := requeue(ctx, tx, src, blocker)
+			rq, err := requeue(ctx, tx, src, blocker, nil)
 			if err != nil {
 				return err
 			}

@@ -26,8 +26,8 @@ type BulkEvent struct {
 }
 
 // Skipped is a selected event the bulk replay did not re-drive: it was
-// not FAILED or DEAD any more when its turn came (the consumer, or
-// another operator, got to it first).
+// not FAILED or DEAD any more, or was updated since it was selected, when
+// its turn came (the consumer, or another operator, got to it first).
 type Skipped struct {
 	Source  string `json:"source"`
 	EventID string `json:"event_id"`
@@ -94,7 +94,10 @@ func (a *api) bulkReplay(c *gin.Context) {
 	}
 	replayed, skipped := []BulkEvent{}, []Skipped{}
 	for _, e := range events {
-		err := consumer.Replay(ctx, a.replay, e.Source, e.EventID, reason)
+		// Only as selected: one replayed meanwhile (FAILED again, due
+		// now) or retried by the consumer is skipped, not re-driven in a
+		// state the preview did not show.
+		err := consumer.ReplaySelected(ctx, a.replay, e.Source, e.EventID, reason, e.UpdatedAt)
 		switch {
 		case errors.Is(err, consumer.ErrNotReplayable):
 			skipped = append(skipped, Skipped{Source: e.Source, EventID: e.EventID, Reason: err.Error()})

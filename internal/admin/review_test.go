@@ -228,3 +228,34 @@ func TestEveryAdminRouteNeedsTheToken(t *testing.T) {
 		}
 	}
 }
+
+// TestRepeatedQueryParameterIs400: a parameter given twice is ambiguous
+// (a proxy or a script may read the last, the API read the first): on a
+// bulk replay, since=…&customer_id=&customer_id=c2 replayed every
+// customer's events of the range, and status=DEAD&status=FAILED only the
+// DEAD ones. It is 400 bad_request, and nothing is replayed or audited.
+func TestRepeatedQueryParameterIs400(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, admin.Config{}, true)
+	tb.bulkEvents()
+	before := tb.statuses()
+	since := url.QueryEscape(time.Now().Add(-24 * time.Hour).UTC().Format(time.RFC3339))
+	for _, q := range []string{"since=" + since + "&customer_id=&customer_id=c2", "customer_id=c1&customer_id=c2",
+		"customer_id=c1&status=DEAD&status=FAILED", "customer_id=c1&limit=1&limit=1000", "customer_id=c1&source=generic&source=stripe",
+		"since=" + since + "&since=" + since} {
+		for _, rec := range []*httptest.ResponseRecorder{tb.get("/admin/replay/preview?" + q), tb.post("/admin/replay?" + q),
+			tb.get("/admin/events?" + q)} {
+			if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), `"bad_request"`) {
+				t.Errorf("%q: %d %s", q, rec.Code, rec.Body)
+			}
+		}
+	}
+	if after := tb.statuses(); !mapsEqual(before, after) {
+		t.Errorf("refused requests changed events: %v -> %v", before, after)
+	}
+	for _, id := range []string{"e1", "e2", "e4", "e5"} {
+		if got := tb.reasons(id); len(got) != 0 {
+			t.Errorf("%s audited %q by a refused request", id, got)
+		}
+	}
+}

@@ -93,12 +93,15 @@ type api struct {
 
 // queryParameters are the query parameters the routes read.
 var queryParameters = []string{"customer_id", "status", "limit", "cursor", "state", "source", "skip_blocker",
-	"event_id", "event_type", "since", "until", "blocker", "max_bytes", "action"}
+	"event_id", "event_type", "since", "until", "blocker", "max_bytes", "action", "max_seconds", "max_records"}
 
 // storableParameters refuses a path or query parameter holding NUL or
 // invalid UTF-8 (400 bad_request). PostgreSQL's text can hold neither, so
 // no id or name hookstream stores does; let through, the database refuses
-// the query and the client would be told the database is unavailable.
+// the query and the client would be told the database is unavailable. A
+// query parameter given twice is refused too: the routes read the first,
+// and a proxy or a script may have meant the last
+// (since=…&customer_id=&customer_id=C bulk-replayed every customer's).
 func storableParameters(c *gin.Context) {
 	for _, p := range c.Params {
 		if !storable(p.Value) {
@@ -108,6 +111,10 @@ func storableParameters(c *gin.Context) {
 	}
 	q := c.Request.URL.Query()
 	for _, name := range queryParameters {
+		if len(q[name]) > 1 {
+			fail(c, http.StatusBadRequest, "bad_request", name+" must be given at most once")
+			return
+		}
 		for _, v := range q[name] {
 			if !storable(v) {
 				fail(c, http.StatusBadRequest, "bad_request", name+" must be UTF-8 text without NUL")

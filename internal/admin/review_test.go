@@ -3,6 +3,7 @@ package admin_test
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -257,5 +258,72 @@ func TestRepeatedQueryParameterIs400(t *testing.T) {
 		if got := tb.reasons(id); len(got) != 0 {
 			t.Errorf("%s audited %q by a refused request", id, got)
 		}
+	}
+}
+
+// TestPagesWhileEventsChange: events that change between pages (their
+// updated_at moves to now) leave the pages ahead of the cursor. Every
+// event that did not change is still listed exactly once, in order, and
+// one that changed is never listed twice.
+func TestPagesWhileEventsChange(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, admin.Config{}, true)
+	tb.exec(`CREATE TABLE events_b1 PARTITION OF events FOR VALUES IN (1)`)
+	tb.exec(`INSERT INTO events (source, event_id, customer_id, status, updated_at, bucket)
+SELECT (ARRAY['stripe', 'github'])[1 + i % 2], 'evt_' || i, 'cus', (ARRAY['FAILED', 'DEAD', 'PROCESSED'])[1 + i % 3],
+  now() - interval '1 hour' + (i % 7) * interval '1 minute', i % 2
+FROM generate_series(0, 59) AS i`)
+	want := tb.plainList([]any{"", "", "", "", "", nil, nil})
+	q := url.Values{"limit": {"7"}}
+	seen, changed := map[string]int{}, map[string]bool{}
+	var order []string
+	for page := 0; ; page++ {
+		rec := tb.get("/admin/events?" + q.Encode())
+		var p struct {
+			Events []struct {
+				Source  string `json:"source"`
+				EventID string `json:"event_id"`
+			} `json:"events"`
+			NextCursor string `json:"next_cursor"`
+		}
+		if rec.Code != http.StatusOK || json.Unmarshal(rec.Body.Bytes(), &p) != nil {
+			t.Fatalf("%d %s", rec.Code, rec.Body)
+		}
+		for _, e := range p.Events {
+			k := e.Source + "/" + e.EventID
+			seen[k]++
+			order = append(order, k)
+		}
+		if p.NextCursor == "" {
+			break
+		}
+		q.Set("cursor", p.NextCursor)
+		// Between pages: one event already listed and one not yet listed
+		// change (as the consumer or a replay changes them).
+		if page < len(want) && page < 5 {
+			for _, k := range []string{order[len(order)-1], want[len(want)-1-page]} {
+				src, id, _ := strings.Cut(k, "/")
+				tb.exec(`UPDATE events SET status = 'PROCESSED', updated_at = clock_timestamp() WHERE source = $1 AND event_id = $2`, src, id)
+				changed[k] = true
+			}
+		}
+	}
+	var unchanged []string
+	for _, k := range want {
+		if !changed[k] {
+			unchanged = append(unchanged, k)
+		}
+	}
+	var listedUnchanged []string
+	for _, k := range order {
+		if seen[k] > 1 {
+			t.Errorf("%s listed %d times", k, seen[k])
+		}
+		if !changed[k] {
+			listedUnchanged = append(listedUnchanged, k)
+		}
+	}
+	if !slices.Equal(listedUnchanged, unchanged) {
+		t.Errorf("unchanged events listed:\n got %v\nwant %v", listedUnchanged, unchanged)
 	}
 }

@@ -146,6 +146,9 @@ func parseEventFilter(c *gin.Context) (*eventFilter, bool) {
 		}
 		*p.to = &t
 	}
+	if f.since != nil && f.until != nil && !f.since.Before(*f.until) {
+		return bad("since must be before until")
+	}
 	if v := c.Query("cursor"); v != "" {
 		raw, err := base64.RawURLEncoding.DecodeString(v)
 		f.after = &cursor{}

@@ -98,7 +98,8 @@ func TestSearchEvents(t *testing.T) {
 	if strings.Join(all, " ") != "stripe/evt_3 stripe/evt_2 stripe/evt_1" {
 		t.Errorf("paged: %v", all)
 	}
-	for _, q := range []string{"since=yesterday", "until=2026-11-30", "status=LOST"} {
+	for _, q := range []string{"since=yesterday", "until=2026-11-30", "status=LOST",
+		"since=2026-11-30T10:00:00Z&until=2026-11-30T10:00:00Z", "since=2026-11-30T11:00:00Z&until=2026-11-30T10:00:00Z"} {
 		if rec := tb.get("/admin/events?" + q); rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), `"bad_request"`) {
 			t.Errorf("?%s: %d %s", q, rec.Code, rec.Body)
 		}

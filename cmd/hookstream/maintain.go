@@ -50,7 +50,7 @@ func runMaintain(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		defer producer.Close()
 		cfg.Tombstones = producer
 	}
-	rep, err := retention.Run(ctx, cfg, time.Now())
+	rep, err := retention.RunNow(ctx, cfg)
 	for _, p := range rep.AuditCreated {
 		fmt.Fprintf(stdout, "created audit_log partition %s\n", p)
 	}

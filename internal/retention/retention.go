@@ -65,6 +65,9 @@ type Config struct {
 	AheadOnly bool
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// Now is this process's clock, which RunNow and Loop read; default
+	// time.Now (tests set a clock of their own).
+	Now func() time.Time
 }
 
 // DefaultRetention is Config.Retention's default.
@@ -109,6 +112,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
 	}
 	return c
 }
@@ -177,6 +183,13 @@ func Run(ctx context.Context, cfg Config, now time.Time) (Report, error) {
 		return rep, fmt.Errorf("retention: %w", err)
 	}
 	return rep, nil
+}
+
+// RunNow does one round of retention (Run) as of now: what Loop and
+// `hookstream maintain` run.
+func RunNow(ctx context.Context, cfg Config) (Report, error) {
+	cfg = cfg.withDefaults()
+	return Run(ctx, cfg, cfg.Now())
 }
 
 type job struct {
@@ -405,7 +418,7 @@ func Loop(ctx context.Context, cfg Config, interval time.Duration) error {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		rep, err := Run(ctx, cfg, time.Now())
+		rep, err := RunNow(ctx, cfg)
 		switch {
 		case ctx.Err() != nil:
 			return nil

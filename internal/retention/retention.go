@@ -186,11 +186,32 @@ func Run(ctx context.Context, cfg Config, now time.Time) (Report, error) {
 }
 
 // RunNow does one round of retention (Run) as of now: what Loop and
-// `hookstream maintain` run.
+// `hookstream maintain` run. Now is the earlier of this process's clock
+// and the database's: rounds run in any member of the group and on cron
+// hosts, and what a round drops is decided by its clock, so one process
+// whose clock is ahead (by a year: every events bucket but the current
+// one, and every audit_log partition with today's rows) would drop what
+// every other clock keeps. The earlier clock drops nothing early by
+// either; a clock behind only makes the round late.
 func RunNow(ctx context.Context, cfg Config) (Report, error) {
 	cfg = cfg.withDefaults()
-	return Run(ctx, cfg, cfg.Now())
+	now := cfg.Now()
+	var db time.Time
+	if err := cfg.Pool.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&db); err != nil {
+		return Report{}, fmt.Errorf("retention: the database's clock: %w", err)
+	}
+	if ahead := now.Sub(db); ahead > 0 {
+		if ahead > maxClockAhead {
+			cfg.Logger.Warn("retention: this process's clock is ahead of the database's; the round runs on the database's", "ahead", ahead)
+		}
+		now = db
+	}
+	return Run(ctx, cfg, now)
 }
+
+// maxClockAhead is how far this process's clock may be ahead of the
+// database's before RunNow says so (it uses the earlier clock either way).
+const maxClockAhead = time.Minute
 
 type job struct {
 	cfg  Config

@@ -261,6 +261,11 @@ func resolve(ctx context.Context, adm *kadm.Client, cfg Config) (Config, error) 
 	if int(cfg.ReplicationFactor) > len(brokers) {
 		return cfg, fmt.Errorf("topics: replication factor %d: the cluster has %d broker(s)", cfg.ReplicationFactor, len(brokers))
 	}
+	// With the replication factor left to the broker (-1) validate cannot
+	// compare the two; no topic has more replicas than there are brokers.
+	if cfg.MinInsyncReplicas > len(brokers) {
+		return cfg, fmt.Errorf("topics: min.insync.replicas %d: the cluster has %d broker(s), so no write could ever be acknowledged", cfg.MinInsyncReplicas, len(brokers))
+	}
 	return cfg, nil
 }
 

@@ -63,16 +63,15 @@ func runMaintain(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if rep.AuditUnfinished != "" {
 		fmt.Fprintf(stdout, "the tombstones of audit_log partition %s go on at the next round\n", rep.AuditUnfinished)
 	}
-	if err != nil {
-		return err
-	}
+	// What the round did is printed even when it failed later (the
+	// audit_log step comes last): an opened or dropped bucket stays so.
 	switch {
 	case rep.Skipped:
 		fmt.Fprintln(stdout, "another process is running a retention round; nothing done")
-		return nil
+		return err
 	case rep.Opened:
 		fmt.Fprintf(stdout, "opened events bucket %d\n", rep.Current)
-	default:
+	case err == nil:
 		fmt.Fprintf(stdout, "events bucket %d is current\n", rep.Current)
 	}
 	for _, b := range rep.Dropped {
@@ -81,5 +80,5 @@ func runMaintain(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if rep.Moved > 0 {
 		fmt.Fprintf(stdout, "moved %d unfinished events into bucket %d\n", rep.Moved, rep.Current)
 	}
-	return nil
+	return err
 }

@@ -10,17 +10,18 @@ import (
 
 	"github.com/hookstream/hookstream/audit"
 	"github.com/hookstream/hookstream/consumer"
+	"github.com/hookstream/hookstream/internal/wire"
 )
 
 // TestDrainedRecordHasATopicKey: every audit record has a key on the
-// compacted audit topic (wire.AuditRecord.Key: source/event_id, else the
-// request id), and retention tombstones that key once its rows leave
-// audit_log (docs/design.md, "Tombstones"). The UNPARKED "drained" record
-// of a customer that drains with nothing left (here: its dead blocker
-// skipped, nothing waiting behind it) names no event and no request: its
-// key is "", shared by every such record (compaction keeps the last one
-// only) and never tombstoned (the request-id pass skips it, and
-// audit.Tombstones refuses an empty key).
+// compacted audit topic (wire.AuditRecord.Key), and retention tombstones
+// that key once its rows leave audit_log (docs/design.md, "Tombstones").
+// The UNPARKED "drained" record of a customer that drains with nothing
+// left (here: its dead blocker skipped, nothing waiting behind it) names
+// no event and no request. Its key was "", shared by every such record
+// (compaction kept the last one only) and never tombstoned (the
+// request-id pass skipped it, and audit.Tombstones refuses an empty key);
+// now it is the record's own audit id.
 func TestDrainedRecordHasATopicKey(t *testing.T) {
 	t.Parallel()
 	tb := setup(t)
@@ -37,5 +38,12 @@ func TestDrainedRecordHasATopicKey(t *testing.T) {
 	}
 	tb.waitFor(time.Minute, 0, `SELECT count(*) FROM customer_blocks`)
 	tb.waitFor(time.Minute, 1, `SELECT count(*) FROM audit_log WHERE action = 'UNPARKED' AND customer_id = 'cus_k' AND reason = 'drained'`)
-	tb.waitFor(time.Second, 0, `SELECT count(*) FROM audit_log WHERE coalesce(event_id, '') = '' AND coalesce(request_id, '') = ''`)
+	var r wire.AuditRecord
+	if err := tb.pool.QueryRow(context.Background(), `SELECT audit_id::text, coalesce(source, ''), coalesce(event_id, ''), coalesce(request_id, '')
+FROM audit_log WHERE action = 'UNPARKED' AND customer_id = 'cus_k' AND reason = 'drained'`).Scan(&r.AuditID, &r.Source, &r.EventID, &r.RequestID); err != nil {
+		t.Fatal(err)
+	}
+	if r.Key() == "" || r.Key() != r.AuditID {
+		t.Errorf("the drained record %+v has the key %q, want its audit id", r, r.Key())
+	}
 }

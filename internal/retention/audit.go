@@ -448,9 +448,15 @@ var pageRange = []string{
 	`source = (SELECT source FROM e) AND source > $1 AND event_id <= (SELECT event_id FROM e)`,
 }
 
+// keyOfNoEventSQL is wire.AuditRecord.Key of an audit_log row that is not
+// about an event of a source: "/" + event_id without a source, else the
+// request id, else the row's own audit id.
+const keyOfNoEventSQL = `CASE WHEN event_id IS NOT NULL THEN '/' || event_id
+  ELSE coalesce(nullif(request_id, ''), audit_id::text) END`
+
 // requestIDs is the second pass: records about no event, whose key is the
-// request id, and rows with an event id but no source ("/" + event_id),
-// by ranges of p's pages.
+// request id (or, with none, the record's audit id), and rows with an
+// event id but no source ("/" + event_id), by ranges of p's pages.
 func (t *tombstonePass) requestIDs(ctx context.Context) error {
 	var pages int64
 	if err := t.j.conn.QueryRow(ctx, `SELECT pg_relation_size($1::regclass) / current_setting('block_size')::bigint`, t.p.name).Scan(&pages); err != nil {
@@ -458,9 +464,9 @@ func (t *tombstonePass) requestIDs(ctx context.Context) error {
 	}
 	const step = 1024 // pages: 8 MiB
 	for t.page < pages {
-		rows, err := t.j.conn.Query(ctx, `SELECT DISTINCT CASE WHEN event_id IS NULL THEN request_id ELSE '/' || event_id END FROM `+t.name+`
+		rows, err := t.j.conn.Query(ctx, `SELECT DISTINCT `+keyOfNoEventSQL+` FROM `+t.name+`
 WHERE ctid >= format('(%s,0)', $1::bigint)::tid AND ctid < format('(%s,0)', $2::bigint)::tid
-  AND (event_id IS NULL AND request_id <> '' OR event_id IS NOT NULL AND source IS NULL)`, t.page, t.page+step)
+  AND (event_id IS NULL OR source IS NULL)`, t.page, t.page+step)
 		if err != nil {
 			return err
 		}

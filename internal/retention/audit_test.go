@@ -424,7 +424,9 @@ func (p *keyProducer) ProduceSync(_ context.Context, recs ...*kgo.Record) kgo.Pr
 // REJECTED record names its source and no event id. The event keys' pass
 // once read it (a row comparison of ('s', NULL) with (”, ”) holds) and
 // failed to scan the NULL, every round: the partition was never dropped.
-// Its key is its request id.
+// Its key is its request id. A record about no event and no request (a
+// customer drained with nothing left) is tombstoned by its audit id, its
+// key (wire.AuditRecord.Key); it once had the key "", never tombstoned.
 func TestRejectionOfAKnownSourceIsTombstonedByItsRequestID(t *testing.T) {
 	t.Parallel()
 	pool := testenv.PostgresPool(t)
@@ -435,12 +437,17 @@ func TestRejectionOfAKnownSourceIsTombstonedByItsRequestID(t *testing.T) {
 	insertAudit(t, pool, "evt", "", start.Add(-time.Hour))
 	exec(t, pool, `INSERT INTO audit_log (audit_id, source, event_id, request_id, action, actor, instance, at, xid)
 VALUES (gen_random_uuid(), 's', NULL, 'req-rejected', 'REJECTED', 'ingest', 'test', $1, NULL)`, start.Add(-time.Hour))
+	// A customer drained with nothing left: no event, no request; its key
+	// is its audit id.
+	const drained = "0194f3a0-0000-7000-8000-00000000d0e0"
+	exec(t, pool, `INSERT INTO audit_log (audit_id, source, customer_id, action, reason, actor, instance, at, xid)
+VALUES ($1, 's', 'c', 'UNPARKED', 'drained', 'consumer', 'test', $2, NULL)`, drained, start.Add(-time.Hour))
 	rep := run(t, cfg, start.Add(3*day+time.Hour))
 	if !slices.Contains(rep.AuditDropped, "audit_log_p0") {
 		t.Errorf("dropped %v, want audit_log_p0", rep.AuditDropped)
 	}
 	sort.Strings(p.keys)
-	if want := []string{"req-rejected", "s/evt"}; !slices.Equal(p.keys, want) {
+	if want := []string{drained, "req-rejected", "s/evt"}; !slices.Equal(p.keys, want) {
 		t.Errorf("tombstones %v, want %v", p.keys, want)
 	}
 }
@@ -520,8 +527,8 @@ func perKeyTombstones(t *testing.T, pool *pgxpool.Pool, hi time.Time) []string {
 WHERE p.source IS NOT NULL AND p.event_id IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM audit_log l WHERE l.source = p.source AND l.event_id = p.event_id AND l.at >= $1)
 UNION
-SELECT CASE WHEN event_id IS NULL THEN request_id ELSE '/' || event_id END FROM audit_log_p0
-WHERE event_id IS NULL AND request_id <> '' OR event_id IS NOT NULL AND source IS NULL
+SELECT CASE WHEN event_id IS NOT NULL THEN '/' || event_id WHEN request_id <> '' THEN request_id ELSE audit_id::text END
+FROM audit_log_p0 WHERE event_id IS NULL OR source IS NULL
 ORDER BY 1`, hi)
 	if err != nil {
 		t.Fatal(err)

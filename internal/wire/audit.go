@@ -101,14 +101,21 @@ const DetailSummary = "summary"
 // hookstream vouches for: source + "/" + event_id for a record about an
 // event (the receiver sets event_id only once the signature is verified),
 // else the server's request id (a request rejected before its event id
-// was authenticated or read). Compaction therefore keeps the latest
-// decision per event, and no client can put a record under an event's key
-// without its source's secret, nor two sources' equal ids share one.
+// was authenticated or read), else, for a decision about no event and no
+// request (a customer drained with nothing left to run), the record's own
+// audit id. Compaction therefore keeps the latest decision per event, no
+// client can put a record under an event's key without its source's
+// secret, nor two sources' equal ids share one, and every key is one
+// retention can tombstone (never "", which every such record would share
+// and nothing would ever remove).
 func (r *AuditRecord) Key() string {
-	if r.EventID != "" {
+	switch {
+	case r.EventID != "":
 		return r.Source + "/" + r.EventID
+	case r.RequestID != "":
+		return r.RequestID
 	}
-	return r.RequestID
+	return r.AuditID
 }
 
 // Marshal encodes the record as JSON, byte for byte as encoding/json does.

@@ -79,7 +79,7 @@ func FuzzAuditMarshal(f *testing.F) {
 
 // TestAuditKey: the topic's key is made of what hookstream vouches for:
 // the source and the event id, else the server's request id, never the
-// client's.
+// client's, else the record's own audit id.
 func TestAuditKey(t *testing.T) {
 	detail := map[string]any{DetailClientRequestID: "evt_1"}
 	for _, c := range []struct {
@@ -89,6 +89,8 @@ func TestAuditKey(t *testing.T) {
 		{AuditRecord{EventID: "evt_1", Source: "stripe", RequestID: "r1", Detail: detail}, "stripe/evt_1"},
 		{AuditRecord{EventID: "evt_1", Source: "github", RequestID: "r1"}, "github/evt_1"},
 		{AuditRecord{RequestID: "0194f3a0-0000-7000-8000-000000000001", Source: "stripe", Detail: detail}, "0194f3a0-0000-7000-8000-000000000001"},
+		// A customer drained with nothing left: no event, no request.
+		{AuditRecord{AuditID: "0194f3a0-0000-7000-8000-000000000002", Source: "stripe", CustomerID: "c", Action: ActionUnparked}, "0194f3a0-0000-7000-8000-000000000002"},
 	} {
 		if got := c.r.Key(); got != c.want {
 			t.Errorf("key of %+v is %q, want %q", c.r, got, c.want)

@@ -90,15 +90,32 @@ type bodyBudget struct {
 
 // take reserves n bytes, up to open, or up to the whole budget when the
 // request's address sent its source a verified request recently (asked
-// only then).
+// only then). It holds nothing until it decides: adding n first and
+// taking it back on refusal made every refused anonymous body hold its
+// bytes meanwhile (while its address was looked up, under a lock a flood
+// keeps busy), and a verified address's body was refused with the
+// reserve free.
 func (b *bodyBudget) take(n int64, addrs *addressTable, addr netip.Addr) bool {
-	total := b.bytes.Add(n)
-	if total <= b.open || (total <= b.reserved && addrs != nil && addrs.recentlyVerified(addr, time.Now())) {
-		unverifiedBodyBytes.Add(float64(n))
-		return true
+	asked, verified := false, false
+	for {
+		held := b.bytes.Load()
+		total := held + n
+		if total > b.open {
+			if total > b.reserved || addrs == nil {
+				return false
+			}
+			if !asked {
+				asked, verified = true, addrs.recentlyVerified(addr, time.Now())
+			}
+			if !verified {
+				return false
+			}
+		}
+		if b.bytes.CompareAndSwap(held, total) {
+			unverifiedBodyBytes.Add(float64(n))
+			return true
+		}
 	}
-	b.bytes.Add(-n)
-	return false
 }
 
 func (b *bodyBudget) give(n int64) {

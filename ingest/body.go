@@ -89,7 +89,7 @@ type bodyBudget struct {
 }
 
 // take reserves n bytes, up to open, or up to the whole budget when the
-// request's address sent its source a verified request recently (asked
+// request's address delivered its source a new event recently (asked
 // only then). It holds nothing until it decides: adding n first and
 // taking it back on refusal made every refused anonymous body hold its
 // bytes meanwhile (while its address was looked up, under a lock a flood

@@ -3,12 +3,12 @@
 // For each request it finds the source, checks the client address's
 // budget of requests that failed before authentication, checks the content
 // type and size, reads the body into pooled buffers under a memory budget
-// for unverified bodies, verifies the signature, applies the source's rate
-// limit (to verified requests only), validates the body
+// for unverified bodies, verifies the signature, validates the body
 // (well-formed UTF-8 JSON, then the source's JSON Schema), extracts
 // event_id, customer_id and event_type, asks the events table whether the
 // event was seen before (read-only; concurrent look-ups share one query),
-// and produces the raw body to the events topic keyed by customer_id. It
+// spends the source's rate limit for an event to produce (only then: a
+// duplicate, a replay among them, spends nothing), and produces the raw body to the events topic keyed by customer_id. It
 // answers 202 only after the broker acknowledged the record with acks=all,
 // and 503 with Retry-After when it did not within the produce timeout, so a
 // 2xx always means the event is durable. Every decision is audited: an

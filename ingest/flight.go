@@ -40,6 +40,7 @@ import (
 // outcome the consumer's dedupe absorbs when the provider retries.
 type flight struct {
 	r     *Receiver
+	req   *request // read by the handler only once the flight answered
 	event *kgo.Record
 
 	state atomic.Uint32
@@ -70,6 +71,8 @@ type flightResult struct {
 	// replayOf: the signed body was accepted before as this other event
 	// (replay.go); checked is set too.
 	replayOf string
+	// limited: a new event over its source's rate limit (admitEvent).
+	limited *rejection
 
 	eventErr error
 }
@@ -79,7 +82,7 @@ type flightResult struct {
 const promiseGrace = 250 * time.Millisecond
 
 func (r *Receiver) startFlight(req *request) *flight {
-	f := &flight{r: r, timer: time.NewTimer(time.Hour), done: make(chan flightResult, 1), checkStart: time.Now()}
+	f := &flight{r: r, req: req, timer: time.NewTimer(time.Hour), done: make(chan flightResult, 1), checkStart: time.Now()}
 	f.timer.Stop()
 	if bf, ok := r.cfg.Duplicates.(BucketFloor); ok {
 		req.floor = bf.Floor() // before the look-up is queued: bucket.go
@@ -156,6 +159,10 @@ func (f *flight) checked(status Status, err error) {
 	}
 	if err != nil || status != StatusUnknown {
 		f.answer(flightResult{checked: true, status: status, dupErr: err}, flightChecking)
+		return
+	}
+	if rej := f.r.admitEvent(f.req); rej != nil {
+		f.answer(flightResult{limited: rej}, flightChecking)
 		return
 	}
 	if !f.state.CompareAndSwap(flightChecking, flightProducing) {

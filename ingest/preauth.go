@@ -24,11 +24,13 @@ import (
 // they are the point:
 //
 //   - A verified request costs its address nothing, so a provider's own
-//     deliveries never run its bucket down, however many it sends.
+//     deliveries never run its bucket down, however many it sends (but
+//     for a replay of a body under a new id, replayed_body: the provider
+//     does not send those, a stranger with a captured delivery does).
 //   - A bucket is its address's own: other addresses' failures never
 //     refuse a request. There is deliberately no bucket shared by every
 //     address of a source, which a flood from other addresses could empty.
-//   - An address that sent the source a verified request lately is never
+//   - An address that delivered the source a new event lately is never
 //     refused by its bucket (see allow): failures sent through a
 //     provider's own addresses, which anyone can cause, do not refuse the
 //     provider.
@@ -43,8 +45,9 @@ import (
 // body bytes (bodyBudget), the per-request cost of a rejection, and the
 // audit records' own bound (rejectionAudit).
 //
-// Addresses that sent a verified request recently are remembered apart, in
-// a table only verified requests write (so a flood cannot evict them): they
+// Addresses that delivered a new event recently (admitEvent) are remembered
+// apart, in a table only such deliveries write (so neither a flood nor a
+// replayer can evict them): they
 // may use the part of the body budget held back from everyone else.
 
 // PreAuthConfig bounds what requests cost the receiver before their
@@ -310,8 +313,8 @@ func (t *addressTable) makeRoom(now int64) {
 	}
 }
 
-// verifiedAt records a verified request of a. Only verified requests
-// write this table, so no flood can push a provider out of it.
+// verifiedAt records that a delivered a new event (admitEvent). Only
+// those write this table, so no flood can push a provider out of it.
 func (t *addressTable) verifiedAt(a netip.Addr, now time.Time) {
 	ns := now.UnixNano()
 	t.mu.Lock()

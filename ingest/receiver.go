@@ -257,6 +257,8 @@ type request struct {
 	// floor: the duplicate checker's bucket floor, read before the check
 	// (bucket.go); the event record carries it only while it is > 0.
 	floor int32
+	// admitted: admitEvent ran (the rate limit is spent once).
+	admitted bool
 }
 
 func (r *Receiver) handle(c *gin.Context) {
@@ -288,22 +290,40 @@ func (r *Receiver) check(req *request) (*rejection, map[string]any) {
 	if rej, detail := r.checkUnverified(req); rej != nil {
 		return rej, detail
 	}
+	return r.checkVerified(req)
+}
+
+// admitEvent is the last step before a verified request's event is
+// produced (a new event, a re-drive, or one whose duplicate check failed):
+// the address is marked as one that delivered lately, and the source's
+// rate limit is spent, once per request. Only here, after the duplicate
+// check, and not at the signature: a signature that covers the body alone
+// (github, shopify, hmac-sha256) vouches for a body anyone who captured
+// it can send again, and such replays, refused as duplicates, must not
+// spend the limit the provider's next delivery needs (GitHub does not
+// retry a 429), nor pass for the provider's address (docs/design.md,
+// "Rate limits and the pre-auth budget").
+func (r *Receiver) admitEvent(req *request) *rejection {
+	if req.admitted {
+		return nil
+	}
+	req.admitted = true
+	src := req.src
 	now := time.Now()
 	if src.signed {
 		src.addresses.verifiedAt(req.addr, now)
 	}
-	// The source's rate limit is spent by verified requests only: an
-	// unsigned one must not refuse its provider's next delivery.
-	if src.limiter != nil {
-		res := src.limiter.ReserveN(now, 1)
-		if d := res.DelayFrom(now); !res.OK() || d > 0 {
-			res.CancelAt(now)
-			rej := reject(http.StatusTooManyRequests, CodeRateLimited, "rate limit of source "+src.cfg.Name+" exceeded")
-			rej.retryAfter = max(1, int(math.Ceil(d.Seconds())))
-			return rej, nil
-		}
+	if src.limiter == nil {
+		return nil
 	}
-	return r.checkVerified(req)
+	res := src.limiter.ReserveN(now, 1)
+	if d := res.DelayFrom(now); !res.OK() || d > 0 {
+		res.CancelAt(now)
+		rej := reject(http.StatusTooManyRequests, CodeRateLimited, "rate limit of source "+src.cfg.Name+" exceeded")
+		rej.retryAfter = max(1, int(math.Ceil(d.Seconds())))
+		return rej
+	}
+	return nil
 }
 
 // checkUnverified runs the checks up to and including the signature, on
@@ -447,6 +467,8 @@ func (r *Receiver) decide(req *request) {
 	}
 	res := r.startFlight(req).wait()
 	switch {
+	case res.limited != nil:
+		r.rejected(req, res.limited, nil)
 	case res.replayOf != "":
 		r.digests.found(req.src.cfg.Name, req.digest, res.replayOf)
 		r.replayed(req, res.replayOf)
@@ -489,6 +511,10 @@ func (r *Receiver) decideKnown(req *request, status Status, dupErr error) {
 			duplicatesTotal.WithLabelValues(req.sourceName, "in_flight").Inc()
 			observe(req, http.StatusAccepted)
 		}
+		return
+	}
+	if rej := r.admitEvent(req); rej != nil {
+		r.rejected(req, rej, nil)
 		return
 	}
 	redrive := status == StatusFailed || status == StatusDead

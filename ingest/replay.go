@@ -65,6 +65,11 @@ func digestKey(source, digest string) string { return source + "\x00" + digest }
 // names, so that a captured delivery sent again under a fresh id is
 // neither processed again nor re-drives a FAILED or DEAD event.
 func (r *Receiver) replayed(req *request, replayOf string) {
+	// A provider does not send one body under two ids (but for the rare
+	// unchanged update): a replay is charged to its address as a failure
+	// is, so that one captured delivery buys a stranger no more than the
+	// pre-auth budget of duplicate records and look-ups.
+	req.src.addresses.failed(req.addr, req.receivedAt)
 	code := req.src.cfg.DuplicateStatus
 	if r.duplicate(req, "replayed_body", code, map[string]any{"replay_of": replayOf}) {
 		reply(req.c, code, Reply{EventID: req.eventID, Status: "duplicate"})

@@ -79,7 +79,7 @@ func Register(cfg Config) func(gin.IRouter) {
 		g.GET("", redirectTo(Base+"/events"))
 		g.GET("/", redirectTo(Base+"/events"))
 		g.GET("/login", c.loginPage)
-		g.POST("/login", sameOrigin, c.login)
+		g.POST("/login", sameOrigin, limitForm, c.login)
 
 		in := g.Group("", c.requireSession)
 		in.GET("/events", c.eventsPage)
@@ -92,7 +92,7 @@ func Register(cfg Config) func(gin.IRouter) {
 		in.GET("/overview", c.overviewPage)
 		in.GET("/tail/stream", c.tailStream)
 
-		act := in.Group("", sameOrigin, c.requireCSRF)
+		act := in.Group("", sameOrigin, limitForm, c.requireCSRF)
 		act.POST("/logout", c.logout)
 		act.POST("/customers/unpark", c.unpark)
 		act.POST("/events/replay", c.replay)
@@ -146,6 +146,34 @@ func sameOrigin(c *gin.Context) {
 	}
 	if site := c.GetHeader("Sec-Fetch-Site"); site != "" && site != "same-origin" {
 		refuse(c, http.StatusForbidden, "This request came from another site's page, so it was refused.")
+	}
+}
+
+// maxFormBytes bounds a POST's body: the console's forms are a token, or
+// a few ids, times and a CSRF token.
+const maxFormBytes = 64 << 10
+
+// limitForm reads a POST's form, urlencoded or multipart, from at most
+// maxFormBytes of its body: larger is 413. Without it the login, which
+// anyone reaches and which a POST without a token passes uncounted by the
+// throttle, held up to 10 MB of an urlencoded form in memory (net/http's
+// own bound) and a multipart form's file parts whatever their size
+// (gin's 32 MiB in memory, the rest in temporary files).
+func limitForm(c *gin.Context) {
+	c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, maxFormBytes)
+	// ParseForm first: ParseMultipartForm answers ErrNotMultipart for an
+	// urlencoded form, not the error of reading it.
+	err := c.Request.ParseForm()
+	if err == nil {
+		err = c.Request.ParseMultipartForm(maxFormBytes)
+	}
+	var tooLarge *http.MaxBytesError
+	switch {
+	case err == nil, errors.Is(err, http.ErrNotMultipart):
+	case errors.As(err, &tooLarge):
+		refuse(c, http.StatusRequestEntityTooLarge, "This form is larger than any of the console's, so it was refused.")
+	default:
+		refuse(c, http.StatusBadRequest, "This form could not be read: "+err.Error())
 	}
 }
 

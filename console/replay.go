@@ -23,8 +23,10 @@ func readReplayForm(get func(string) string) replayForm {
 // empty: the form was not sent yet.
 func (f replayForm) empty() bool { return f == replayForm{} }
 
-// Values is the form as a link's query.
-func (f replayForm) Values() string { return f.values().Encode() }
+// URL is the replay page with the form filled in. A whole URL, not a
+// query for the template to append after "?": html/template escapes a
+// value there as one query component ("=" as %3d, "&" as %26).
+func (f replayForm) URL() string { return Base + "/replay?" + f.values().Encode() }
 
 // values are the form's fields for a link or hidden inputs.
 func (f replayForm) values() url.Values {

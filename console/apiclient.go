@@ -81,7 +81,7 @@ func (a *apiClient) call(from *http.Request, token, operator, method, path strin
 // to w as it comes, status and headers included: a server-sent events
 // stream, flushed event by event (w is the browser's response).
 func (a *apiClient) stream(from *http.Request, w http.ResponseWriter, path string, query url.Values, header http.Header) {
-	req, err := http.NewRequestWithContext(from.Context(), http.MethodGet, path+"?"+query.Encode(), nil)
+	req, err := http.NewRequestWithContext(admin.ForSession(from.Context()), http.MethodGet, path+"?"+query.Encode(), nil)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
@@ -95,7 +95,7 @@ func (a *apiClient) stream(from *http.Request, w http.ResponseWriter, path strin
 // as calls the API with the configured token: a page or an action of a
 // logged-in operator.
 func (a *apiClient) as(from *http.Request, operator, method, path string, query url.Values, want int, out any) error {
-	return a.call(from, a.token, operator, method, path, query, want, out)
+	return a.call(from.WithContext(admin.ForSession(from.Context())), a.token, operator, method, path, query, want, out)
 }
 
 // segment percent-encodes one path segment: an id holding "/" is sent as

@@ -228,3 +228,32 @@ func TestSecurityHeaders(t *testing.T) {
 		}
 	}
 }
+
+// TestLiveSessionOutlastsAThrottledAddress: behind a proxy every operator
+// has the proxy's address. A stranger's wrong tokens through it throttle
+// that address, which refuses its logins and its bearer-token calls (the
+// guesses the throttle is for), but not the pages and actions of a session
+// that logged in before: its calls were made with the configured token on
+// its behalf and answered 429 too, shutting every operator out.
+func TestLiveSessionOutlastsAThrottledAddress(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, admin.Config{AuthFailureBurst: 3, AuthFailureEvery: time.Hour})
+	const proxy = "10.0.0.1:8080"
+	operator := tb.browser(proxy)
+	operator.login()
+	stranger := tb.browser(proxy)
+	for range 3 {
+		stranger.do("POST", "/console/login", url.Values{"token": {"guess"}})
+	}
+	if rec := stranger.do("POST", "/console/login", url.Values{"token": {token}}); rec.Code != http.StatusTooManyRequests {
+		t.Fatalf("a login from the throttled address: %d, want 429", rec.Code)
+	}
+	if rec := stranger.do("GET", "/admin/customers/blocked", nil, "Authorization", "Bearer "+token); rec.Code != http.StatusTooManyRequests {
+		t.Errorf("a bearer token from the throttled address: %d, want 429", rec.Code)
+	}
+	for _, page := range []string{"/console/events", "/console/customers", "/console/overview", "/console/replay?customer_id=c"} {
+		if rec := operator.do("GET", page, nil); rec.Code != http.StatusOK {
+			t.Errorf("the live session's %s: %d, want 200", page, rec.Code)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"log/slog"
@@ -94,10 +95,26 @@ func (a *authenticator) matches(token string) bool {
 	return constantTimeCompare(got[:], a.digest[:]) == 1
 }
 
+// sessionCall marks a request's context as a console session's call.
+type sessionCall struct{}
+
+// ForSession marks ctx as the context of a call made in-process on behalf
+// of a console session, which the console authenticated by its cookie (an
+// unguessable id, so that letting it through is no oracle for guesses):
+// the throttle of failed authentications does not refuse it, though the
+// bearer token is still checked. Behind a proxy every operator has the
+// proxy's address, and one stranger's wrong tokens through it had every
+// live session's pages answer 429 (docs/design.md, "Sessions"). Never
+// for the login, whose token is the guess the throttle is for.
+func ForSession(ctx context.Context) context.Context {
+	return context.WithValue(ctx, sessionCall{}, true)
+}
+
 // handle is the middleware in front of every admin route.
 func (a *authenticator) handle(c *gin.Context) {
 	client := clientKey(c.Request.RemoteAddr)
-	if wait := a.throttle.blocked(client, time.Now()); wait > 0 {
+	session := c.Request.Context().Value(sessionCall{}) != nil
+	if wait := a.throttle.blocked(client, time.Now()); wait > 0 && !session {
 		authFailures.WithLabelValues("throttled").Inc()
 		c.Header("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))
 		fail(c, http.StatusTooManyRequests, "too_many_failures", "too many failed authentications from this address; retry later")

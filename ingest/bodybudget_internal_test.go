@@ -9,8 +9,8 @@ import (
 )
 
 // TestRefusedAnonymousBodyNeverHoldsTheVerifiedReserve: the part of the
-// body budget held back for addresses that delivered a verified request
-// lately (VerifiedReserveBytes) is theirs alone. An anonymous body that
+// body budget held back for addresses that delivered a new event lately
+// (VerifiedReserveBytes) is theirs alone. An anonymous body that
 // asks for more than the open part is refused, and while the receiver
 // finds out whether its address is a verified one (a look-up under its
 // source's address table, which a flood keeps busy) it must not hold the

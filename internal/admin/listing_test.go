@@ -1,7 +1,6 @@
 package admin_test
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -64,19 +63,7 @@ FROM generate_series(0, 399) AS i`)
 
 func (tb *testBundle) plainList(args []any) []string {
 	tb.t.Helper()
-	rows, _ := tb.pool.Query(context.Background(), plainListSQL, args...)
-	var out []string
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			tb.t.Fatal(err)
-		}
-		out = append(out, s)
-	}
-	if rows.Err() != nil {
-		tb.t.Fatal(rows.Err())
-	}
-	return out
+	return tb.column(plainListSQL, args...)
 }
 
 // pages follows the listing of q page by page, limit at a time, checking

@@ -50,3 +50,30 @@ func TestRoundOnAClockAheadOfTheDatabaseDropsNothingKept(t *testing.T) {
 		t.Errorf("%d audit_log rows of today (%v), want 1", rows, err)
 	}
 }
+
+// TestRoundOnAClockBehindRecordsTheDatabasesTime: a round on a process
+// whose clock is behind the database's (8 days here) that opens a bucket
+// records when it opened by the database's clock. It recorded its own,
+// 8 days early, and the bucket before, closed by that time, went 8 days
+// before its retention at the next round of a right clock.
+func TestRoundOnAClockBehindRecordsTheDatabasesTime(t *testing.T) {
+	t.Parallel()
+	pool := testenv.PostgresPool(t)
+	ctx := context.Background()
+	exec(t, pool, `UPDATE event_buckets SET opened_at = opened_at - interval '20 days' WHERE bucket = 0`)
+	behind := retention.Config{Pool: pool, Now: func() time.Time { return time.Now().Add(-8 * 24 * time.Hour) }}
+	rep, err := retention.RunNow(ctx, behind)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Opened || rep.Current != 1 {
+		t.Fatalf("the round: %+v, want bucket 1 opened", rep)
+	}
+	var off time.Duration
+	if err := pool.QueryRow(ctx, `SELECT extract(epoch FROM now() - opened_at) * interval '1 second' FROM event_buckets WHERE bucket = 1`).Scan(&off); err != nil {
+		t.Fatal(err)
+	}
+	if off > time.Minute || off < -time.Minute {
+		t.Errorf("bucket 1 recorded as opened %v before the database's now, want now", off)
+	}
+}

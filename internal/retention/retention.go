@@ -65,8 +65,9 @@ type Config struct {
 	AheadOnly bool
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
-	// Now is this process's clock, which RunNow and Loop read; default
-	// time.Now (tests set a clock of their own).
+	// Now is this process's clock, which RunNow compares with the
+	// database's (it runs on the database's); default time.Now (tests set
+	// a clock of their own).
 	Now func() time.Time
 }
 
@@ -186,32 +187,32 @@ func Run(ctx context.Context, cfg Config, now time.Time) (Report, error) {
 }
 
 // RunNow does one round of retention (Run) as of now: what Loop and
-// `hookstream maintain` run. Now is the earlier of this process's clock
-// and the database's: rounds run in any member of the group and on cron
-// hosts, and what a round drops is decided by its clock, so one process
-// whose clock is ahead (by a year: every events bucket but the current
-// one, and every audit_log partition with today's rows) would drop what
-// every other clock keeps. The earlier clock drops nothing early by
-// either; a clock behind only makes the round late.
+// `hookstream maintain` run. Now is the database's clock, not this
+// process's: rounds run in any member of the group and on cron hosts, and
+// what a round drops, and when it records a bucket opened, is decided by
+// its clock. One process whose clock was ahead (by a year: every events
+// bucket but the current one, and every audit_log partition with today's
+// rows) dropped what every other clock keeps; one behind recorded the
+// buckets it opened as opened earlier, and the bucket before went that
+// much before its retention. The database's clock is the one every round
+// shares (and the one that stamps the rows). A process clock more than
+// maxClockSkew off it is logged.
 func RunNow(ctx context.Context, cfg Config) (Report, error) {
 	cfg = cfg.withDefaults()
-	now := cfg.Now()
-	var db time.Time
-	if err := cfg.Pool.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&db); err != nil {
+	own := cfg.Now()
+	var now time.Time
+	if err := cfg.Pool.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&now); err != nil {
 		return Report{}, fmt.Errorf("retention: the database's clock: %w", err)
 	}
-	if ahead := now.Sub(db); ahead > 0 {
-		if ahead > maxClockAhead {
-			cfg.Logger.Warn("retention: this process's clock is ahead of the database's; the round runs on the database's", "ahead", ahead)
-		}
-		now = db
+	if skew := own.Sub(now); skew > maxClockSkew || skew < -maxClockSkew {
+		cfg.Logger.Warn("retention: this process's clock is off the database's; the round runs on the database's", "ahead", skew)
 	}
 	return Run(ctx, cfg, now)
 }
 
-// maxClockAhead is how far this process's clock may be ahead of the
-// database's before RunNow says so (it uses the earlier clock either way).
-const maxClockAhead = time.Minute
+// maxClockSkew is how far this process's clock may be off the database's
+// before RunNow says so (it runs on the database's either way).
+const maxClockSkew = time.Minute
 
 type job struct {
 	cfg  Config

@@ -230,6 +230,10 @@ func TestEnsureRefusesImpossibleDurability(t *testing.T) {
 		{topics.Config{ReplicationFactor: int16(len(meta) + 1)}, fmt.Sprintf("replication factor %d: the cluster has %d broker(s)", len(meta)+1, len(meta))},
 		{topics.Config{ReplicationFactor: 1, MinInsyncReplicas: 2}, "min.insync.replicas 2 is more than the replication factor 1"},
 		{topics.Config{MinInsyncReplicas: 4}, "min.insync.replicas 4 is more than the replication factor"},
+		// With the replication factor left to the broker (-1), nothing
+		// else compares the two: past the brokers, no acks=all write could
+		// ever be acknowledged.
+		{topics.Config{ReplicationFactor: -1, MinInsyncReplicas: len(meta) + 1}, fmt.Sprintf("min.insync.replicas %d: the cluster has %d broker(s)", len(meta)+1, len(meta))},
 		{topics.Config{ReplicationFactor: -2}, "replication factor must be -1"},
 		{topics.Config{MinInsyncReplicas: -1}, "min.insync.replicas must be at least 1"},
 		{topics.Config{EventsRetention: 7 * time.Second}, "events retention must be at least 1h0m0s, got 7s"},

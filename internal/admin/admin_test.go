@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/hookstream/hookstream/internal/admin"
@@ -45,6 +46,23 @@ func setup(t *testing.T, cfg admin.Config, withDB bool) *testBundle {
 	log := slog.New(slog.DiscardHandler)
 	tb.h = httpserver.New(httpserver.Config{Routes: []func(gin.IRouter){admin.Register(cfg)}, Logger: log}).Handler()
 	return tb
+}
+
+// holdLock begins a transaction that takes the row locks of lockSQL (a
+// SELECT ... FOR UPDATE), for a test to order others behind it; it is
+// rolled back at the end unless the test commits it.
+func (tb *testBundle) holdLock(lockSQL string) pgx.Tx {
+	tb.t.Helper()
+	ctx := context.Background()
+	tx, err := tb.pool.Begin(ctx)
+	if err != nil {
+		tb.t.Fatal(err)
+	}
+	tb.t.Cleanup(func() { _ = tx.Rollback(ctx) }) // a no-op once committed
+	if _, err := tx.Exec(ctx, lockSQL); err != nil {
+		tb.t.Fatal(err)
+	}
+	return tx
 }
 
 // do sends a request from client (host:port) with the Authorization

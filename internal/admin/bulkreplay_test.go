@@ -195,14 +195,7 @@ func TestBulkReplaySkipsWhatChanged(t *testing.T) {
 	ctx := context.Background()
 	tb.exec(`INSERT INTO events (source, event_id, customer_id, status, attempts, kafka_partition, kafka_offset, updated_at) VALUES
   ('generic', 'first', 'cus', 'DEAD', 1, 0, 1, now() - interval '1 minute'), ('generic', 'second', 'cus', 'DEAD', 1, 0, 2, now())`)
-	holder, err := tb.pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer holder.Rollback(ctx) //nolint:errcheck // no-op once committed
-	if _, err := holder.Exec(ctx, `SELECT 1 FROM events WHERE event_id = 'first' FOR UPDATE`); err != nil {
-		t.Fatal(err)
-	}
+	holder := tb.holdLock(`SELECT 1 FROM events WHERE event_id = 'first' FOR UPDATE`)
 	answer := make(chan *httptest.ResponseRecorder, 1)
 	go func() { answer <- tb.do("POST", "/admin/replay?customer_id=cus", "192.0.2.40:1", "Bearer "+token) }()
 	tb.waitForLock(`%events%FOR UPDATE%`)

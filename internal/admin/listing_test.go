@@ -2,6 +2,7 @@ package admin_test
 
 import (
 	"encoding/json"
+	"iter"
 	"net/http"
 	"net/url"
 	"slices"
@@ -37,25 +38,35 @@ SELECT (ARRAY['stripe', 'github'])[1 + i % 2], 'evt_' || (i / 2), 'cus_' || (i %
 FROM generate_series(0, 399) AS i`)
 	filters := []struct{ name, value string }{{"customer_id", "cus_1"}, {"status", "DEAD"}, {"source", "github"},
 		{"event_id", "evt_7"}, {"event_type", "b"}, {"since", "2026-11-30T10:03:00Z"}, {"until", "2026-11-30T10:08:00Z"}}
-	for set := range 1 << len(filters) {
-		q := url.Values{}
-		args := make([]any, len(filters))
-		for i, f := range filters {
-			args[i] = ""
-			if set&(1<<i) != 0 {
-				q.Set(f.name, f.value)
-				args[i] = f.value
-			}
-		}
-		for i := 5; i < 7; i++ { // since and until: a time or NULL
-			if args[i] == "" {
-				args[i] = nil
-			}
-		}
+	for q, args := range filterSets(filters) {
 		want := tb.plainList(args)
 		for _, limit := range []int{4, 7} {
 			if got := tb.pages(q, limit); !slices.Equal(got, want) {
 				t.Errorf("?%s&limit=%d:\n got %v\nwant %v", q.Encode(), limit, got, want)
+			}
+		}
+	}
+}
+
+// filterSets yields every combination of filters: the query that sets
+// them, and the arguments of a plain statement that names them all in
+// their order, "" for a filter not set (NULL for since and until).
+func filterSets(filters []struct{ name, value string }) iter.Seq2[url.Values, []any] {
+	return func(yield func(url.Values, []any) bool) {
+		for set := range 1 << len(filters) {
+			q := url.Values{}
+			args := make([]any, len(filters))
+			for i, f := range filters {
+				args[i] = ""
+				if set&(1<<i) != 0 {
+					q.Set(f.name, f.value)
+					args[i] = f.value
+				} else if f.name == "since" || f.name == "until" {
+					args[i] = nil
+				}
+			}
+			if !yield(q, args) {
+				return
 			}
 		}
 	}

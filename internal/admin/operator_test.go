@@ -139,14 +139,7 @@ func TestUnparkChecksTheBlockerUnderTheLock(t *testing.T) {
   ('generic', 'dead-1', 'cus', 'DEAD', 1, 0, 1), ('generic', 'dead-2', 'cus', 'DEAD', 1, 0, 2)`)
 	tb.exec(`INSERT INTO customer_blocks (source, customer_id, state, blocking_event_id, kafka_partition) VALUES
   ('generic', 'cus', 'PARKED', 'dead-1', 0)`)
-	holder, err := tb.pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer holder.Rollback(ctx) //nolint:errcheck // no-op once committed
-	if _, err := holder.Exec(ctx, `SELECT 1 FROM customer_blocks WHERE customer_id = 'cus' FOR UPDATE`); err != nil {
-		t.Fatal(err)
-	}
+	holder := tb.holdLock(`SELECT 1 FROM customer_blocks WHERE customer_id = 'cus' FOR UPDATE`)
 	answer := make(chan *httptest.ResponseRecorder, 1)
 	go func() {
 		answer <- tb.do("POST", "/admin/customers/cus/unpark?skip_blocker=true&blocker=dead-1", "192.0.2.40:1", "Bearer "+token)

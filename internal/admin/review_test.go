@@ -65,21 +65,7 @@ SELECT (ARRAY['stripe', 'github'])[1 + i % 2], 'evt_' || i, 'cus_' || (i % 3), '
 FROM generate_series(0, 299) AS i`)
 	filters := []struct{ name, value string }{{"customer_id", "cus_1"}, {"source", "github"}, {"status", "DEAD"},
 		{"since", "2026-11-30T10:03:00Z"}, {"until", "2026-11-30T10:08:00Z"}}
-	for set := range 1 << len(filters) {
-		q := url.Values{}
-		args := make([]any, len(filters))
-		for i, f := range filters {
-			args[i] = ""
-			if set&(1<<i) != 0 {
-				q.Set(f.name, f.value)
-				args[i] = f.value
-			}
-		}
-		for i := 3; i < 5; i++ {
-			if args[i] == "" {
-				args[i] = nil
-			}
-		}
+	for q, args := range filterSets(filters) {
 		if q.Get("customer_id") == "" && q.Get("since") == "" {
 			if rec := tb.get("/admin/replay/preview?" + q.Encode()); rec.Code != http.StatusBadRequest {
 				t.Errorf("?%s: %d, want 400 (neither customer nor since)", q.Encode(), rec.Code)
@@ -142,14 +128,7 @@ func TestBulkReplayDoesNotReplayWhatChangedMeanwhile(t *testing.T) {
 		t.Fatalf("preview: %+v", p)
 	}
 	// Hold the customer's block so that both replays select, then wait.
-	holder, err := tb.pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer holder.Rollback(ctx) //nolint:errcheck // no-op once committed
-	if _, err := holder.Exec(ctx, `SELECT 1 FROM customer_blocks WHERE customer_id = 'cus' FOR UPDATE`); err != nil {
-		t.Fatal(err)
-	}
+	holder := tb.holdLock(`SELECT 1 FROM customer_blocks WHERE customer_id = 'cus' FOR UPDATE`)
 	single := make(chan int, 1)
 	go func() {
 		single <- tb.do("POST", "/admin/events/generic/blocker/replay", "192.0.2.41:1", "Bearer "+token, admin.OperatorHeader, "other").Code

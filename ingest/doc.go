@@ -8,10 +8,11 @@
 // event_id, customer_id and event_type, asks the events table whether the
 // event was seen before (read-only; concurrent look-ups share one query),
 // spends the source's rate limit for an event to produce (only then: a
-// duplicate, a replay among them, spends nothing), and produces the raw body to the events topic keyed by customer_id. It
-// answers 202 only after the broker acknowledged the record with acks=all,
-// and 503 with Retry-After when it did not within the produce timeout, so a
-// 2xx always means the event is durable. Every decision is audited: an
+// duplicate, a replay among them, spends nothing), and produces the raw
+// body to the events topic keyed by customer_id. It answers 202 only
+// after the broker acknowledged the record with acks=all, and 503 with
+// Retry-After when it did not within the produce timeout, so a 2xx always
+// means the event is durable. Every decision is audited: an
 // accepted event carries its ACCEPTED (or RETRY_ACCEPTED) record inside the
 // event record, in the header wire.HeaderAudit, so the one acknowledgement
 // covers both; a duplicate's DUPLICATE record is produced to the audit

@@ -45,10 +45,10 @@ import (
 // body bytes (bodyBudget), the per-request cost of a rejection, and the
 // audit records' own bound (rejectionAudit).
 //
-// Addresses that delivered a new event recently (admitEvent) are remembered
-// apart, in a table only such deliveries write (so neither a flood nor a
-// replayer can evict them): they
-// may use the part of the body budget held back from everyone else.
+// Addresses that delivered a new event recently (admitEvent) are
+// remembered apart, in a table only such deliveries write (so neither a
+// flood nor a replayer can evict them): they may use the part of the body
+// budget held back from everyone else.
 
 // PreAuthConfig bounds what requests cost the receiver before their
 // signature is verified. Zero fields take the defaults named.

@@ -114,7 +114,7 @@ func ForSession(ctx context.Context) context.Context {
 func (a *authenticator) handle(c *gin.Context) {
 	client := clientKey(c.Request.RemoteAddr)
 	session := c.Request.Context().Value(sessionCall{}) != nil
-	if wait := a.throttle.blocked(client, time.Now()); wait > 0 && !session {
+	if wait := a.throttle.blocked(client, time.Now()); !session && wait > 0 {
 		authFailures.WithLabelValues("throttled").Inc()
 		c.Header("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))
 		fail(c, http.StatusTooManyRequests, "too_many_failures", "too many failed authentications from this address; retry later")

@@ -74,19 +74,28 @@ func parseReplayFilter(c *gin.Context) (*replayFilter, bool) {
 		f.limit = n
 	}
 	var msg string
-	if f.since, msg = queryTime(c, "since"); msg != "" {
+	if f.since, f.until, msg = queryRange(c); msg != "" {
 		return bad(msg)
 	}
-	if f.until, msg = queryTime(c, "until"); msg != "" {
-		return bad(msg)
-	}
-	switch {
-	case f.customerID == "" && f.since == nil:
+	if f.customerID == "" && f.since == nil {
 		return bad("name a customer_id, or a range of last update starting at since")
-	case f.since != nil && f.until != nil && !f.since.Before(*f.until):
-		return bad("since must be before until")
 	}
 	return f, true
+}
+
+// queryRange reads since and until, a range of last update (each nil when
+// absent), or a message saying what is wrong with them.
+func queryRange(c *gin.Context) (since, until *time.Time, msg string) {
+	if since, msg = queryTime(c, "since"); msg != "" {
+		return nil, nil, msg
+	}
+	if until, msg = queryTime(c, "until"); msg != "" {
+		return nil, nil, msg
+	}
+	if since != nil && until != nil && !since.Before(*until) {
+		return nil, nil, "since must be before until"
+	}
+	return since, until, ""
 }
 
 // queryTime reads an RFC 3339 query parameter: nil when absent, or a

@@ -132,22 +132,9 @@ func parseEventFilter(c *gin.Context) (*eventFilter, bool) {
 	default:
 		return bad("status must be one of PROCESSING, PROCESSED, FAILED, DEAD, PARKED")
 	}
-	for _, p := range []struct {
-		name string
-		to   **time.Time
-	}{{"since", &f.since}, {"until", &f.until}} {
-		v := c.Query(p.name)
-		if v == "" {
-			continue
-		}
-		t, err := time.Parse(time.RFC3339Nano, v)
-		if err != nil {
-			return bad(p.name + " must be an RFC 3339 time, such as 2026-11-30T17:00:00Z")
-		}
-		*p.to = &t
-	}
-	if f.since != nil && f.until != nil && !f.since.Before(*f.until) {
-		return bad("since must be before until")
+	var msg string
+	if f.since, f.until, msg = queryRange(c); msg != "" {
+		return bad(msg)
 	}
 	if v := c.Query("cursor"); v != "" {
 		raw, err := base64.RawURLEncoding.DecodeString(v)

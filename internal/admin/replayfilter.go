@@ -30,22 +30,19 @@ type replayFilter struct {
 // written for the filters given (an absent one is no condition, not an
 // OR that a generic plan could not use an index for).
 func (f *replayFilter) where() (string, []any) {
-	conds, args := []string{"status = ANY($1::text[])"}, []any{f.statuses}
-	add := func(cond string, v any) {
-		args = append(args, v)
-		conds = append(conds, strings.Replace(cond, "?", "$"+strconv.Itoa(len(args)), 1))
-	}
+	var args sqlArgs
+	conds := []string{"status = ANY(" + args.add(f.statuses, "text[]") + ")"}
 	if f.customerID != "" {
-		add("customer_id = ?::text", f.customerID)
+		conds = append(conds, "customer_id = "+args.add(f.customerID, "text"))
 	}
 	if f.source != "" {
-		add("source = ?::text", f.source)
+		conds = append(conds, "source = "+args.add(f.source, "text"))
 	}
 	if f.since != nil {
-		add("updated_at >= ?::timestamptz", *f.since)
+		conds = append(conds, "updated_at >= "+args.add(*f.since, "timestamptz"))
 	}
 	if f.until != nil {
-		add("updated_at < ?::timestamptz", *f.until)
+		conds = append(conds, "updated_at < "+args.add(*f.until, "timestamptz"))
 	}
 	return strings.Join(conds, " AND "), args
 }

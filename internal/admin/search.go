@@ -74,14 +74,11 @@ func (f *eventFilter) query() (string, []any) {
 // conditions are f's filters as SQL (status only with an event_id), with
 // their arguments: $1 is the page size plus one, $2 the customer if any.
 func (f *eventFilter) conditions() ([]string, []any) {
-	args := []any{f.limit + 1}
+	args := sqlArgs{f.limit + 1}
 	if f.customerID != "" { // $2, which query's probes name
 		args = append(args, f.customerID)
 	}
-	arg := func(v any, typ string) string {
-		args = append(args, v)
-		return "$" + strconv.Itoa(len(args)) + "::" + typ
-	}
+	arg := args.add
 	conds := []string{"true"}
 	if f.customerID != "" {
 		conds = append(conds, "customer_id = $2::text")
@@ -109,6 +106,16 @@ func (f *eventFilter) conditions() ([]string, []any) {
 			"(updated_at, source, event_id) < ("+t+", "+arg(a.Source, "text")+", "+arg(a.EventID, "text")+")")
 	}
 	return conds, args
+}
+
+// sqlArgs are a statement's arguments as it is written, condition by
+// condition.
+type sqlArgs []any
+
+// add appends v and returns its placeholder, cast to typ.
+func (a *sqlArgs) add(v any, typ string) string {
+	*a = append(*a, v)
+	return "$" + strconv.Itoa(len(*a)) + "::" + typ
 }
 
 // parseEventFilter reads the query; on a bad value it answers 400 and
